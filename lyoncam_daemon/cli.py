@@ -1,0 +1,125 @@
+"""Command line: argument parsing, exit codes and one-line errors; the work lives elsewhere.
+
+Exit codes: 0 success, 1 the command ran and something failed (e.g. images not fetched),
+2 bad usage or an invalid configuration file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from lyoncam_daemon import __version__
+from lyoncam_daemon.config import Config, ConfigError, load_config
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+def _load(path: Path) -> Config | None:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        for line in exc.errors:
+            print(f"error: {line}", file=sys.stderr)
+        return None
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    if config is None:
+        return EXIT_USAGE
+    enabled = len(config.enabled_cameras)
+    print(
+        f"{args.config}: OK: {len(config.cameras)} cameras ({enabled} enabled), "
+        f"data_dir {config.data_dir}"
+    )
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    if config is None:
+        return EXIT_USAGE
+    if args.data_dir is not None:
+        config = config.model_copy(update={"data_dir": args.data_dir.resolve()})
+    if args.log_format is not None:
+        config = config.model_copy(
+            update={"log": config.log.model_copy(update={"format": args.log_format})}
+        )
+    if args.log_level is not None:
+        config = config.model_copy(
+            update={"log": config.log.model_copy(update={"level": args.log_level})}
+        )
+    from lyoncam_daemon.daemon import run_daemon
+
+    return run_daemon(config)
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from lyoncam_daemon import simulator
+
+    return simulator.main(args)
+
+
+def cmd_pull(args: argparse.Namespace) -> int:
+    from lyoncam_daemon.labelstudio import cli as ls_cli
+
+    return ls_cli.main(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m lyoncam_daemon",
+        description="Capture Grand Lyon CriTer traffic cameras into a detection dataset.",
+    )
+    parser.add_argument("--version", action="version", version=f"lyoncam {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    config_help = "camera list (default: ./cameras.yaml)"
+    p = sub.add_parser("run", help="capture every enabled camera until stopped (SIGTERM/SIGINT)",
+                       description="Poll every enabled camera of the config, check and dedup "
+                       "each frame, store new frames under data_dir.")
+    p.add_argument("--config", type=Path, default=Path("cameras.yaml"), help=config_help)
+    p.add_argument("--data-dir", type=Path, default=None, help="overrides data_dir of the config")
+    p.add_argument("--log-format", choices=["auto", "json", "console"], default=None,
+                   help="overrides log.format of the config")
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default=None,
+                   help="overrides log.level of the config")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("check", help="validate a config file and exit (0 valid, 2 invalid)",
+                       description="Validate a config file: exit 0 with a summary, or 2 with "
+                       "one line per problem naming file, line, camera and field.")
+    p.add_argument("--config", type=Path, default=Path("cameras.yaml"), help=config_help)
+    p.set_defaults(func=cmd_check)
+
+    from lyoncam_daemon import simulator
+
+    p = sub.add_parser("simulate", help="serve simulated CriTer cameras on loopback",
+                       description=simulator.__doc__)
+    simulator.add_arguments(p)
+    p.set_defaults(func=cmd_simulate)
+
+    from lyoncam_daemon.labelstudio import cli as ls_cli
+
+    p = sub.add_parser("pull", help="download a labelled Label Studio project as a YOLO dataset",
+                       description=ls_cli.__doc__)
+    ls_cli.add_arguments(p)
+    p.set_defaults(func=cmd_pull)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

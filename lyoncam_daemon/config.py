@@ -1,0 +1,378 @@
+"""The `cameras.yaml` schema: validated, frozen, every default visible here.
+
+Like Frigate's camera config, unknown keys are errors: a typo such as `intervall: 30`
+must not silently fall back to the default for months. Errors name the file, the line,
+the camera and the field, one line each, so `check` and `run` can print them as they are.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from lyoncam_daemon import __version__
+
+#: Sub-10 s polling only re-downloads the same bytes (CriTer republishes once a minute) and
+#: the platform asks clients not to poll faster than the data set changes.
+MIN_INTERVAL_S = 10.0
+
+CAMERA_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|KiB|MiB|GiB)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {
+    "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30,
+    None: 1,
+}
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from a number or a string such as ``"90s"``, ``"2m"``, ``"500ms"``."""
+    if isinstance(value, bool):
+        raise ValueError("must be a number of seconds or a duration such as '90s' or '2m'")
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str) and (m := _DURATION_RE.match(value)):
+        return float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+    raise ValueError("must be a number of seconds or a duration such as '90s' or '2m'")
+
+
+def parse_size(value: object) -> int:
+    """Bytes from a number or a string such as ``"8MB"`` or ``"512 KiB"``."""
+    if isinstance(value, bool):
+        raise ValueError("must be a number of bytes or a size such as '8MB'")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and (m := _SIZE_RE.match(value)):
+        unit = m.group(2).lower() if m.group(2) else None
+        return int(float(m.group(1)) * _SIZE_UNITS[unit])
+    raise ValueError("must be a number of bytes or a size such as '8MB'")
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+ByteSize = Annotated[int, BeforeValidator(parse_size)]
+#: A rectangle in full-frame pixels: x, y, width, height.
+Rect = tuple[int, int, int, int]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class HttpSettings(_Model):
+    """How lyoncam talks to the camera server."""
+
+    user_agent: str = f"lyoncam/{__version__} (+https://github.com/lyoncam/lyoncam)"
+    #: Requests in flight across all cameras.
+    max_concurrent: int = Field(8, ge=1)
+    #: All CriTer cameras share one host, which "is not sized for heavy load".
+    max_per_host: int = Field(4, ge=1)
+    #: A body over this is an error, not a memory spike (CriTer frames are 280-610 KB).
+    max_frame_bytes: ByteSize = Field(8_000_000, ge=1024)
+    connect_timeout: Duration = Field(10.0, gt=0)
+
+
+class RetrySettings(_Model):
+    """Per-camera backoff after a failed poll; other cameras are never affected."""
+
+    backoff_initial: Duration = Field(15.0, gt=0)
+    backoff_max: Duration = Field(300.0, gt=0)
+    #: Failing continuously this long marks the camera `down` ...
+    down_after: Duration = Field(900.0, gt=0)
+    #: ... and a down camera is only probed this often.
+    down_probe_interval: Duration = Field(600.0, gt=0)
+
+
+class LogSettings(_Model):
+    #: auto: JSON lines when stderr is not a terminal, readable console otherwise.
+    format: Literal["auto", "json", "console"] = "auto"
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    #: Seconds between one-line capture summaries.
+    summary_interval: Duration = Field(300.0, gt=0)
+
+
+class DedupSettings(_Model):
+    """The perceptual fingerprint shared by all cameras (see frames.py / dedup.py)."""
+
+    hash: Literal["phash", "dhash", "ahash", "whash"] = "phash"
+    hash_size: int = Field(16, ge=4, le=64)
+    #: Threads decoding and hashing frames off the event loop.
+    workers: int = Field(2, ge=1, le=64)
+    #: Frames with more pixels than this are refused before decoding (decompression bombs).
+    max_pixels: int = Field(50_000_000, ge=1)
+    #: Extra "camera unavailable" images matched perceptually (paths relative to this file).
+    placeholder_images: tuple[Path, ...] = ()
+
+
+class Tuning(_Model):
+    """Settings each camera may override; `defaults:` sets them for all cameras."""
+
+    #: Seconds between polls, on a fixed-rate schedule.
+    interval: Duration = 60.0
+    #: Seconds for one whole request, body included.
+    timeout: Duration = Field(20.0, gt=0)
+    #: Hamming distance at or below which a frame is a near-duplicate of the last stored one.
+    threshold: int = Field(12, ge=0)
+    #: `drop` truncated JPEGs (no end-of-image marker), or `keep` them flagged in the sidecar.
+    truncated: Literal["drop", "keep"] = "drop"
+    #: Report the camera `stale` when its frame has not changed for this many intervals.
+    stale_after: float = Field(10.0, gt=0)
+    #: Rectangles [x, y, w, h] (full-frame pixels) the near-duplicate stage ignores:
+    #: the timestamp overlay, sky, trees.
+    ignore: tuple[Rect, ...] = ()
+    #: Mask image (white = compared, black = ignored), relative to this file.
+    mask: Path | None = None
+
+    @field_validator("interval")
+    @classmethod
+    def _interval_floor(cls, v: float, info: ValidationInfo) -> float:
+        floor = (info.context or {}).get("min_interval", MIN_INTERVAL_S)
+        if v < floor:
+            raise ValueError(f"must be at least {floor:g} s")
+        return v
+
+    @field_validator("ignore")
+    @classmethod
+    def _rects(cls, v: tuple[Rect, ...]) -> tuple[Rect, ...]:
+        for x, y, w, h in v:
+            if x < 0 or y < 0 or w <= 0 or h <= 0:
+                raise ValueError("each rectangle is [x, y, width, height] with width, height > 0")
+        return v
+
+
+class CameraConfig(Tuning):
+    """One camera. Fields left out take the value under `defaults:`."""
+
+    #: Becomes a folder name, hence the strict pattern.
+    id: str
+    url: str
+    name: str = ""
+    lat: float | None = Field(None, ge=-90, le=90)
+    lon: float | None = Field(None, ge=-180, le=180)
+    enabled: bool = True
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, v: str) -> str:
+        if not CAMERA_ID_RE.match(v):
+            raise ValueError("must be 1-64 characters of A-Z a-z 0-9 _ -")
+        return v
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        parts = urlsplit(v)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("must be an http:// or https:// URL")
+        return v
+
+
+class Config(_Model):
+    """The whole file."""
+
+    #: Relative paths are taken from the folder holding this file.
+    data_dir: Path = Path("./data")
+    #: Seconds to let in-flight fetches and writes finish on SIGTERM before cancelling.
+    shutdown_grace: Duration = Field(10.0, ge=0)
+    http: HttpSettings = HttpSettings()
+    retry: RetrySettings = RetrySettings()
+    log: LogSettings = LogSettings()
+    dedup: DedupSettings = DedupSettings()
+    #: Extra placeholder SHA-256s; the known CriTer "Image indisponible" one is built in.
+    placeholder_sha256: tuple[str, ...] = ()
+    defaults: Tuning = Tuning()
+    cameras: tuple[CameraConfig, ...]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_defaults(cls, data: Any) -> Any:
+        """Copy `defaults:` into each camera that does not set the key itself."""
+        if not isinstance(data, Mapping):
+            return data
+        defaults = data.get("defaults") or {}
+        cameras = data.get("cameras")
+        if not isinstance(defaults, Mapping) or not isinstance(cameras, Sequence):
+            return data
+        merged = [
+            {**defaults, **cam} if isinstance(cam, Mapping) else cam for cam in cameras
+        ]
+        return {**data, "cameras": merged}
+
+    @field_validator("placeholder_sha256")
+    @classmethod
+    def _sha(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for s in v:
+            if not SHA256_RE.match(s):
+                raise ValueError(f"{s!r} is not 64 lowercase hex digits")
+        return v
+
+    @property
+    def enabled_cameras(self) -> tuple[CameraConfig, ...]:
+        return tuple(c for c in self.cameras if c.enabled)
+
+
+class ConfigError(Exception):
+    """An invalid configuration file: `errors` holds one printable line per problem."""
+
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__("\n".join(errors))
+        self.errors = errors
+
+
+# --- loading -------------------------------------------------------------------------------
+
+_Path = tuple[str | int, ...]
+
+
+def _line_map(node: yaml.Node, path: _Path = (), lines: dict[_Path, int] | None = None) -> dict[
+    _Path, int
+]:
+    """Map each key path of the document to the 1-based line it starts on."""
+    if lines is None:
+        lines = {}
+    lines.setdefault(path, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else str(key_node)
+            lines[(*path, key)] = key_node.start_mark.line + 1
+            _line_map(value_node, (*path, key), lines)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            lines[(*path, i)] = item.start_mark.line + 1
+            _line_map(item, (*path, i), lines)
+    return lines
+
+
+def _line_for(lines: Mapping[_Path, int], loc: _Path) -> int | None:
+    """The line of the deepest part of `loc` present in the file."""
+    for end in range(len(loc), -1, -1):
+        if loc[:end] in lines:
+            return lines[loc[:end]]
+    return None
+
+
+def _message(source: str, data: Mapping[str, Any], lines: Mapping[_Path, int], loc: _Path,
+             msg: str) -> str:
+    line = _line_for(lines, loc)
+    where = f"{source}:{line}" if line else source
+    msg = msg.removeprefix("Value error, ")
+    if len(loc) >= 2 and loc[0] == "cameras" and isinstance(loc[1], int):
+        cams = data.get("cameras") or []
+        cam = cams[loc[1]] if loc[1] < len(cams) else None
+        cam_id = cam.get("id") if isinstance(cam, Mapping) else None
+        who = f"camera {cam_id!r}" if cam_id else f"camera #{loc[1] + 1}"
+        field = ".".join(str(p) for p in loc[2:] if not str(p).startswith("function-"))
+        return f"{where}: {who}: {field}: {msg}" if field else f"{where}: {who}: {msg}"
+    field = ".".join(str(p) for p in loc)
+    return f"{where}: {field}: {msg}" if field else f"{where}: {msg}"
+
+
+_FRIENDLY = {"extra_forbidden": "unknown key", "missing": "required but missing"}
+
+
+def _from_defaults(data: Mapping[str, Any], loc: _Path) -> bool:
+    """True when a camera error is about a key the camera inherited from `defaults:`."""
+    if len(loc) < 3 or loc[0] != "cameras" or not isinstance(loc[1], int):
+        return False
+    cams = data.get("cameras") or []
+    cam = cams[loc[1]] if loc[1] < len(cams) else None
+    defaults = data.get("defaults")
+    return (
+        isinstance(cam, Mapping)
+        and loc[2] not in cam
+        and isinstance(defaults, Mapping)
+        and loc[2] in defaults
+    )
+
+
+def _resolve_paths(config: Config, base_dir: Path) -> Config:
+    def rel(p: Path) -> Path:
+        return p if p.is_absolute() else base_dir / p
+
+    cams = tuple(
+        c.model_copy(update={"mask": rel(c.mask)}) if c.mask is not None else c
+        for c in config.cameras
+    )
+    dedup = config.dedup.model_copy(
+        update={"placeholder_images": tuple(rel(p) for p in config.dedup.placeholder_images)}
+    )
+    return config.model_copy(
+        update={"data_dir": rel(config.data_dir), "cameras": cams, "dedup": dedup}
+    )
+
+
+def parse_config(
+    text: str,
+    source: str = "cameras.yaml",
+    base_dir: Path | None = None,
+    context: Mapping[str, Any] | None = None,
+) -> Config:
+    """Validate YAML text. `context` may lower limits for tests (`{"min_interval": 0.05}`)."""
+    try:
+        loader = yaml.SafeLoader(text)
+        try:
+            node = loader.get_single_node()
+            data = loader.construct_document(node) if node is not None else None
+        finally:
+            loader.dispose()
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = f":{mark.line + 1}" if mark else ""
+        problem = exc.problem or exc.context or "invalid YAML"
+        raise ConfigError([f"{source}{line}: invalid YAML: {problem}"]) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"{source}: invalid YAML: {exc}"]) from None
+    if not isinstance(data, dict):
+        raise ConfigError([f"{source}: must be a mapping with at least a `cameras:` list"])
+    lines = _line_map(node)
+
+    try:
+        config = Config.model_validate(data, context=dict(context or {}))
+    except ValidationError as exc:
+        errors = [
+            _message(source, data, lines, tuple(e["loc"]), _FRIENDLY.get(e["type"], e["msg"]))
+            for e in exc.errors()
+            if not _from_defaults(data, tuple(e["loc"]))
+        ]
+        raise ConfigError(list(dict.fromkeys(errors))) from None
+
+    seen: dict[str, int] = {}
+    errors = []
+    for i, cam in enumerate(config.cameras):
+        if cam.id in seen:
+            errors.append(
+                _message(source, data, lines, ("cameras", i, "id"),
+                         f"duplicate id, first used by camera #{seen[cam.id] + 1}")
+            )
+        seen.setdefault(cam.id, i)
+    if errors:
+        raise ConfigError(errors)
+    return _resolve_paths(config, base_dir if base_dir is not None else Path.cwd())
+
+
+def load_config(path: Path, context: Mapping[str, Any] | None = None) -> Config:
+    """Read and validate a config file; every failure is a ConfigError naming the file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError([f"{path}: no such file"]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigError([f"{path}: cannot read: {reason}"]) from None
+    return parse_config(text, str(path), path.resolve().parent, context)

@@ -1,0 +1,1 @@
+"""Label Studio: pull a labelled project back as a YOLO dataset (and push frames to label)."""

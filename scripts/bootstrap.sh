@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Create ./.venv and install lyoncam into it (with dev tools when given "dev").
+# Idempotent: reinstalls only when pyproject.toml changed since the last install.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+extra="${1:-}"
+PY="${PYTHON:-python3}"
+
+if ! command -v "$PY" >/dev/null 2>&1; then
+  echo "error: $PY not found; install Python 3.11 or newer" >&2; exit 1
+fi
+if ! "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+  echo "error: lyoncam needs Python >= 3.11, $PY is $("$PY" -V 2>&1)" >&2; exit 1
+fi
+if ! "$PY" -c 'import venv, ensurepip' >/dev/null 2>&1; then
+  # Debian/Ubuntu ship venv separately.
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null
+  else
+    echo "error: $PY has no venv module; install python3-venv" >&2; exit 1
+  fi
+fi
+
+stamp_want="$(sha256sum pyproject.toml | cut -c1-16)-${extra:-base}"
+if [ ! -x .venv/bin/python ] || [ "$(cat .venv/.lyoncam-stamp 2>/dev/null)" != "$stamp_want" ]; then
+  [ -x .venv/bin/python ] || "$PY" -m venv .venv
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip 2>/dev/null
+  target="."
+  [ -n "$extra" ] && target=".[$extra]"
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -e "$target" \
+    2> >(grep -v "^WARNING: Location" >&2)
+  echo "$stamp_want" > .venv/.lyoncam-stamp
+fi
