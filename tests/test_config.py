@@ -1,0 +1,147 @@
+"""cameras.yaml validation: good files load, every bad one gives a file:line message."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lyoncam_daemon.cli import main
+from lyoncam_daemon.config import ConfigError, load_config, parse_config, parse_duration
+
+REPO = Path(__file__).resolve().parents[1]
+
+GOOD = """\
+data_dir: ./frames
+defaults:
+  interval: 60
+cameras:
+  - id: CWL9018
+    url: https://example.invalid/CWL9018.JPG
+    name: Pont Clemenceau
+    lat: 45.77
+    lon: 4.81
+  - id: B2
+    url: http://127.0.0.1:8080/B2.JPG
+    interval: 2m
+    enabled: false
+"""
+
+
+def errors_of(text: str) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, "cameras.yaml", Path("/base"))
+    return info.value.errors
+
+
+def test_repo_cameras_yaml_lists_the_15_catalogue_cameras() -> None:
+    import json
+
+    config = load_config(REPO / "cameras.yaml")
+    catalogue = json.loads((REPO / "tests/fixtures/pvocameracriter.geojson").read_text())
+    expected = {f["properties"]["numeromaintenance"]: f for f in catalogue["features"]}
+    assert {c.id for c in config.cameras} == set(expected)
+    for cam in config.cameras:
+        feature = expected[cam.id]
+        assert cam.url == feature["properties"]["url"]
+        assert (cam.lon, cam.lat) == pytest.approx(tuple(feature["geometry"]["coordinates"]))
+        assert feature["properties"]["libellelong"] in cam.name
+        assert cam.interval == 60
+
+
+def test_defaults_apply_and_cameras_override() -> None:
+    config = parse_config(GOOD, "cameras.yaml", Path("/base"))
+    a, b = config.cameras
+    assert a.interval == 60 and b.interval == 120
+    assert a.timeout == 20 and a.truncated == "drop"
+    assert config.data_dir == Path("/base/frames")
+    assert [c.id for c in config.enabled_cameras] == ["CWL9018"]
+
+
+@pytest.mark.parametrize(("value", "seconds"), [
+    (60, 60.0), (12.5, 12.5), ("90s", 90.0), ("2m", 120.0), ("1h", 3600.0), ("500ms", 0.5),
+])
+def test_durations(value: object, seconds: float) -> None:
+    assert parse_duration(value) == seconds
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("cameras:\n  - id: A1\n    url: http://x/a\n    interval: 5\n",
+     "cameras.yaml:4: camera 'A1': interval: must be at least 10 s"),
+    ("cameras:\n  - id: A1\n    url: ftp://x/a\n",
+     "cameras.yaml:3: camera 'A1': url: must be an http:// or https:// URL"),
+    ("cameras:\n  - id: A1\n    url: http://x/a\n    intervall: 30\n",
+     "cameras.yaml:4: camera 'A1': intervall: unknown key"),
+    ("cameras:\n  - id: ../etc\n    url: http://x/a\n",
+     "cameras.yaml:2: camera '../etc': id: must be 1-64 characters of A-Z a-z 0-9 _ -"),
+    ("cameras:\n  - id: A1\n    url: http://x/a\n  - id: A1\n    url: http://x/b\n",
+     "cameras.yaml:4: camera 'A1': id: duplicate id, first used by camera #1"),
+    ("cameras:\n  - id: A1\n", "cameras.yaml:2: camera 'A1': url: required but missing"),
+    ("cameras:\n  - id: A1\n    url: http://x/a\n    interval: soon\n",
+     "cameras.yaml:4: camera 'A1': interval: must be a number of seconds or a duration "
+     "such as '90s' or '2m'"),
+    ("http:\n  max_concurrent: 0\ncameras: []\n",
+     "cameras.yaml:2: http.max_concurrent: Input should be greater than or equal to 1"),
+    ("cameras:\n  - id: A\n   url: x\n",
+     "cameras.yaml:3: invalid YAML: expected <block end>, but found '<block mapping start>'"),
+    ("- just a list\n", "cameras.yaml: must be a mapping with at least a `cameras:` list"),
+    ("placeholder_sha256: [abc]\ncameras: []\n",
+     "cameras.yaml:1: placeholder_sha256: 'abc' is not 64 lowercase hex digits"),
+])
+def test_each_error_names_file_line_camera_and_field(text: str, expected: str) -> None:
+    assert errors_of(text) == [expected]
+
+
+def test_bad_default_is_reported_once_at_the_defaults_line() -> None:
+    text = "defaults:\n  interval: 3\ncameras:\n  - id: A\n    url: http://x/a\n"
+    assert errors_of(text) == ["cameras.yaml:2: defaults.interval: must be at least 10 s"]
+
+
+def test_all_errors_are_reported_not_just_the_first() -> None:
+    text = ("cameras:\n  - id: A\n    url: http://x/a\n    interval: 1\n"
+            "  - id: B\n    url: nope\n")
+    assert len(errors_of(text)) == 2
+
+
+def test_tests_may_lower_the_interval_floor() -> None:
+    text = "cameras:\n  - id: A\n    url: http://x/a\n    interval: 0.2\n"
+    config = parse_config(text, context={"min_interval": 0.05})
+    assert config.cameras[0].interval == 0.2
+
+
+def test_check_command_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    good = tmp_path / "good.yaml"
+    good.write_text(GOOD)
+    assert main(["check", "--config", str(good)]) == 0
+    assert "OK: 2 cameras (1 enabled)" in capsys.readouterr().out
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("cameras:\n  - id: A1\n    url: http://x/a\n    interval: 5\n")
+    assert main(["check", "--config", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == f"error: {bad}:4: camera 'A1': interval: must be at least 10 s"
+
+    assert main(["check", "--config", str(tmp_path / "missing.yaml")]) == 2
+    assert "missing.yaml: no such file" in capsys.readouterr().err
+
+
+def test_run_refuses_an_invalid_file_without_traceback(tmp_path: Path) -> None:
+    bad = tmp_path / "cameras.yaml"
+    bad.write_text("cameras:\n  - id: A1\n    url: http://x/a\n    colour: red\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "lyoncam_daemon", "run", "--config", str(bad)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == f"error: {bad}:4: camera 'A1': colour: unknown key"
+    assert "Traceback" not in proc.stderr
+
+
+def test_every_command_has_help() -> None:
+    for command in ("run", "check", "simulate", "pull"):
+        proc = subprocess.run([sys.executable, "-m", "lyoncam_daemon", command, "--help"],
+                              capture_output=True, text=True, timeout=60, check=False)
+        assert proc.returncode == 0, proc.stderr
+        assert "usage:" in proc.stdout
