@@ -338,7 +338,7 @@ def parse_config(
         raise ConfigError([f"{source}{line}: invalid YAML: {problem}"]) from None
     except yaml.YAMLError as exc:
         raise ConfigError([f"{source}: invalid YAML: {exc}"]) from None
-    if not isinstance(data, dict):
+    if not isinstance(data, dict) or node is None:
         raise ConfigError([f"{source}: must be a mapping with at least a `cameras:` list"])
     lines = _line_map(node)
 

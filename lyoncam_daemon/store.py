@@ -1,0 +1,171 @@
+"""The frame store: a per-camera dated tree of JPEGs, each with a JSON sidecar.
+
+    <data_dir>/<camera_id>/<YYYY>/<MM>/<DD>/<camera_id>_<YYYYMMDDTHHMMSSZ>.jpg (+ .json)
+
+Bytes are stored exactly as served (never re-encoded). Each file is written to a hidden
+temp file in its final folder, fsynced and renamed, so a reader or a crash never leaves a
+partial frame under a real name. The store is synchronous on purpose: the daemon calls
+`save` once per frame through `asyncio.to_thread`, one thread hop for the whole
+write-fsync-rename sequence.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import re
+import secrets
+from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+_TMP_MARK = ".tmp-"
+_DIGITS = re.compile(r"^\d+$")
+
+
+class StoreError(Exception):
+    """A frame could not be written; nothing partial was left behind."""
+
+
+def utc_stamp(moment: datetime) -> str:
+    """`20261126T001500Z`: sorts by time, safe in any file system."""
+    return moment.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+
+
+def iso_utc(moment: datetime) -> str:
+    """ISO 8601 in UTC with a `Z`, to the millisecond."""
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def day_dir(data_dir: Path, camera_id: str, moment: datetime) -> Path:
+    m = moment.astimezone(UTC)
+    return data_dir / camera_id / f"{m:%Y}" / f"{m:%m}" / f"{m:%d}"
+
+
+def frame_path(data_dir: Path, camera_id: str, moment: datetime, n: int = 0) -> Path:
+    """Where a frame captured at `moment` goes; `n` > 0 adds the `_n` collision suffix."""
+    suffix = f"_{n}" if n else ""
+    return day_dir(data_dir, camera_id, moment) / f"{camera_id}_{utc_stamp(moment)}{suffix}.jpg"
+
+
+class FrameStore:
+    """Writes frames and finds each camera's newest one again after a restart."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+
+    def save(self, camera_id: str, moment: datetime, data: bytes,
+             sidecar: Mapping[str, Any]) -> Path:
+        """Store `data` and its sidecar atomically; return the JPEG's path.
+
+        Raises StoreError (with the path and the OS reason) on any OS failure, after
+        removing whatever it had written: the previous frames are never touched.
+        """
+        folder = day_dir(self.data_dir, camera_id, moment)
+        written: list[Path] = []
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            final = self._free_name(camera_id, moment)
+            meta = json.dumps(
+                {**sidecar, "file": final.name}, indent=1, sort_keys=True, ensure_ascii=False
+            ).encode()
+            tmp_jpg = _write_temp(folder, final.name, data, written)
+            tmp_json = _write_temp(folder, final.with_suffix(".json").name, meta, written)
+            os.replace(tmp_jpg, final)
+            written[0] = final
+            os.replace(tmp_json, final.with_suffix(".json"))
+            written[1] = final.with_suffix(".json")
+            _fsync_dir(folder)
+            return final
+        except OSError as exc:
+            for p in written:
+                with contextlib.suppress(OSError):
+                    p.unlink()
+            reason = exc.strerror or errno.errorcode.get(exc.errno or 0, str(exc))
+            raise StoreError(f"cannot write frame of {camera_id} under {folder}: {reason}") \
+                from None
+
+    def _free_name(self, camera_id: str, moment: datetime) -> Path:
+        n = 0
+        while True:
+            candidate = frame_path(self.data_dir, camera_id, moment, n)
+            if not candidate.exists() and not candidate.with_suffix(".json").exists():
+                return candidate
+            n += 1
+
+    def latest(self, camera_id: str) -> tuple[Path, dict[str, Any]] | None:
+        """The newest stored frame of a camera and its sidecar, or None.
+
+        Walks only the newest year/month/day folders (names sort by date), so start-up
+        costs a few directory listings per camera, not a scan of months of frames.
+        A sidecar that cannot be read is skipped in favour of the one before it.
+        """
+        for day in self._days_newest_first(camera_id):
+            for sidecar in sorted(day.glob(f"{camera_id}_*.json"), reverse=True):
+                if sidecar.name.startswith("."):
+                    continue
+                try:
+                    meta = json.loads(sidecar.read_text(encoding="utf-8"))
+                except (OSError, ValueError):
+                    continue
+                jpg = sidecar.with_suffix(".jpg")
+                if isinstance(meta, dict) and jpg.exists():
+                    return jpg, meta
+        return None
+
+    def remove_temp_files(self, camera_id: str) -> int:
+        """Delete temp files a killed process left in the camera's newest day folder."""
+        removed = 0
+        for day in self._days_newest_first(camera_id):
+            for tmp in day.glob(f".*{_TMP_MARK}*"):
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
+                    removed += 1
+            break
+        return removed
+
+    def _days_newest_first(self, camera_id: str) -> Iterator[Path]:
+        root = self.data_dir / camera_id
+        for year in _numeric_dirs(root):
+            for month in _numeric_dirs(year):
+                yield from _numeric_dirs(month)
+
+
+def _numeric_dirs(folder: Path) -> list[Path]:
+    try:
+        entries = [p for p in folder.iterdir() if _DIGITS.match(p.name) and p.is_dir()]
+    except OSError:
+        return []
+    return sorted(entries, key=lambda p: int(p.name), reverse=True)
+
+
+def _write_temp(folder: Path, final_name: str, data: bytes, written: list[Path]) -> Path:
+    tmp = folder / f".{final_name}{_TMP_MARK}{secrets.token_hex(4)}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    written.append(tmp)
+    try:
+        view = memoryview(data)
+        while view:
+            n = os.write(fd, view)
+            view = view[n:]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return tmp
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the renames durable: without it a power cut can forget a renamed file."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
