@@ -22,6 +22,7 @@ import importlib.resources
 import io
 import logging
 import math
+import os
 import random
 import signal
 import socket
@@ -267,6 +268,8 @@ class CameraStats:
     ok_200: int = 0
     not_modified_304: int = 0
     errors: int = 0
+    #: Bodies the client stopped reading before the end (its timeout or size limit).
+    client_aborts: int = 0
     bytes_sent: int = 0
     #: SHA-256 of every 200 image/jpeg body written out completely (ok, slow, placeholder,
     #: truncated; not empty or oversized), in order; `served_modes` says which mode each was.
@@ -553,12 +556,17 @@ class CriterSimulator:
             return resp
         pieces = list(_chunks(body, duration))
         delay = duration / len(pieces) if duration > 0 and pieces else 0.0
-        for piece in pieces:
-            if delay:
-                await asyncio.sleep(delay)
-            await resp.write(piece)
-            st.bytes_sent += len(piece)
-        await resp.write_eof()
+        try:
+            for piece in pieces:
+                if delay:
+                    await asyncio.sleep(delay)
+                await resp.write(piece)
+                st.bytes_sent += len(piece)
+            await resp.write_eof()
+        except ConnectionError:
+            # The client hung up (its timeout, its size limit): part of the test, not an error.
+            st.client_aborts += 1
+            return resp
         if record and content_type == "image/jpeg" and body:
             st.served_sha256.append(hashlib.sha256(body).hexdigest())
             st.served_modes.append(mode)
@@ -573,10 +581,13 @@ class CriterSimulator:
         resp = web.StreamResponse(status=200, headers={"Content-Type": "image/jpeg"})
         await resp.prepare(request)
         st.ok_200 += 1
-        for piece in _oversized_body(self._frame, self.oversize_bytes):
-            await resp.write(piece)
-            st.bytes_sent += len(piece)
-        await resp.write_eof()
+        try:
+            for piece in _oversized_body(self._frame, self.oversize_bytes):
+                await resp.write(piece)
+                st.bytes_sent += len(piece)
+            await resp.write_eof()
+        except ConnectionError:
+            st.client_aborts += 1
         return resp
 
 
@@ -690,8 +701,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _write_text(path: Path, text: str) -> None:
+    # Via a rename: a script waiting for the file to appear must never read half of it.
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
 
 
 async def _serve(args: argparse.Namespace, modes: Mapping[str, str]) -> int:
