@@ -1,0 +1,257 @@
+"""The daemon against the simulated CriTer server on loopback: what it captures and loses."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+import structlog
+
+from lyoncam_daemon.daemon import Daemon
+from lyoncam_daemon.simulator import CriterSimulator, camera_ids, placeholder_sha256
+from lyoncam_daemon.store import FrameStore, StoreError
+
+from .conftest import make_config, run_for, stored_frames
+
+SIDECAR_FIELDS = {"camera_id", "captured_at", "url", "sha256", "bytes", "width", "height",
+                  "etag", "last_modified", "exif_datetime", "fingerprint", "truncated"}
+
+
+async def test_every_camera_is_captured_byte_for_byte(tmp_path: Path) -> None:
+    ids = camera_ids(3)
+    async with CriterSimulator(ids, period=0.4) as sim:
+        config = make_config(tmp_path, {i: sim.url(i) for i in ids}, interval=0.2)
+        await run_for(config, 2.5)
+        for cam in ids:
+            frames = stored_frames(tmp_path, cam)
+            assert len(frames) >= 3, cam
+            served = set(sim.stats[cam].served_sha256)
+            for jpg in frames:
+                data = jpg.read_bytes()
+                meta = json.loads(jpg.with_suffix(".json").read_text())
+                assert meta.keys() >= SIDECAR_FIELDS
+                assert meta["sha256"] == hashlib.sha256(data).hexdigest()
+                assert meta["sha256"] in served  # the bytes exactly as served
+                assert meta["bytes"] == len(data)
+                assert (meta["width"], meta["height"]) == (1920, 1080)
+                assert meta["camera_id"] == cam and meta["url"] == sim.url(cam)
+                assert meta["captured_at"].endswith("Z")
+                stamp = meta["captured_at"][:19].replace("-", "").replace(":", "")
+                assert jpg.name.startswith(f"{cam}_{stamp}Z")
+                assert jpg.parent == tmp_path / cam / stamp[:4] / stamp[4:6] / stamp[6:8]
+                assert meta["fingerprint"]["hex"]
+            # no two stored frames of a camera are the same bytes
+            assert len({f.read_bytes() for f in frames}) == len(frames)
+
+
+async def test_failure_modes_are_skipped_and_counted_while_healthy_cameras_keep_rate(
+    tmp_path: Path,
+) -> None:
+    modes = {"SIM001": "ok", "SIM002": "ok", "SIM003": "placeholder", "SIM004": "truncated",
+             "SIM005": "error", "SIM006": "html", "SIM007": "empty", "SIM008": "oversized",
+             "SIM009": "slow", "SIM010": "reset", "SIM011": "notfound"}
+    # no ETag: the content checks, not 304s, must catch every repeat
+    async with CriterSimulator(list(modes), period=0.3, modes=modes, slow_seconds=3,
+                               oversize_bytes=3_000_000, etag=False) as sim:
+        sha = placeholder_sha256()
+        config = make_config(
+            tmp_path, {i: sim.url(i) for i in modes}, interval=0.25, timeout=0.8,
+            extra=f"placeholder_sha256: [{sha}]\nhttp:\n  max_frame_bytes: 1MB",
+        )
+        daemon = await run_for(config, 3.0)
+    cams = daemon.stats.cameras
+    for healthy in ("SIM001", "SIM002"):
+        assert cams[healthy].polls >= 9, cams[healthy]  # ~12 expected at 0.25 s over 3 s
+        assert cams[healthy].outcomes["stored"] >= 5
+        assert cams[healthy].state == "ok"
+    expected_outcome = {"SIM003": "placeholder", "SIM004": "truncated", "SIM006": "not_image",
+                        "SIM007": "not_image"}
+    for cam, outcome in expected_outcome.items():
+        assert cams[cam].outcomes[outcome] >= 3, (cam, cams[cam])
+        assert cams[cam].condition == outcome
+    expected_error = {"SIM005": "http", "SIM008": "too_large", "SIM009": "timeout",
+                      "SIM010": "connection", "SIM011": "http"}
+    for cam, kind in expected_error.items():
+        assert cams[cam].errors[kind] >= 1, (cam, cams[cam])
+        assert cams[cam].state in ("failing", "down")
+    for cam in [*expected_outcome, *expected_error]:
+        assert stored_frames(tmp_path, cam) == [], cam
+        assert cams[cam].outcomes["stored"] == 0
+
+
+async def test_truncated_keep_policy_stores_flagged_frames(tmp_path: Path) -> None:
+    async with CriterSimulator(["TRUNC"], period=0.3, modes={"TRUNC": "truncated"}) as sim:
+        config = make_config(tmp_path, {"TRUNC": sim.url("TRUNC")},
+                             per_camera={"TRUNC": "truncated: keep"})
+        await run_for(config, 1.2)
+    frames = stored_frames(tmp_path, "TRUNC")
+    assert frames
+    assert json.loads(frames[0].with_suffix(".json").read_text())["truncated"] is True
+
+
+async def test_etag_gives_304_counted_as_unchanged(tmp_path: Path) -> None:
+    async with CriterSimulator(["E1"], period=30, etag=True) as sim:
+        config = make_config(tmp_path, {"E1": sim.url("E1")}, interval=0.1)
+        daemon = await run_for(config, 1.0)
+        assert sim.stats["E1"].not_modified_304 >= 3
+    cam = daemon.stats.cameras["E1"]
+    assert cam.outcomes["stored"] == 1
+    assert cam.outcomes["unchanged"] == sim.stats["E1"].not_modified_304
+
+
+async def test_without_etag_identical_bytes_are_unchanged(tmp_path: Path) -> None:
+    async with CriterSimulator(["N1"], period=30, etag=False) as sim:
+        config = make_config(tmp_path, {"N1": sim.url("N1")}, interval=0.1)
+        daemon = await run_for(config, 1.0)
+        assert sim.stats["N1"].not_modified_304 == 0
+    cam = daemon.stats.cameras["N1"]
+    assert cam.outcomes["stored"] == 1 and cam.outcomes["unchanged"] >= 3
+
+
+async def test_a_slow_camera_does_not_delay_the_others(tmp_path: Path) -> None:
+    ids = ["FAST1", "FAST2", "SLOW"]
+    async with CriterSimulator(ids, period=0.2, modes={"SLOW": "slow"}, slow_seconds=5) as sim:
+        config = make_config(tmp_path, {i: sim.url(i) for i in ids}, interval=0.2, timeout=2,
+                             extra="http:\n  max_concurrent: 2\n  max_per_host: 2")
+        daemon = await run_for(config, 3.0)
+    for fast in ("FAST1", "FAST2"):
+        # 15 ticks in 3 s; allow for start-up and a loaded CI machine
+        assert daemon.stats.cameras[fast].polls >= 11, daemon.stats.cameras[fast]
+    assert daemon.stats.cameras["SLOW"].errors["timeout"] >= 1
+
+
+async def test_restart_recovers_the_last_frame_and_stores_no_duplicate(tmp_path: Path) -> None:
+    async with CriterSimulator(["R1"], period=60, etag=False) as sim:
+        config = make_config(tmp_path, {"R1": sim.url("R1")}, interval=0.1)
+        await run_for(config, 0.6)
+        assert len(stored_frames(tmp_path, "R1")) == 1
+        daemon = await run_for(config, 0.6)
+    assert len(stored_frames(tmp_path, "R1")) == 1
+    assert daemon.stats.cameras["R1"].outcomes["stored"] == 0
+    assert daemon.stats.cameras["R1"].outcomes["unchanged"] >= 2
+
+
+async def test_cancelling_mid_write_leaves_no_partial_file(tmp_path: Path) -> None:
+    ids = camera_ids(4)
+    async with CriterSimulator(ids, period=0.1) as sim:
+        config = make_config(tmp_path, {i: sim.url(i) for i in ids}, interval=0.1)
+        for delay in (0.35, 0.52, 0.71, 0.9):
+            daemon = Daemon(config)
+            task = asyncio.create_task(daemon.run())
+            await asyncio.sleep(delay)
+            task.cancel()  # harsher than SIGTERM: no grace at all
+            with pytest.raises(asyncio.CancelledError):
+                await task
+    await asyncio.sleep(0.3)  # let writer threads that were mid-write finish
+    files = [p for p in tmp_path.rglob("*") if p.is_file() and ".lyoncam" not in p.parts]
+    assert files, "nothing was captured"
+    for p in files:
+        assert not p.name.startswith("."), f"temp file left: {p}"
+        if p.suffix == ".jpg":
+            meta = json.loads(p.with_suffix(".json").read_text())
+            assert hashlib.sha256(p.read_bytes()).hexdigest() == meta["sha256"]
+        else:
+            assert p.suffix == ".json" and p.with_suffix(".jpg").exists()
+
+
+async def test_write_errors_are_counted_and_the_camera_keeps_polling(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_save = FrameStore.save
+    failures = {"left": 3}
+
+    def flaky_save(self: FrameStore, *args: object, **kwargs: object) -> Path:
+        if failures["left"] > 0:
+            failures["left"] -= 1
+            raise StoreError("cannot write frame of W1 under /x: No space left on device")
+        return real_save(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(FrameStore, "save", flaky_save)
+    async with CriterSimulator(["W1"], period=0.2) as sim:
+        config = make_config(tmp_path, {"W1": sim.url("W1")}, interval=0.2)
+        with structlog.testing.capture_logs() as logs:
+            daemon = await run_for(config, 2.0)
+    cam = daemon.stats.cameras["W1"]
+    assert cam.write_errors == 3
+    assert cam.outcomes["stored"] >= 2
+    assert [e["event"] for e in logs].count("write failed") == 1  # logged once, not per poll
+    assert "writes recovered" in [e["event"] for e in logs]
+
+
+async def test_a_failing_camera_logs_state_changes_once_not_every_poll(tmp_path: Path) -> None:
+    async with CriterSimulator(["BAD", "GOOD"], period=0.2, modes={"BAD": "error"}) as sim:
+        config = make_config(tmp_path, {"BAD": sim.url("BAD"), "GOOD": sim.url("GOOD")},
+                             interval=0.1)
+        with structlog.testing.capture_logs() as logs:
+            daemon = await run_for(config, 2.5)
+        sim.set_mode("BAD", "ok")
+    bad = daemon.stats.cameras["BAD"]
+    assert bad.errors["http"] >= 4 and bad.state == "down"
+    changes = [(e["state"], e["previous"]) for e in logs
+               if e["event"] == "camera state" and e.get("camera") == "BAD"]
+    assert changes == [("failing", "starting"), ("down", "failing")]
+    # backoff: far fewer polls than the 25 a healthy camera gets
+    assert bad.polls < daemon.stats.cameras["GOOD"].polls / 2
+
+
+async def test_a_down_camera_recovers_by_itself(tmp_path: Path) -> None:
+    async with CriterSimulator(["FLAKY"], period=0.2, modes={"FLAKY": "error"}) as sim:
+        config = make_config(tmp_path, {"FLAKY": sim.url("FLAKY")}, interval=0.1)
+        daemon = Daemon(config)
+        task = asyncio.create_task(daemon.run())
+        await asyncio.sleep(1.5)
+        assert daemon.stats.cameras["FLAKY"].state == "down"
+        sim.set_mode("FLAKY", "ok")
+        await asyncio.sleep(1.2)
+        daemon.request_stop()
+        assert await task == 0
+    assert daemon.stats.cameras["FLAKY"].state == "ok"
+    assert stored_frames(tmp_path, "FLAKY")
+
+
+async def test_sigterm_stops_the_daemon_with_exit_0(tmp_path: Path) -> None:
+    async with CriterSimulator(["SIG1", "SIG2"], period=60) as sim:
+        cfg = tmp_path / "cameras.yaml"
+        cfg.write_text(
+            f"data_dir: {tmp_path / 'data'}\ncameras:\n"
+            f"  - id: SIG1\n    url: {sim.url('SIG1')}\n"
+            f"  - id: SIG2\n    url: {sim.url('SIG2')}\n"
+        )
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "lyoncam_daemon", "run", "--config", str(cfg),
+            "--log-format", "json", stderr=asyncio.subprocess.PIPE,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        assert proc.stderr is not None
+        for _ in range(200):
+            if stored_frames(tmp_path / "data", "SIG1"):
+                break
+            await asyncio.sleep(0.1)
+        assert stored_frames(tmp_path / "data", "SIG1"), "nothing captured before SIGTERM"
+        proc.send_signal(signal.SIGTERM)
+        err = await asyncio.wait_for(proc.stderr.read(), timeout=30)
+        assert await asyncio.wait_for(proc.wait(), timeout=30) == 0
+    events = [json.loads(line)["event"] for line in err.decode().splitlines() if line.strip()]
+    assert events[0] == "started" and events[-1] == "stopped"
+    health = json.loads((tmp_path / "data" / ".lyoncam" / "health.json").read_text())
+    assert health["stopping"] is True and health["totals"]["stored"] >= 1
+
+
+async def test_a_second_daemon_on_the_same_data_dir_is_refused(tmp_path: Path) -> None:
+    from lyoncam_daemon.daemon import StartupError
+
+    async with CriterSimulator(["L1"], period=60) as sim:
+        config = make_config(tmp_path, {"L1": sim.url("L1")}, interval=1)
+        first = Daemon(config)
+        task = asyncio.create_task(first.run())
+        await asyncio.sleep(0.3)
+        with pytest.raises(StartupError, match="another lyoncam daemon is using it"):
+            await Daemon(config).run()
+        first.request_stop()
+        assert await task == 0
