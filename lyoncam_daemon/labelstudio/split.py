@@ -1,0 +1,52 @@
+"""Deterministic train/val split that keeps near-identical frames on one side.
+
+Frames of one camera a minute apart are near duplicates: putting one in train and its neighbour
+in val measures memory, not detection. lyoncam frames are named ``<CAMERA>_<YYYYMMDDTHHMMSSZ>``,
+so the group of a frame is its camera plus the time block it falls in (default one hour). The side
+of a group is decided by a hash of the group key alone, so it does not depend on which other
+frames exist: adding frames later never moves the ones already split. Files not named that way
+form a group of one (their own stem).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from datetime import UTC, datetime
+from typing import Literal
+
+Side = Literal["train", "val"]
+
+_FRAME = re.compile(r"^(?P<camera>[A-Za-z0-9]+)_(?P<ts>\d{8}T\d{6}Z?)(?:$|[._-])")
+SALT = "lyoncam-split-v1"
+
+
+def parse_frame_stem(stem: str) -> tuple[str, datetime] | None:
+    """(camera, UTC time) of a lyoncam frame name, or None if the stem is not one."""
+    match = _FRAME.match(stem)
+    if match is None:
+        return None
+    try:
+        when = datetime.strptime(match["ts"].rstrip("Z"), "%Y%m%dT%H%M%S").replace(tzinfo=UTC)
+    except ValueError:
+        return None
+    return match["camera"].upper(), when
+
+
+def group_key(stem: str, block_hours: float = 1.0) -> str:
+    parsed = parse_frame_stem(stem)
+    if parsed is None:
+        return f"file:{stem}"
+    camera, when = parsed
+    block = int(when.timestamp() // (block_hours * 3600))
+    return f"{camera}@{block_hours:g}h#{block}"
+
+
+def side_of_group(key: str, val_fraction: float) -> Side:
+    digest = hashlib.sha256(f"{SALT}:{key}".encode()).digest()
+    position = int.from_bytes(digest[:8], "big") / 2**64
+    return "val" if position < val_fraction else "train"
+
+
+def side_of(stem: str, val_fraction: float = 0.2, block_hours: float = 1.0) -> Side:
+    return side_of_group(group_key(stem, block_hours), val_fraction)
