@@ -255,3 +255,28 @@ async def test_a_second_daemon_on_the_same_data_dir_is_refused(tmp_path: Path) -
             await Daemon(config).run()
         first.request_stop()
         assert await task == 0
+
+
+async def test_a_frozen_camera_is_reported_stale_once_and_recovers(tmp_path: Path) -> None:
+    async with CriterSimulator(["FRZ"], period=1.5, etag=False) as sim:
+        config = make_config(tmp_path, {"FRZ": sim.url("FRZ")}, interval=0.1,
+                             per_camera={"FRZ": "stale_after: 4"})
+        with structlog.testing.capture_logs() as logs:
+            await run_for(config, 2.6)
+    changes = [e["condition"] for e in logs
+               if e["event"] == "camera condition" and e.get("camera") == "FRZ"]
+    # frame stored at start, frozen for 1.5 s (stale once), a new frame (normal again), ...
+    assert changes[:2] == ["stale", "normal"]
+    assert len(changes) <= 4
+
+
+async def test_a_truncating_camera_is_logged_once_with_the_policy_hint(tmp_path: Path) -> None:
+    async with CriterSimulator(["CUT"], period=0.2, modes={"CUT": "truncated"},
+                               etag=False) as sim:
+        config = make_config(tmp_path, {"CUT": sim.url("CUT")}, interval=0.1)
+        with structlog.testing.capture_logs() as logs:
+            daemon = await run_for(config, 1.2)
+    notes = [e for e in logs if e["event"] == "camera condition"]
+    assert len(notes) == 1 and notes[0]["condition"] == "truncated"
+    assert "truncated: keep" in notes[0]["hint"]
+    assert daemon.stats.cameras["CUT"].outcomes["truncated"] >= 8

@@ -1,0 +1,44 @@
+"""The per-camera pieces that need no network: health transitions and the sidecar."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from lyoncam_daemon.camera import Health, build_sidecar
+from lyoncam_daemon.config import parse_config
+from lyoncam_daemon.dedup import Outcome, Verdict
+from lyoncam_daemon.fetch import Fetched
+from lyoncam_daemon.frames import Fingerprint
+
+
+def test_health_goes_failing_then_down_and_reports_only_changes() -> None:
+    h = Health()
+    assert h.succeeded() == "starting"
+    assert h.succeeded() is None
+    assert h.failed(now=100.0, down_after=60) == "ok" and h.state == "failing"
+    assert h.failed(now=130.0, down_after=60) is None and h.failures == 2
+    assert h.failed(now=161.0, down_after=60) == "failing" and h.state == "down"
+    assert h.failed(now=900.0, down_after=60) is None
+    assert h.succeeded() == "down" and h.state == "ok" and h.failures == 0
+    # a new failure streak counts from its own start
+    assert h.failed(now=1000.0, down_after=60) == "ok" and h.state == "failing"
+
+
+def test_sidecar_holds_what_the_dataset_tools_need() -> None:
+    cam = parse_config(
+        "cameras:\n  - id: CWL9018\n    url: https://x/CWL9018.JPG\n    name: Pont\n"
+        "    lat: 45.77\n    lon: 4.81\n"
+    ).cameras[0]
+    fetched = Fetched(200, b"\xff\xd8\xff" + b"x" * 97, '"e1"', None, "image/jpeg", 0.1234)
+    fp = Fingerprint("phash", 16, "ab" * 32)
+    verdict = Verdict(Outcome.STORED, "c" * 64, 1920, 1080, fp, 40, False, "2026-11-26T01:15:03")
+    side = build_sidecar(cam, fetched, verdict, datetime(2026, 11, 26, 0, 15, 3, tzinfo=UTC))
+    assert side["camera_id"] == "CWL9018" and side["camera_name"] == "Pont"
+    assert side["captured_at"] == "2026-11-26T00:15:03.000Z"
+    assert side["bytes"] == 100 and side["sha256"] == "c" * 64
+    assert (side["width"], side["height"]) == (1920, 1080)
+    assert side["etag"] == '"e1"' and side["last_modified"] is None
+    assert side["exif_datetime"] == "2026-11-26T01:15:03"
+    assert side["fingerprint"] == fp.to_json() and side["distance"] == 40
+    assert side["truncated"] is False and side["fetch_ms"] == 123.4
+    assert (side["lat"], side["lon"]) == (45.77, 4.81)
