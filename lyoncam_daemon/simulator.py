@@ -152,7 +152,6 @@ class FrameFactory:
         # ~150x130 on 1920x1080: the size of a car near the camera.
         self._patch = (max(8, round(w * 150 / 1920)), max(8, round(h * 130 / 1080)))
         self._sources = self._textured_windows()
-        self._tail = frame
         self._cache: dict[int, bytes] = {}
         self._locks = [threading.Lock() for _ in range(variants)]
 
@@ -262,7 +261,11 @@ def frame_factory(frame: bytes, variants: int = DEFAULT_VARIANTS) -> FrameFactor
 
 @dataclass
 class CameraStats:
-    """What one camera served. `errors` counts 500/404 answers and aborted connections."""
+    """What one camera served, for assertions such as "bytes stored == bytes served".
+
+    `ok_200` counts 200 status lines sent (a `reset` camera's too); `errors` counts 500 and
+    404 answers and connections the server aborted; `bytes_sent` counts body bytes only.
+    """
 
     requests: int = 0
     ok_200: int = 0
