@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
+import structlog
 
 from lyoncam_daemon.config import Config, parse_config
 from lyoncam_daemon.daemon import Daemon
 
 FIXTURES = Path(__file__).parent / "fixtures"
+
+
+@pytest.fixture(autouse=True)
+def _reset_structlog() -> Iterator[None]:
+    """Commands configure structlog process-wide; give every test the defaults back."""
+    yield
+    structlog.reset_defaults()
 
 
 @pytest.fixture(scope="session")

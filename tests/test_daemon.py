@@ -280,3 +280,17 @@ async def test_a_truncating_camera_is_logged_once_with_the_policy_hint(tmp_path:
     assert len(notes) == 1 and notes[0]["condition"] == "truncated"
     assert "truncated: keep" in notes[0]["hint"]
     assert daemon.stats.cameras["CUT"].outcomes["truncated"] >= 8
+
+
+def test_an_unusable_data_dir_is_one_line_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from lyoncam_daemon.daemon import run_daemon
+
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("x")
+    config = make_config(blocker / "data", {"A": "http://127.0.0.1:9/a.jpg"}, interval=1)
+    assert run_daemon(config) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: data_dir {blocker / 'data'}: Not a directory"
+    assert blocker.read_text() == "x"
