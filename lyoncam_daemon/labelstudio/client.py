@@ -173,7 +173,8 @@ class LabelStudioClient:
     # --- requests -----------------------------------------------------------------------------
 
     async def _wait_pause(self) -> None:
-        while (delay := self._paused_until - time.monotonic()) > 0:
+        delay = self._paused_until - time.monotonic()
+        if delay > 0:
             await self._sleep(delay)
 
     async def request(

@@ -1,0 +1,109 @@
+"""Key loading, legacy/PAT detection, access-token refresh timing and redaction (pure)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+from pathlib import Path
+
+import pytest
+import structlog
+
+from lyoncam_daemon.labelstudio.auth import (
+    ENV_KEY,
+    AuthError,
+    Credentials,
+    Secret,
+    load_token,
+    token_kind,
+)
+
+LEGACY = "0123456789abcdef0123456789abcdef01234567"
+
+
+def jwt(payload: dict[str, object]) -> str:
+    def enc(obj: dict[str, object]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(obj).encode()).decode().rstrip("=")
+
+    return f"{enc({'alg': 'HS256', 'typ': 'JWT'})}.{enc(payload)}.c2lnbmF0dXJl"
+
+
+def test_kinds() -> None:
+    assert token_kind(Secret(LEGACY)) == "legacy"
+    assert token_kind(Secret(jwt({"token_type": "refresh", "exp": 9e9}))) == "pat"
+    assert token_kind(Secret("a.b.c")) == "legacy"
+    assert token_kind(Secret("eyJub3Rqc29u.eyJ4IjoxfQ.sig")) == "legacy"  # header without alg
+
+
+def test_load_from_env_and_file(tmp_path: Path) -> None:
+    assert load_token({ENV_KEY: f"  {LEGACY}\n"}).reveal() == LEGACY
+    f = tmp_path / "key"
+    f.write_text(f"\n{LEGACY}\n")
+    assert load_token({ENV_KEY: "other"}, f).reveal() == LEGACY  # the file wins
+    with pytest.raises(AuthError, match=ENV_KEY):
+        load_token({})
+    (tmp_path / "empty").write_text("\n")
+    with pytest.raises(AuthError, match="empty"):
+        load_token({}, tmp_path / "empty")
+    with pytest.raises(AuthError, match="cannot read"):
+        load_token({}, tmp_path / "missing")
+
+
+def test_secret_never_shows(caplog: pytest.LogCaptureFixture) -> None:
+    secret = Secret(LEGACY)
+    creds = Credentials(secret)
+    shown = [repr(secret), str(secret), f"{secret}", f"{secret!r}", repr(creds), str(creds),
+             str([secret]), str({"k": secret}), "%s" % secret]  # noqa: UP031
+    assert all(LEGACY not in s for s in shown)
+    with caplog.at_level(logging.INFO):
+        logging.getLogger("t").info("key %s %r", secret, creds)
+        structlog.get_logger().info("key", secret=secret, creds=creds)
+    assert LEGACY not in caplog.text
+    with pytest.raises(TypeError):
+        import pickle
+
+        pickle.dumps(secret)
+
+
+async def test_legacy_header_never_refreshes() -> None:
+    async def refresh(_: Secret) -> Secret:
+        raise AssertionError("legacy keys are not refreshed")
+
+    creds = Credentials(Secret(LEGACY))
+    assert await creds.header(refresh) == f"Token {LEGACY}"
+
+
+async def test_access_token_refreshed_before_expiry() -> None:
+    now = [1_000_000.0]
+    calls: list[str] = []
+
+    async def refresh(pat: Secret) -> Secret:
+        calls.append(pat.reveal())
+        return Secret(jwt({"token_type": "access", "exp": now[0] + 300}))
+
+    pat = jwt({"token_type": "refresh", "exp": 9e9})
+    creds = Credentials(Secret(pat), clock=lambda: now[0])
+    first = await creds.header(refresh)
+    assert first.startswith("Bearer ") and pat not in first and calls == [pat]
+    now[0] += 200  # 100 s left: more than the 60 s margin, keep it
+    assert await creds.header(refresh) == first and len(calls) == 1
+    now[0] += 50  # 50 s left: refresh now, before it expires mid-request
+    assert await creds.header(refresh) != first and len(calls) == 2
+    creds.invalidate()
+    await creds.header(refresh)
+    assert len(calls) == 3
+
+
+async def test_access_without_exp_assumes_five_minutes() -> None:
+    now = [0.0]
+
+    async def refresh(_: Secret) -> Secret:
+        return Secret("opaque-access")
+
+    creds = Credentials(Secret(jwt({"exp": 9e9})), clock=lambda: now[0])
+    await creds.header(refresh)
+    now[0] = 230
+    assert not creds.needs_refresh()
+    now[0] = 250
+    assert creds.needs_refresh()

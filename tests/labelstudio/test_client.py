@@ -1,0 +1,243 @@
+"""The HTTP client against a small local stand-in: 429/Retry-After, 5xx and timeout backoff,
+401 explanation, PAT refresh, pagination, the upload fallback and where the key is sent.
+
+The open-source Label Studio never throttles, so throttling is only testable this way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from lyoncam_daemon.labelstudio.auth import AuthError, Credentials, Secret
+from lyoncam_daemon.labelstudio.client import (
+    HTTPError,
+    LabelStudioClient,
+    RetryPolicy,
+    parse_retry_after,
+)
+from lyoncam_daemon.labelstudio.pull import Item, _fetch_one
+
+KEY = "feedfacefeedfacefeedfacefeedfacefeedface"
+
+
+def jwt(payload: dict[str, Any]) -> str:
+    def enc(obj: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(obj).encode()).decode().rstrip("=")
+
+    return f"{enc({'alg': 'HS256'})}.{enc(payload)}.c2ln"
+
+
+@dataclass
+class StandIn:
+    url: str
+    hits: list[tuple[str, str | None, float]] = field(default_factory=list)
+    """(path with query, Authorization header, monotonic time) of every request."""
+    plans: dict[str, list[Callable[[], web.StreamResponse]]] = field(default_factory=dict)
+
+
+@pytest.fixture
+async def standin() -> AsyncIterator[StandIn]:
+    state = StandIn("")
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        state.hits.append((request.path_qs, request.headers.get("Authorization"),
+                           time.monotonic()))
+        plan = state.plans.get(request.path, [])
+        if not plan:
+            return web.Response(status=404, text="no plan")
+        step = plan.pop(0) if len(plan) > 1 else plan[0]
+        result = step()
+        if asyncio.iscoroutine(result):
+            return await result  # type: ignore[no-any-return]
+        return result
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    state.url = f"http://127.0.0.1:{port}"
+    yield state
+    await runner.cleanup()
+
+
+def client(url: str, key: str = KEY, **kw: Any) -> LabelStudioClient:
+    kw.setdefault("rate", None)
+    return LabelStudioClient(url, Credentials(Secret(key)), **kw)
+
+
+def ok(text: str = "{}") -> Callable[[], web.Response]:
+    return lambda: web.Response(text=text, content_type="application/json")
+
+
+def status(code: int, **headers: str) -> Callable[[], web.Response]:
+    return lambda: web.Response(status=code, headers=headers, text="x")
+
+
+async def test_429_honours_retry_after(standin: StandIn) -> None:
+    standin.plans["/api/projects/1"] = [status(429, **{"Retry-After": "1"}), ok('{"id": 1}')]
+    async with client(standin.url) as c:
+        assert await c.get_project(1) == {"id": 1}
+    (_, _, t1), (_, _, t2) = standin.hits
+    assert 0.95 <= t2 - t1 < 2.0
+    assert c.retries == 1
+
+
+async def test_429_pauses_every_request(standin: StandIn) -> None:
+    standin.plans["/a"] = [status(429, **{"Retry-After": "1"}), ok()]
+    standin.plans["/b"] = [ok()]
+    async with client(standin.url, concurrency=2) as c:
+        await c.request("GET", "/a")
+        start = time.monotonic()
+        await c.request("GET", "/b")
+        assert time.monotonic() - start < 0.5  # the pause is over once /a went through
+        standin.plans["/a"] = [status(429, **{"Retry-After": "1"}), ok()]
+        t0 = time.monotonic()
+        await asyncio.gather(c.request("GET", "/a"), _later(c, "/b", 0.2))
+    b_times = [t for p, _, t in standin.hits if p == "/b"]
+    assert b_times[-1] - t0 >= 0.95  # /b waited for /a's Retry-After
+
+
+async def _later(c: LabelStudioClient, path: str, delay: float) -> None:
+    await asyncio.sleep(delay)
+    await c.request("GET", path)
+
+
+def test_parse_retry_after() -> None:
+    from datetime import UTC, datetime
+
+    now = datetime(2025, 1, 1, 12, 0, 0, tzinfo=UTC)
+    assert parse_retry_after("7") == 7.0
+    assert parse_retry_after("Wed, 01 Jan 2025 12:00:30 GMT", now) == 30.0
+    assert parse_retry_after("Wed, 01 Jan 2025 11:00:00 GMT", now) == 0.0
+    assert parse_retry_after("soon") is None
+    assert parse_retry_after(None) is None
+
+
+async def test_5xx_backs_off_exponentially_with_cap(standin: StandIn) -> None:
+    standin.plans["/x"] = [status(503)] * 5 + [ok()]
+    slept: list[float] = []
+
+    async def fake_sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    retry = RetryPolicy(attempts=6, base_delay=0.5, max_delay=3.0)
+    async with client(standin.url, retry=retry, sleep=fake_sleep) as c:
+        resp = await c.request("GET", "/x")
+    assert resp.status == 200
+    assert slept == [0.5, 1.0, 2.0, 3.0, 3.0]
+
+
+async def test_gives_up_after_attempts(standin: StandIn) -> None:
+    standin.plans["/x"] = [status(502)]
+
+    async def no_sleep(_: float) -> None:
+        pass
+
+    async with client(standin.url, retry=RetryPolicy(attempts=3), sleep=no_sleep) as c:
+        with pytest.raises(HTTPError, match="gave up after 3 tries: HTTP 502"):
+            await c.request("GET", "/x")
+    assert len(standin.hits) == 3
+
+
+async def test_timeout_is_retried(standin: StandIn) -> None:
+    async def slow() -> web.Response:
+        await asyncio.sleep(1.0)
+        return web.Response(text="late")
+
+    standin.plans["/slow"] = [slow, ok("fast")]  # type: ignore[list-item]
+    async with client(standin.url, timeout=0.3, retry=RetryPolicy(base_delay=0.05)) as c:
+        resp = await c.request("GET", "/slow")
+    assert resp.body == b"fast" and len(standin.hits) == 2
+
+
+async def test_401_explains_both_kinds_without_the_key(standin: StandIn) -> None:
+    standin.plans["/api/projects/1"] = [status(401)]
+    async with client(standin.url) as c:
+        with pytest.raises(AuthError) as info:
+            await c.get_project(1)
+    message = str(info.value)
+    assert "personal access token" in message and "legacy" in message.lower()
+    assert "--enable-legacy-api-token" in message and "legacy_api_tokens_enabled" in message
+    assert KEY not in message and KEY not in repr(info.value)
+    assert standin.hits[0][1] == f"Token {KEY}"
+
+
+async def test_pat_refresh_and_retry_after_401(standin: StandIn) -> None:
+    pat = jwt({"token_type": "refresh", "exp": 9e9})
+    accesses = iter(jwt({"token_type": "access", "exp": time.time() + 300, "n": i})
+                    for i in range(5))
+    standin.plans["/api/token/refresh/"] = [lambda: web.json_response({"access": next(accesses)})]
+    standin.plans["/api/projects/1"] = [status(401), ok('{"id": 1}')]
+    async with client(standin.url, key=pat) as c:
+        assert await c.get_project(1) == {"id": 1}
+    paths = [p for p, _, _ in standin.hits]
+    assert paths == ["/api/token/refresh/", "/api/projects/1", "/api/token/refresh/",
+                     "/api/projects/1"]
+    auths = [a for p, a, _ in standin.hits if p == "/api/projects/1"]
+    assert all(a and a.startswith("Bearer ") and pat not in a for a in auths)
+    assert auths[0] != auths[1]
+    assert all(a is None for p, a, _ in standin.hits if p == "/api/token/refresh/")
+
+
+async def test_refused_pat(standin: StandIn) -> None:
+    pat = jwt({"token_type": "refresh", "exp": 9e9})
+    standin.plans["/api/token/refresh/"] = [status(401)]
+    async with client(standin.url, key=pat) as c:
+        with pytest.raises(AuthError, match="refused") as info:
+            await c.get_project(1)
+    assert pat not in str(info.value)
+
+
+async def test_pagination_stops_past_the_end(standin: StandIn) -> None:
+    pages = {1: [{"id": 1}, {"id": 2}], 2: [{"id": 3}, {"id": 2}]}
+
+    def page() -> web.Response:
+        n = int(standin.hits[-1][0].split("page=")[1].split("&")[0])
+        if n not in pages:
+            return web.json_response({"detail": "Invalid page."}, status=404)
+        return web.json_response({"tasks": pages[n], "total": 5})
+
+    standin.plans["/api/tasks/"] = [page]
+    async with client(standin.url) as c:
+        ids = [t["id"] async for t in c.iter_tasks(7, page_size=2)]
+    assert ids == [1, 2, 3]
+    assert "project=7" in standin.hits[0][0] and "fields=all" in standin.hits[0][0]
+
+
+async def test_upload_falls_back_to_storage_data(standin: StandIn) -> None:
+    standin.plans["/data/upload/4/ab12cd34-f.jpg"] = [status(404)]
+    standin.plans["/storage-data/uploaded/"] = [lambda: web.Response(body=b"JPEGBYTES")]
+    item = Item(1, "/data/upload/4/ab12cd34-f.jpg", "f", ".jpg", "train", "")
+    async with client(standin.url) as c:
+        assert await _fetch_one(c, item) == b"JPEGBYTES"
+    assert standin.hits[1][0] == "/storage-data/uploaded/?filepath=upload/4/ab12cd34-f.jpg"
+    assert standin.hits[1][1] == f"Token {KEY}"
+
+
+async def test_key_never_sent_to_another_host(standin: StandIn) -> None:
+    standin.plans["/img.jpg"] = [lambda: web.Response(body=b"x")]
+    other = standin.url.replace("127.0.0.1", "localhost")  # same server, different origin
+    async with client(other) as c:
+        await c.request("GET", f"{standin.url}/img.jpg")
+    assert standin.hits[0][1] is None
+
+
+async def test_rate_limit_applies(standin: StandIn) -> None:
+    standin.plans["/r"] = [ok()]
+    async with client(standin.url, rate=10.0, concurrency=4) as c:
+        start = time.monotonic()
+        await asyncio.gather(*(c.request("GET", "/r") for _ in range(11)))
+        elapsed = time.monotonic() - start
+    assert 0.95 <= elapsed < 1.5
