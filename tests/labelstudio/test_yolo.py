@@ -135,7 +135,7 @@ def test_parse_yolo_text() -> None:
         ("C:\\Windows\\system32", "C_Windows_system32"),
         ("Pont Clémenceau ☃", "Pont_Clemenceau"),
         ("a\x00b\nc", "a_b_c"),
-        ("\uff23\uff37\uff2c\uff19\uff10\uff11\uff18", "CWL9018")  # fullwidth,
+        ("\uff23\uff37\uff2c\uff19\uff10\uff11\uff18", "CWL9018"),  # fullwidth
         ("CON", "fb_CON"),
         (".hidden", "hidden"),
         ("x" * 300, "x" * 120),
