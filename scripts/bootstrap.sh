@@ -27,7 +27,13 @@ if [ ! -x .venv/bin/python ] || [ "$(cat .venv/.lyoncam-stamp 2>/dev/null)" != "
   .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip 2>/dev/null
   target="."
   [ -n "$extra" ] && target=".[$extra]"
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check -e "$target" \
-    2> >(grep -v "^WARNING: Location" >&2)
+  log="$(mktemp)"
+  # pip and setuptools are chatty even with --quiet: show their output only when it fails.
+  if ! .venv/bin/python -m pip install --quiet --disable-pip-version-check -e "$target" \
+      >"$log" 2>&1; then
+    cat "$log" >&2; rm -f "$log"
+    echo "error: installing lyoncam into .venv failed (see above)" >&2; exit 1
+  fi
+  rm -f "$log"
   echo "$stamp_want" > .venv/.lyoncam-stamp
 fi
