@@ -115,17 +115,25 @@ class Rules:
     truncated: Literal["drop", "keep"] = "drop"
     max_pixels: int = 50_000_000
     placeholder_sha256: frozenset[str] = KNOWN_PLACEHOLDER_SHA256
-    #: Unmasked fingerprints of configured placeholder images.
+    #: Fingerprints (PLACEHOLDER_HASH) of configured placeholder images.
     placeholder_fingerprints: tuple[Fingerprint, ...] = ()
+    placeholder_threshold: int = 24
+
+
+#: Placeholder images are matched with a small, unmasked, low-frequency phash: a
+#: "camera unavailable" card is mostly flat, and the high frequencies a 64x64 phash
+#: needs to see a car are JPEG noise there. 256 bits are plenty to tell a card from a
+#: street scene (about half the bits differ).
+PLACEHOLDER_HASH = ("phash", 16)
 
 
 @dataclass(frozen=True)
 class Looks:
-    """What the decode tells: the masked fingerprint and, if placeholders need it, the
-    unmasked one (placeholder images know nothing of a camera's mask)."""
+    """What the decode tells: the (masked) fingerprint and, when placeholder images are
+    configured, the frame's PLACEHOLDER_HASH (placeholders know nothing of masks)."""
 
     fingerprint: Fingerprint
-    plain: Fingerprint | None = None
+    placeholder: Fingerprint | None = None
 
 
 @dataclass(frozen=True)
@@ -170,10 +178,12 @@ def conclude(p: Pending, looks: Looks | CorruptFrame, last: LastFrame | None,
     if isinstance(looks, CorruptFrame):
         return replace(base, outcome=Outcome.CORRUPT, reason=str(looks))
     fp = looks.fingerprint
-    plain = looks.plain or fp
-    for known in rules.placeholder_fingerprints:
-        if known.compatible(plain) and (d := known.distance(plain)) <= rules.threshold:
-            return replace(base, outcome=Outcome.PLACEHOLDER, fingerprint=fp, distance=d)
+    if looks.placeholder is not None:
+        for known in rules.placeholder_fingerprints:
+            if known.compatible(looks.placeholder) and (
+                d := known.distance(looks.placeholder)
+            ) <= rules.placeholder_threshold:
+                return replace(base, outcome=Outcome.PLACEHOLDER, fingerprint=fp, distance=d)
     distance = None
     if last is not None and last.fingerprint is not None and last.fingerprint.compatible(fp):
         # An incompatible fingerprint (hash settings changed) counts as no memory: store.
@@ -216,7 +226,7 @@ class DedupSetupError(ValueError):
     """A placeholder image or mask that cannot be used; the message names the path."""
 
 
-def _load_placeholder(path: Path, algo: str, hash_size: int) -> Fingerprint:
+def _load_placeholder(path: Path) -> Fingerprint:
     try:
         with Image.open(path) as im:
             im.load()
@@ -224,7 +234,7 @@ def _load_placeholder(path: Path, algo: str, hash_size: int) -> Fingerprint:
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise DedupSetupError(f"placeholder image {path}: cannot read: {exc}") from None
     pixels = np.asarray(gray, dtype=np.float32)
-    return hash_pixels(pixels, gray.size, algo, hash_size)
+    return hash_pixels(pixels, gray.size, *PLACEHOLDER_HASH)
 
 
 def _load_mask(camera: CameraConfig) -> RoiMask | None:
@@ -259,8 +269,7 @@ class Judge:
             s.lower() for s in placeholder_sha256
         )
         self.placeholder_fingerprints = tuple(
-            _load_placeholder(p, settings.hash, settings.hash_size)
-            for p in settings.placeholder_images
+            _load_placeholder(p) for p in settings.placeholder_images
         )
         self._cameras: dict[str, _CameraState] = {}
         for camera in cameras:
@@ -293,17 +302,17 @@ class Judge:
         return self._state(camera, mask)
 
     def look(self, data: bytes, mask: RoiMask | None) -> Looks:
-        """Decode once, hash once (twice when placeholder images need an unmasked hash).
+        """Decode once, hash once (twice when placeholder images are configured).
 
         Runs in a worker thread: Pillow releases the GIL while libjpeg decodes.
         """
         algo, size = self.settings.hash, self.settings.hash_size
         pixels, full = decode_gray(data, working_size(algo, size))
         fp = hash_pixels(pixels, full, algo, size, mask)
-        plain = None
-        if mask is not None and self.placeholder_fingerprints:
-            plain = hash_pixels(pixels, full, algo, size)
-        return Looks(fp, plain)
+        card = None
+        if self.placeholder_fingerprints:
+            card = hash_pixels(pixels, full, *PLACEHOLDER_HASH)
+        return Looks(fp, card)
 
     async def judge(self, camera: CameraConfig, data: bytes, last: LastFrame | None) -> Verdict:
         state = await self._camera(camera)
