@@ -351,6 +351,17 @@ def load_manifest(out: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+def check_manifest_owner(out: Path, base_url: str, project: int) -> dict[str, Any]:
+    """The manifest of ``out``, refusing one written for another server or project."""
+    manifest = load_manifest(out)
+    if manifest and (manifest.get("base_url"), manifest.get("project")) != (base_url, project):
+        raise PullError(
+            f"{out} holds a pull of project {manifest.get('project')} from "
+            f"{manifest.get('base_url')}; choose another --out"
+        )
+    return manifest
+
+
 class Progress(Protocol):
     def start(self, total: int) -> None: ...
     def advance(self, item: Item, outcome: Outcome) -> None: ...
@@ -401,14 +412,7 @@ async def sync(
 ) -> dict[str, Any]:
     """Make the output directory match the plan; return the new manifest."""
     out = opts.out
-    manifest = load_manifest(out)
-    if manifest and (manifest.get("base_url"), manifest.get("project")) != (
-        client.base_url, opts.project
-    ):
-        raise PullError(
-            f"{out} holds a pull of project {manifest.get('project')} from "
-            f"{manifest.get('base_url')}; choose another --out"
-        )
+    manifest = check_manifest_owner(out, client.base_url, opts.project)
     previous: dict[str, Any] = manifest.get("items", {}) if manifest else {}
     entries: dict[str, Any] = {}
     todo: list[Item] = []
@@ -553,6 +557,7 @@ async def run_pull(
     client: LabelStudioClient, opts: PullOptions, progress: Progress | None = None
 ) -> Summary:
     summary = Summary()
+    check_manifest_owner(opts.out, client.base_url, opts.project)
     project = await client.get_project(opts.project)
     label_config = project.get("label_config")
     if not isinstance(label_config, str):
