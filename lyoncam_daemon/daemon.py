@@ -68,7 +68,7 @@ class Daemon:
             with ThreadPoolExecutor(cfg.dedup.workers, thread_name_prefix="lyoncam-decode") as pool:
                 try:
                     judge = Judge(cfg.dedup, KNOWN_PLACEHOLDER_SHA256 | set(cfg.placeholder_sha256),
-                                  pool)
+                                  pool, cameras=cfg.enabled_cameras)
                 except (OSError, ValueError) as exc:
                     raise StartupError(f"dedup settings: {exc}") from None
                 return await self._run_with(judge)

@@ -294,3 +294,16 @@ def test_an_unusable_data_dir_is_one_line_naming_it(
     err = capsys.readouterr().err.strip()
     assert err == f"error: data_dir {blocker / 'data'}: Not a directory"
     assert blocker.read_text() == "x"
+
+
+def test_a_missing_mask_image_stops_start_up_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from lyoncam_daemon.daemon import run_daemon
+
+    config = make_config(tmp_path, {"M1": "http://127.0.0.1:9/m.jpg"}, interval=1,
+                         per_camera={"M1": "mask: nowhere/mask.png"})
+    assert run_daemon(config) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: dedup settings: ") and "nowhere/mask.png" in err
+    assert "\n" not in err
