@@ -1,0 +1,185 @@
+"""Benchmark `pull`: images/s from a local Label Studio with no limit, and the achieved rate
+against ``--rate`` when limited, next to the original script's 0.2 images/s (one image every 5 s).
+
+Starts its own Label Studio on loopback (``LYONCAM_LABEL_STUDIO`` or scripts/labelstudio-venv.sh),
+uploads N copies of the real CriTer fixture frame under distinct names with one box each, pulls
+them into fresh directories, and stops the server. Usage::
+
+    .venv/bin/python bench/pull.py [--images 60] [--rates 2,5] [--concurrency 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from lyoncam_daemon.labelstudio.auth import Credentials, Secret  # noqa: E402
+from lyoncam_daemon.labelstudio.client import LabelStudioClient  # noqa: E402
+from lyoncam_daemon.labelstudio.pull import Item, Outcome, PullOptions, run_pull  # noqa: E402
+
+TOKEN = "benchtoken0123456789abcdef0123456789abcd"
+ORIGINAL_RATE = 0.2
+CONFIG = ('<View><Image name="image" value="$image"/><RectangleLabels name="label" '
+          'toName="image"><Label value="Car"/></RectangleLabels></View>')
+
+
+def api(url: str, method: str, path: str, body: Any = None,
+        files: list[tuple[str, bytes]] | None = None) -> Any:
+    headers = {"Authorization": f"Token {TOKEN}"}
+    data = None
+    if files is not None:
+        b = uuid.uuid4().hex
+        data = b"".join(
+            f'--{b}\r\nContent-Disposition: form-data; name="f{i}"; filename="{name}"\r\n'
+            f"Content-Type: image/jpeg\r\n\r\n".encode() + content + b"\r\n"
+            for i, (name, content) in enumerate(files)
+        ) + f"--{b}--\r\n".encode()
+        headers["Content-Type"] = f"multipart/form-data; boundary={b}"
+    elif body is not None:
+        data = json.dumps(body).encode()
+        headers["Content-Type"] = "application/json"
+    req = urllib.request.Request(url + path, data=data, method=method, headers=headers)
+    with urllib.request.urlopen(req, timeout=120) as resp:
+        raw = resp.read()
+    return json.loads(raw) if raw else None
+
+
+def start_server(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
+    exe = os.environ.get("LYONCAM_LABEL_STUDIO") or subprocess.run(
+        ["bash", str(REPO / "scripts" / "labelstudio-venv.sh")],
+        check=True, capture_output=True, text=True).stdout.strip()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "LABEL_STUDIO_LATEST_VERSION_CHECK": "false", "SENTRY_DSN": "",
+           "FRONTEND_SENTRY_DSN": ""}
+    log = open(workdir / "server.log", "wb")  # noqa: SIM115 - lives as long as the server
+    proc = subprocess.Popen(
+        [exe, "start", "--no-browser", "--data-dir", str(workdir / "data"), "--internal-host",
+         "127.0.0.1", "--port", str(port), "--username", "bench@lyoncam.invalid", "--password",
+         "bench-password", "--user-token", TOKEN, "--enable-legacy-api-token"],
+        stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"Label Studio exited; see {workdir / 'server.log'}")
+        try:
+            with urllib.request.urlopen(url + "/health", timeout=2) as r:
+                if json.loads(r.read()).get("status") == "UP":
+                    return proc, url
+        except OSError:
+            pass
+        time.sleep(1)
+    stop(proc)
+    raise SystemExit("Label Studio did not come up within 180 s")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+            proc.wait(timeout=15)
+            return
+        except ProcessLookupError:
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+class Timing:
+    def __init__(self) -> None:
+        self.times: list[float] = []
+
+    def start(self, total: int) -> None:
+        self.t0 = time.monotonic()
+
+    def advance(self, item: Item, outcome: Outcome) -> None:
+        if outcome == "fetched":
+            self.times.append(time.monotonic())
+
+    def close(self) -> None:
+        pass
+
+
+async def one_pull(url: str, project: int, out: Path, rate: float | None,
+                   concurrency: int) -> tuple[float, float, int]:
+    """(images/s over the whole pull, steady images/s between first and last image, n)."""
+    timing = Timing()
+    client = LabelStudioClient(url, Credentials(Secret(TOKEN)), rate=rate,
+                               concurrency=concurrency)
+    start = time.monotonic()
+    async with client:
+        summary = await run_pull(client, PullOptions(project=project, out=out), timing)
+    total = time.monotonic() - start
+    n = summary.fetched
+    steady = (n - 1) / (timing.times[-1] - timing.times[0]) if n > 1 else float("nan")
+    return n / total, steady, n
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--images", type=int, default=60)
+    parser.add_argument("--rates", default="2,5", help="limited runs, requests/s")
+    parser.add_argument("--concurrency", type=int, default=4)
+    args = parser.parse_args()
+    import structlog
+
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))
+    frame = (REPO / "tests" / "fixtures" / "CWL9018_night.jpg").read_bytes()
+    workdir = Path(tempfile.mkdtemp(prefix="lyoncam-bench-"))
+    t = time.monotonic()
+    proc, url = start_server(workdir)
+    print(f"Label Studio up in {time.monotonic() - t:.0f} s at {url}", flush=True)
+    try:
+        pid = api(url, "POST", "/api/projects", {"title": "bench pull", "label_config": CONFIG})[
+            "id"]
+        names = [f"CWL9018_20250301T{h:02d}{m:02d}00Z.jpg" for h in range(24) for m in range(60)]
+        for start in range(0, args.images, 100):
+            batch = [(n, frame) for n in names[start:min(args.images, start + 100)]]
+            api(url, "POST", f"/api/projects/{pid}/import", files=batch)
+        tasks = api(url, "GET", f"/api/tasks/?project={pid}&page_size=1000")["tasks"]
+        for task in tasks:
+            api(url, "POST", f"/api/tasks/{task['id']}/annotations/", {"result": [{
+                "from_name": "label", "to_name": "image", "type": "rectanglelabels",
+                "value": {"x": 10, "y": 10, "width": 5, "height": 5, "rotation": 0,
+                          "rectanglelabels": ["Car"]}}]})
+        mb = len(frame) * args.images / 1e6
+        print(f"{args.images} frames of {len(frame)} B ({mb:.1f} MB), concurrency "
+              f"{args.concurrency}\n")
+        print(f"{'run':<22}{'images/s':>10}{'steady img/s':>14}{'vs --rate':>11}"
+              f"{'vs original':>13}")
+        print(f"{'original script':<22}{ORIGINAL_RATE:>10.2f}{'':>14}{'':>11}{'1x':>13}")
+        runs: list[float | None] = [None, *(float(r) for r in args.rates.split(",") if r)]
+        for i, rate in enumerate(runs):
+            overall, steady, n = asyncio.run(
+                one_pull(url, pid, workdir / f"out{i}", rate, args.concurrency))
+            label = "no limit" if rate is None else f"--rate {rate:g}"
+            versus = "" if rate is None else f"{(steady - rate) / rate:+.1%}"
+            print(f"{label:<22}{overall:>10.2f}{steady:>14.2f}{versus:>11}"
+                  f"{overall / ORIGINAL_RATE:>12.0f}x", flush=True)
+            assert n == args.images, f"fetched {n} of {args.images}"
+    finally:
+        stop(proc)
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
