@@ -9,7 +9,7 @@ stay on one side of the split. A second run only fetches what is missing and pri
 The key comes from LABEL_STUDIO_API_KEY (or --token-file): a personal access token or a legacy
 token. With --labels-dir, the labels folder of a Label Studio YOLO export is used instead of the
 annotations, and only the matching images are fetched. Exit status: 0 all images present, 1 some
-image failed (or the server refused), 2 bad usage.
+image failed (or the server refused the key), 2 bad usage (e.g. no key).
 """
 
 from __future__ import annotations
@@ -181,8 +181,8 @@ def options(args: argparse.Namespace) -> PullOptions:
     )
 
 
-async def pull_async(args: argparse.Namespace, progress: Progress) -> int:
-    credentials = Credentials(load_token(token_file=args.token_file))
+async def pull_async(args: argparse.Namespace, credentials: Credentials,
+                     progress: Progress) -> int:
     client = LabelStudioClient(
         args.url,
         credentials,
@@ -206,10 +206,12 @@ def main(args: argparse.Namespace) -> int:
     configure_logging(args.verbose, bar)
     progress: Progress = BarProgress() if bar else LogProgress()
     try:
-        return asyncio.run(pull_async(args, progress))
-    except AuthError as exc:
+        credentials = Credentials(load_token(token_file=args.token_file))
+    except AuthError as exc:  # no key at all: a usage problem
         print(f"error: {exc}", file=sys.stderr)
-        return EXIT_FAILED
-    except (PullError, HTTPError) as exc:
+        return EXIT_USAGE
+    try:
+        return asyncio.run(pull_async(args, credentials, progress))
+    except (AuthError, PullError, HTTPError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILED

@@ -293,7 +293,7 @@ def test_wrong_key_explains_and_does_not_echo(project: Project, tmp_path: Path) 
     assert "legacy" in result.stderr
     assert_quiet_about(wrong, result.stdout, result.stderr)
     missing = run_pull(project.server, project.id, tmp_path / "ds")
-    assert missing.returncode != 0 and "LABEL_STUDIO_API_KEY" in missing.stderr
+    assert missing.returncode == 2 and "LABEL_STUDIO_API_KEY" in missing.stderr
 
 
 def test_labels_dir_from_a_yolo_export(project: Project, tmp_path: Path) -> None:
