@@ -122,6 +122,12 @@ class DedupSettings(_Model):
     #: Extra "camera unavailable" images matched perceptually (paths relative to this file).
     placeholder_images: tuple[Path, ...] = ()
 
+    @model_validator(mode="after")
+    def _whash_needs_power_of_two(self) -> DedupSettings:
+        if self.hash == "whash" and self.hash_size & (self.hash_size - 1):
+            raise ValueError("hash_size must be a power of 2 for whash")
+        return self
+
 
 class Tuning(_Model):
     """Settings each camera may override; `defaults:` sets them for all cameras."""

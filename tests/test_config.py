@@ -145,3 +145,8 @@ def test_every_command_has_help() -> None:
                               capture_output=True, text=True, timeout=60, check=False)
         assert proc.returncode == 0, proc.stderr
         assert "usage:" in proc.stdout
+
+
+def test_whash_needs_a_power_of_two_hash_size() -> None:
+    text = "dedup:\n  hash: whash\n  hash_size: 24\ncameras: []\n"
+    assert errors_of(text) == ["cameras.yaml:1: dedup: hash_size must be a power of 2 for whash"]
