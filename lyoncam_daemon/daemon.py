@@ -24,6 +24,7 @@ import aiohttp
 import structlog
 
 from lyoncam_daemon import __version__
+from lyoncam_daemon.atomic import write_atomic
 from lyoncam_daemon.camera import CameraTask, Runtime
 from lyoncam_daemon.config import Config
 from lyoncam_daemon.dedup import Judge
@@ -168,10 +169,9 @@ class Daemon:
     def _write_health(self, stopping: bool = False) -> None:
         """`<data_dir>/.lyoncam/health.json`, replaced atomically; failure is only logged."""
         path = self.config.data_dir / STATE_DIR / "health.json"
-        tmp = path.with_name(".health.json.tmp")
         try:
-            tmp.write_text(json.dumps(self.health(stopping), indent=1))
-            os.replace(tmp, path)
+            write_atomic(path, json.dumps(self.health(stopping), indent=1).encode(),
+                         durable=False)
         except OSError as exc:
             self.log.warning("health record not written", error=exc.strerror or str(exc))
 

@@ -14,15 +14,14 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
-import os
 import re
-import secrets
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-_TMP_MARK = ".tmp-"
+from lyoncam_daemon.atomic import TMP_MARK, write_atomic
+
 _DIGITS = re.compile(r"^\d+$")
 
 
@@ -61,29 +60,27 @@ class FrameStore:
              sidecar: Mapping[str, Any]) -> Path:
         """Store `data` and its sidecar atomically; return the JPEG's path.
 
+        The JPEG goes first: recovery only trusts a frame whose sidecar exists, so a crash
+        between the two writes leaves an orphan JPEG, never a sidecar without its frame.
         Raises StoreError (with the path and the OS reason) on any OS failure, after
         removing whatever it had written: the previous frames are never touched.
         """
         folder = day_dir(self.data_dir, camera_id, moment)
-        written: list[Path] = []
+        final: Path | None = None
         try:
             folder.mkdir(parents=True, exist_ok=True)
             final = self._free_name(camera_id, moment)
             meta = json.dumps(
                 {**sidecar, "file": final.name}, indent=1, sort_keys=True, ensure_ascii=False
             ).encode()
-            tmp_jpg = _write_temp(folder, final.name, data, written)
-            tmp_json = _write_temp(folder, final.with_suffix(".json").name, meta, written)
-            os.replace(tmp_jpg, final)
-            written[0] = final
-            os.replace(tmp_json, final.with_suffix(".json"))
-            written[1] = final.with_suffix(".json")
-            _fsync_dir(folder)
+            write_atomic(final, data)
+            try:
+                write_atomic(final.with_suffix(".json"), meta)
+            except OSError:
+                final.unlink(missing_ok=True)
+                raise
             return final
         except OSError as exc:
-            for p in written:
-                with contextlib.suppress(OSError):
-                    p.unlink()
             reason = exc.strerror or errno.errorcode.get(exc.errno or 0, str(exc))
             raise StoreError(f"cannot write frame of {camera_id} under {folder}: {reason}") \
                 from None
@@ -120,7 +117,7 @@ class FrameStore:
         """Delete temp files a killed process left in the camera's newest day folder."""
         removed = 0
         for day in self._days_newest_first(camera_id):
-            for tmp in day.glob(f".*{_TMP_MARK}*"):
+            for tmp in day.glob(f".*{TMP_MARK}*"):
                 with contextlib.suppress(OSError):
                     tmp.unlink()
                     removed += 1
@@ -140,32 +137,3 @@ def _numeric_dirs(folder: Path) -> list[Path]:
     except OSError:
         return []
     return sorted(entries, key=lambda p: int(p.name), reverse=True)
-
-
-def _write_temp(folder: Path, final_name: str, data: bytes, written: list[Path]) -> Path:
-    tmp = folder / f".{final_name}{_TMP_MARK}{secrets.token_hex(4)}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    written.append(tmp)
-    try:
-        view = memoryview(data)
-        while view:
-            n = os.write(fd, view)
-            view = view[n:]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    return tmp
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make the renames durable: without it a power cut can forget a renamed file."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

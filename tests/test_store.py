@@ -77,16 +77,14 @@ def test_a_failed_write_leaves_nothing_and_keeps_older_frames(
 ) -> None:
     store = FrameStore(tmp_path)
     kept = store.save("CAM", T0, b"kept", {"n": 1})
-    real_fsync = os.fsync
-    calls = {"n": 0}
+    real_write = os.write
 
-    def full_disk(fd: int) -> None:
-        calls["n"] += 1
-        if calls["n"] == 2:  # the sidecar's fsync: the JPEG temp file is already written
+    def full_disk(fd: int, data: bytes | memoryview) -> int:
+        if bytes(data[:1]) == b"{":  # the sidecar: the JPEG is already written and renamed
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        real_fsync(fd)
+        return real_write(fd, data)
 
-    monkeypatch.setattr(os, "fsync", full_disk)
+    monkeypatch.setattr(os, "write", full_disk)
     with pytest.raises(StoreError) as info:
         store.save("CAM", T0 + timedelta(seconds=60), b"lost", {"n": 2})
     msg = str(info.value)

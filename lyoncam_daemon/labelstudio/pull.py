@@ -19,7 +19,6 @@ import hashlib
 import io
 import json
 import os
-import tempfile
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ import structlog
 import yaml
 from PIL import Image, UnidentifiedImageError
 
+from lyoncam_daemon import atomic
 from lyoncam_daemon.labelstudio.client import HTTPError, LabelStudioClient
 from lyoncam_daemon.labelstudio.split import side_of
 from lyoncam_daemon.labelstudio.yolo import (
@@ -302,18 +302,9 @@ def find_export_classes(labels_dir: Path) -> list[str] | None:
 
 
 def write_atomic(path: Path, data: bytes) -> None:
-    """Write via a temporary file in the same directory, fsync, then rename over the target."""
+    """Create the folder if needed, then replace `path` atomically (see atomic.py)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic.write_atomic(path, data)
 
 
 def check_image(data: bytes) -> str:

@@ -1,0 +1,60 @@
+"""Atomic file writes: a reader or a crash sees the old file or the whole new one, never part.
+
+One rule for the frame store, the health record and the Label Studio pull: write a hidden
+temp file in the target's own folder (a rename is atomic only within one file system),
+fsync it, rename it over the target, then fsync the folder so the rename survives a
+power cut.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from pathlib import Path
+
+#: Marks temp files, so leftovers from a killed process can be recognised and removed.
+TMP_MARK = ".tmp-"
+
+
+def temp_name(path: Path) -> Path:
+    return path.with_name(f".{path.name}{TMP_MARK}{secrets.token_hex(4)}")
+
+
+def write_atomic(path: Path, data: bytes, *, durable: bool = True) -> None:
+    """Replace `path` with `data` atomically; on any error nothing new is left behind.
+
+    `durable=False` skips both fsyncs, for files that are rewritten often and worthless
+    after a crash (the health record).
+    """
+    tmp = temp_name(path)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            if durable:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    if durable:
+        fsync_dir(path.parent)
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make renames in `folder` durable; a no-op where folders cannot be opened."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        with contextlib.suppress(OSError):
+            os.fsync(fd)
+    finally:
+        os.close(fd)
