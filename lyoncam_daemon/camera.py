@@ -118,6 +118,7 @@ class CameraTask:
         self.condition = "normal"
         self.write_error: str | None = None
         self.log = structlog.get_logger("lyoncam.camera").bind(camera=camera.id)
+        rt.stats.camera(camera.id)  # listed in summaries before its first poll ends
         self._changed_at = time.monotonic()
 
     @property

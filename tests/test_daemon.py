@@ -241,6 +241,8 @@ async def test_sigterm_stops_the_daemon_with_exit_0(tmp_path: Path) -> None:
     assert events[0] == "started" and events[-1] == "stopped"
     health = json.loads((tmp_path / "data" / ".lyoncam" / "health.json").read_text())
     assert health["stopping"] is True and health["totals"]["stored"] >= 1
+    assert set(health["cameras"]) == {"SIG1", "SIG2"}
+    assert health["totals"]["cameras"] == 2
 
 
 async def test_a_second_daemon_on_the_same_data_dir_is_refused(tmp_path: Path) -> None:
