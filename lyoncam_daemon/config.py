@@ -7,6 +7,7 @@ the camera and the field, one line each, so `check` and `run` can print them as 
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -15,6 +16,7 @@ from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -46,11 +48,15 @@ def parse_duration(value: object) -> float:
     """Seconds from a number or a string such as ``"90s"``, ``"2m"``, ``"500ms"``."""
     if isinstance(value, bool):
         raise ValueError("must be a number of seconds or a duration such as '90s' or '2m'")
+    seconds: float | None = None
     if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str) and (m := _DURATION_RE.match(value)):
-        return float(m.group(1)) * _DURATION_UNITS[m.group(2)]
-    raise ValueError("must be a number of seconds or a duration such as '90s' or '2m'")
+        seconds = float(value)
+    elif isinstance(value, str) and (m := _DURATION_RE.match(value)):
+        seconds = float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+    if seconds is None or not math.isfinite(seconds):
+        # NaN or infinity would pass every `<` check and then kill the camera's schedule.
+        raise ValueError("must be a number of seconds or a duration such as '90s' or '2m'")
+    return seconds
 
 
 def parse_size(value: object) -> int:
@@ -61,14 +67,30 @@ def parse_size(value: object) -> int:
         return value
     if isinstance(value, str) and (m := _SIZE_RE.match(value)):
         unit = m.group(2).lower() if m.group(2) else None
-        return int(float(m.group(1)) * _SIZE_UNITS[unit])
+        size = float(m.group(1)) * _SIZE_UNITS[unit]
+        if math.isfinite(size):
+            return int(size)
     raise ValueError("must be a number of bytes or a size such as '8MB'")
 
 
+def _no_nul(path: Path) -> Path:
+    if "\0" in str(path):
+        raise ValueError("must not contain a NUL byte")
+    return path
+
+
 Duration = Annotated[float, BeforeValidator(parse_duration)]
+FilePath = Annotated[Path, AfterValidator(_no_nul)]
 ByteSize = Annotated[int, BeforeValidator(parse_size)]
 #: A rectangle in full-frame pixels: x, y, width, height.
 Rect = tuple[int, int, int, int]
+
+
+def _at_least_floor(v: float, info: ValidationInfo) -> float:
+    floor = (info.context or {}).get("min_interval", MIN_INTERVAL_S)
+    if v < floor:
+        raise ValueError(f"must be at least {floor:g} s")
+    return v
 
 
 class _Model(BaseModel):
@@ -91,12 +113,18 @@ class HttpSettings(_Model):
 class RetrySettings(_Model):
     """Per-camera backoff after a failed poll; other cameras are never affected."""
 
+    #: Never below the 10 s polling floor: a retry is a poll too.
     backoff_initial: Duration = Field(15.0, gt=0)
     backoff_max: Duration = Field(300.0, gt=0)
     #: Failing continuously this long marks the camera `down` ...
     down_after: Duration = Field(900.0, gt=0)
     #: ... and a down camera is only probed this often.
     down_probe_interval: Duration = Field(600.0, gt=0)
+
+    @field_validator("backoff_initial")
+    @classmethod
+    def _retry_floor(cls, v: float, info: ValidationInfo) -> float:
+        return _at_least_floor(v, info)
 
 
 class LogSettings(_Model):
@@ -120,7 +148,7 @@ class DedupSettings(_Model):
     #: Frames with more pixels than this are refused before decoding (decompression bombs).
     max_pixels: int = Field(50_000_000, ge=1)
     #: Extra "camera unavailable" images matched perceptually (paths relative to this file).
-    placeholder_images: tuple[Path, ...] = ()
+    placeholder_images: tuple[FilePath, ...] = ()
 
     @model_validator(mode="after")
     def _whash_needs_power_of_two(self) -> DedupSettings:
@@ -148,15 +176,12 @@ class Tuning(_Model):
     #: the timestamp overlay, sky, trees.
     ignore: tuple[Rect, ...] = ()
     #: Mask image (white = compared, black = ignored), relative to this file.
-    mask: Path | None = None
+    mask: FilePath | None = None
 
     @field_validator("interval")
     @classmethod
     def _interval_floor(cls, v: float, info: ValidationInfo) -> float:
-        floor = (info.context or {}).get("min_interval", MIN_INTERVAL_S)
-        if v < floor:
-            raise ValueError(f"must be at least {floor:g} s")
-        return v
+        return _at_least_floor(v, info)
 
     @field_validator("ignore")
     @classmethod
@@ -181,7 +206,7 @@ class CameraConfig(Tuning):
     @field_validator("id")
     @classmethod
     def _id(cls, v: str) -> str:
-        if not CAMERA_ID_RE.match(v):
+        if not CAMERA_ID_RE.fullmatch(v):
             raise ValueError("must be 1-64 characters of A-Z a-z 0-9 _ -")
         return v
 
@@ -198,7 +223,7 @@ class Config(_Model):
     """The whole file."""
 
     #: Relative paths are taken from the folder holding this file.
-    data_dir: Path = Path("./data")
+    data_dir: FilePath = Path("./data")
     #: Seconds to let in-flight fetches and writes finish on SIGTERM before cancelling.
     shutdown_grace: Duration = Field(10.0, ge=0)
     http: HttpSettings = HttpSettings()
@@ -229,7 +254,7 @@ class Config(_Model):
     @classmethod
     def _sha(cls, v: tuple[str, ...]) -> tuple[str, ...]:
         for s in v:
-            if not SHA256_RE.match(s):
+            if not SHA256_RE.fullmatch(s):
                 raise ValueError(f"{s!r} is not 64 lowercase hex digits")
         return v
 
@@ -251,22 +276,46 @@ class ConfigError(Exception):
 _Path = tuple[str | int, ...]
 
 
-def _line_map(node: yaml.Node, path: _Path = (), lines: dict[_Path, int] | None = None) -> dict[
-    _Path, int
-]:
-    """Map each key path of the document to the 1-based line it starts on."""
-    if lines is None:
-        lines = {}
-    lines.setdefault(path, node.start_mark.line + 1)
-    if isinstance(node, yaml.MappingNode):
-        for key_node, value_node in node.value:
-            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else str(key_node)
-            lines[(*path, key)] = key_node.start_mark.line + 1
-            _line_map(value_node, (*path, key), lines)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            lines[(*path, i)] = item.start_mark.line + 1
-            _line_map(item, (*path, i), lines)
+class _Shape(Exception):
+    """A document shape lyoncam refuses before building it: `line` and `problem`."""
+
+    def __init__(self, line: int, problem: str) -> None:
+        super().__init__(problem)
+        self.line = line
+        self.problem = problem
+
+
+def _line_map(node: yaml.Node) -> dict[_Path, int]:
+    """Map each key path of the document to the 1-based line it starts on.
+
+    Refuses aliases (`*name`): they make the document a graph, which is how "billion
+    laughs" files exhaust memory, and `defaults:` already shares settings. Refuses
+    duplicate keys, which YAML would resolve silently to the last one.
+    """
+    lines: dict[_Path, int] = {}
+    seen: set[int] = set()
+    stack: list[tuple[yaml.Node, _Path]] = [(node, ())]
+    while stack:  # iterative: a deeply nested file must not overflow the Python stack
+        current, path = stack.pop()
+        if id(current) in seen:
+            raise _Shape(current.start_mark.line + 1,
+                         "anchors and aliases are not supported; use `defaults:` to share "
+                         "settings")
+        seen.add(id(current))
+        lines.setdefault(path, current.start_mark.line + 1)
+        if isinstance(current, yaml.MappingNode):
+            keys: set[str] = set()
+            for key_node, value_node in current.value:
+                key = key_node.value if isinstance(key_node, yaml.ScalarNode) else str(key_node)
+                if key in keys:
+                    raise _Shape(key_node.start_mark.line + 1, f"duplicate key {key!r}")
+                keys.add(key)
+                lines[(*path, key)] = key_node.start_mark.line + 1
+                stack.append((value_node, (*path, key)))
+        elif isinstance(current, yaml.SequenceNode):
+            for i, item in enumerate(current.value):
+                lines[(*path, i)] = item.start_mark.line + 1
+                stack.append((item, (*path, i)))
     return lines
 
 
@@ -283,8 +332,9 @@ def _message(source: str, data: Mapping[str, Any], lines: Mapping[_Path, int], l
     line = _line_for(lines, loc)
     where = f"{source}:{line}" if line else source
     msg = msg.removeprefix("Value error, ")
-    if len(loc) >= 2 and loc[0] == "cameras" and isinstance(loc[1], int):
-        cams = data.get("cameras") or []
+    cams = data.get("cameras")
+    if len(loc) >= 2 and loc[0] == "cameras" and isinstance(loc[1], int) \
+            and isinstance(cams, list):
         cam = cams[loc[1]] if loc[1] < len(cams) else None
         cam_id = cam.get("id") if isinstance(cam, Mapping) else None
         who = f"camera {cam_id!r}" if cam_id else f"camera #{loc[1] + 1}"
@@ -294,14 +344,24 @@ def _message(source: str, data: Mapping[str, Any], lines: Mapping[_Path, int], l
     return f"{where}: {field}: {msg}" if field else f"{where}: {msg}"
 
 
-_FRIENDLY = {"extra_forbidden": "unknown key", "missing": "required but missing"}
+_FRIENDLY = {
+    "extra_forbidden": "unknown key",
+    "missing": "required but missing",
+    "tuple_type": "must be a list",
+    "model_type": "must be a mapping",
+    "model_attributes_type": "must be a mapping",
+    "dict_type": "must be a mapping",
+    "path_type": "must be a path",
+}
 
 
 def _from_defaults(data: Mapping[str, Any], loc: _Path) -> bool:
     """True when a camera error is about a key the camera inherited from `defaults:`."""
     if len(loc) < 3 or loc[0] != "cameras" or not isinstance(loc[1], int):
         return False
-    cams = data.get("cameras") or []
+    cams = data.get("cameras")
+    if not isinstance(cams, list):
+        return False
     cam = cams[loc[1]] if loc[1] < len(cams) else None
     defaults = data.get("defaults")
     return (
@@ -314,6 +374,7 @@ def _from_defaults(data: Mapping[str, Any], loc: _Path) -> bool:
 
 def _resolve_paths(config: Config, base_dir: Path) -> Config:
     def rel(p: Path) -> Path:
+        p = p.expanduser()
         return p if p.is_absolute() else base_dir / p
 
     cams = tuple(
@@ -339,9 +400,14 @@ def parse_config(
         loader = yaml.SafeLoader(text)
         try:
             node = loader.get_single_node()
+            lines = _line_map(node) if node is not None else {}
             data = loader.construct_document(node) if node is not None else None
         finally:
             loader.dispose()
+    except _Shape as exc:
+        raise ConfigError([f"{source}:{exc.line}: invalid YAML: {exc.problem}"]) from None
+    except RecursionError:
+        raise ConfigError([f"{source}: invalid YAML: nested too deeply"]) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = f":{mark.line + 1}" if mark else ""
@@ -351,7 +417,6 @@ def parse_config(
         raise ConfigError([f"{source}: invalid YAML: {exc}"]) from None
     if not isinstance(data, dict) or node is None:
         raise ConfigError([f"{source}: must be a mapping with at least a `cameras:` list"])
-    lines = _line_map(node)
 
     try:
         config = Config.model_validate(data, context=dict(context or {}))

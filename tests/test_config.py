@@ -150,3 +150,52 @@ def test_every_command_has_help() -> None:
 def test_whash_needs_a_power_of_two_hash_size() -> None:
     text = "dedup:\n  hash: whash\n  hash_size: 24\ncameras: []\n"
     assert errors_of(text) == ["cameras.yaml:1: dedup: hash_size must be a power of 2 for whash"]
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("cameras:\n  - id: A\n    url: http://x/a\n    interval: .nan\n",
+     "cameras.yaml:4: camera 'A': interval: must be a number of seconds or a duration such as "
+     "'90s' or '2m'"),
+    ("cameras:\n  - id: A\n    url: http://x/a\n    interval: .inf\n",
+     "cameras.yaml:4: camera 'A': interval: must be a number of seconds or a duration such as "
+     "'90s' or '2m'"),
+    ("http:\n  max_frame_bytes: '" + "9" * 400 + "GB'\ncameras: []\n",
+     "cameras.yaml:2: http.max_frame_bytes: must be a number of bytes or a size such as '8MB'"),
+    ("cameras: &a [*a]\n",
+     "cameras.yaml:1: invalid YAML: anchors and aliases are not supported; use `defaults:` to "
+     "share settings"),
+    ("cameras: []\ncameras: []\n", "cameras.yaml:2: invalid YAML: duplicate key 'cameras'"),
+    ("cameras:\n  - id: A\n    url: http://x/a\n    interval: 60\n    interval: 30\n",
+     "cameras.yaml:5: invalid YAML: duplicate key 'interval'"),
+    ("cameras:\n", "cameras.yaml:1: cameras: must be a list"),
+    ('cameras:\n  - id: "A\\n"\n    url: http://x/a\n',
+     "cameras.yaml:2: camera 'A\\n': id: must be 1-64 characters of A-Z a-z 0-9 _ -"),
+    ('data_dir: "a\\0b"\ncameras: []\n', "cameras.yaml:1: data_dir: must not contain a NUL byte"),
+    ("retry:\n  backoff_initial: 2\ncameras: []\n",
+     "cameras.yaml:2: retry.backoff_initial: must be at least 10 s"),
+    ("cameras:\n  - just-a-string\n", "cameras.yaml:2: camera #1: must be a mapping"),
+    ("[" * 5000 + "]" * 5000 + "\n", "cameras.yaml: invalid YAML: nested too deeply"),
+])
+def test_hostile_yaml_gets_one_line_never_a_traceback(text: str, expected: str) -> None:
+    assert errors_of(text) == [expected]
+
+
+def test_a_yaml_set_of_cameras_is_an_error_not_a_traceback() -> None:
+    errors = errors_of("cameras: !!set {a, b}\n")
+    assert errors and all(e.startswith("cameras.yaml:1: cameras.") for e in errors)
+    assert all(e.endswith("must be a mapping") for e in errors)
+
+
+def test_billion_laughs_is_refused_before_it_is_built() -> None:
+    lol = ["a: &a [x, x, x, x, x, x, x, x, x, x]"]
+    for i in range(1, 9):
+        lol.append(f"{chr(97 + i)}: &{chr(97 + i)} " + "[" + ", ".join([f"*{chr(96 + i)}"] * 10)
+                   + "]")
+    errors = errors_of("\n".join(lol) + "\ncameras: []\n")
+    assert len(errors) == 1 and "aliases are not supported" in errors[0]
+
+
+def test_data_dir_expands_the_home_folder(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", "/home/someone")
+    config = parse_config("data_dir: ~/frames\ncameras: []\n", base_dir=Path("/etc/lyoncam"))
+    assert config.data_dir == Path("/home/someone/frames")
