@@ -2,10 +2,15 @@
 
 Frames of one camera a minute apart are near duplicates: putting one in train and its neighbour
 in val measures memory, not detection. lyoncam frames are named ``<CAMERA>_<YYYYMMDDTHHMMSSZ>``,
-so the group of a frame is its camera plus the time block it falls in (default one hour). The side
+where a camera id may itself hold ``_`` and ``-`` (``[A-Za-z0-9_-]{1,64}``, e.g. ``CAM_A``), so
+the group of a frame is its camera plus the time block it falls in (default one hour). The side
 of a group is decided by a hash of the group key alone, so it does not depend on which other
 frames exist: adding frames later never moves the ones already split. Files not named that way
 form a group of one (their own stem).
+
+The stems seen here are the dataset's output names: Label Studio's upload prefix (``1a2b3c4d-``)
+is already dropped by ``yolo.output_name``, and a ``_task<id>`` added on a name collision (or any
+other ``.``/``_``/``-`` suffix after the time) is ignored.
 """
 
 from __future__ import annotations
@@ -17,7 +22,11 @@ from typing import Literal
 
 Side = Literal["train", "val"]
 
-_FRAME = re.compile(r"^(?P<camera>[A-Za-z0-9]+)_(?P<ts>\d{8}T\d{6}Z?)(?:$|[._-])")
+_FRAME = re.compile(
+    # Non-greedy camera: the first ``_<timestamp>`` ends it, so ``CAM_A_20261126T001503Z`` is
+    # camera ``CAM_A`` (the camera id pattern of config.CAMERA_ID_RE, length aside).
+    r"^(?P<camera>[A-Za-z0-9_-]+?)_(?P<ts>\d{8}T\d{6}Z?)(?:$|[._-])"
+)
 SALT = "lyoncam-split-v1"
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
+from lyoncam_daemon.labelstudio.pull import PullOptions, Summary, plan
 from lyoncam_daemon.labelstudio.split import group_key, parse_frame_stem, side_of
 
 
@@ -54,3 +56,51 @@ def test_unparsed_names_are_their_own_group() -> None:
 def test_block_size() -> None:
     assert group_key("CWL9018_20250101T010000Z", 24) == group_key("CWL9018_20250101T230000Z", 24)
     assert group_key("CWL9018_20250101T010000Z", 1) != group_key("CWL9018_20250101T230000Z", 1)
+
+
+def test_camera_ids_with_underscore_and_hyphen_are_grouped() -> None:
+    # lyoncam camera ids are [A-Za-z0-9_-]{1,64}: CAM_A must not become a group of one per frame.
+    assert parse_frame_stem("CAM_A_20261126T001503Z") == (
+        "CAM_A", datetime(2026, 11, 26, 0, 15, 3, tzinfo=UTC))
+    assert parse_frame_stem("cam-2_north_20261126T001503Z") == (
+        "CAM-2_NORTH", datetime(2026, 11, 26, 0, 15, 3, tzinfo=UTC))
+    start = datetime(2026, 11, 26, 0, 0, tzinfo=UTC)
+    for camera in ("CAM_A", "cam-2", "a_b-c_d", "_x", "x-"):
+        for hour in range(24):
+            block = frames(camera, start + timedelta(hours=hour), 60)
+            keys = {group_key(s) for s in block}
+            assert len(keys) == 1 and not next(iter(keys)).startswith("file:"), keys
+            assert len({side_of(s) for s in block}) == 1
+    # the camera part really is part of the key: CAM_A and CAM_B do not share a group
+    assert group_key("CAM_A_20261126T001503Z") != group_key("CAM_B_20261126T001503Z")
+    assert group_key("CAM_A_20261126T001503Z") != group_key("A_20261126T001503Z")
+
+
+def test_suffix_after_the_time_is_ignored() -> None:
+    # a name collision in pull.plan appends _task<id>; other tools add -1, .2, ...
+    key = group_key("CAM_A_20261126T001503Z")
+    for stem in ("CAM_A_20261126T001503Z_task12", "CAM_A_20261126T001559Z-1",
+                 "CAM_A_20261126T001503.2", "CAM_A_20261126T001503Z_20261127T000000Z"):
+        assert group_key(stem) == key, stem
+    assert parse_frame_stem("CAM_A_20261126T0015031") is None
+    assert parse_frame_stem("_20261126T001503Z") is None
+
+
+def test_plan_keeps_uploaded_frames_of_an_underscore_camera_together() -> None:
+    # Label Studio prefixes each upload with its own 8-hex id; output_name drops it before the
+    # split, so frames of CAM_A a minute apart land in one group whatever their prefix.
+    start = datetime(2026, 11, 26, 0, 0, tzinfo=UTC)
+    tasks = []
+    for i in range(60):
+        stem = f"CAM_A_{start + timedelta(minutes=i):%Y%m%dT%H%M%SZ}"
+        prefix = f"{(0x1a2b3c4d + i * 7919) & 0xFFFFFFFF:08x}"
+        tasks.append({"id": i + 1, "data": {"image": f"/data/upload/3/{prefix}-{stem}.jpg"},
+                      "annotations": [{"id": i + 1, "result": []}]})
+    config = ('<View><Image name="image" value="$image"/><RectangleLabels name="label" '
+              'toName="image"><Label value="Car"/></RectangleLabels></View>')
+    opts = PullOptions(project=3, out=Path("unused"), val_fraction=0.5)
+    items = plan(tasks, config, opts, "http://127.0.0.1:1", Summary())
+    assert len(items) == 60
+    assert all(item.stem.startswith("CAM_A_2026") for item in items)  # upload prefix stripped
+    assert len({group_key(item.stem) for item in items}) == 1
+    assert len({item.folder for item in items}) == 1
