@@ -21,11 +21,10 @@ def temp_name(path: Path) -> Path:
     return path.with_name(f".{path.name}{TMP_MARK}{secrets.token_hex(4)}")
 
 
-def write_atomic(path: Path, data: bytes, *, durable: bool = True) -> None:
-    """Replace `path` with `data` atomically; on any error nothing new is left behind.
+def write_temp(path: Path, data: bytes, *, durable: bool = True) -> Path:
+    """Write `data` to a new hidden temp file beside `path`; rename it with `os.replace`.
 
-    `durable=False` skips both fsyncs, for files that are rewritten often and worthless
-    after a crash (the health record).
+    On any error the temp file is removed and the error re-raised.
     """
     tmp = temp_name(path)
     try:
@@ -38,6 +37,21 @@ def write_atomic(path: Path, data: bytes, *, durable: bool = True) -> None:
                 os.fsync(fd)
         finally:
             os.close(fd)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    return tmp
+
+
+def write_atomic(path: Path, data: bytes, *, durable: bool = True) -> None:
+    """Replace `path` with `data` atomically; on any error nothing new is left behind.
+
+    `durable=False` skips both fsyncs, for files that are rewritten often and worthless
+    after a crash (the health record).
+    """
+    tmp = write_temp(path, data, durable=durable)
+    try:
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):

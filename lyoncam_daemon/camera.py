@@ -117,6 +117,7 @@ class CameraTask:
         self.last: LastFrame | None = None
         self.condition = "normal"
         self.write_error: str | None = None
+        self._crash: str | None = None
         self.log = structlog.get_logger("lyoncam.camera").bind(camera=camera.id)
         rt.stats.camera(camera.id)  # listed in summaries before its first poll ends
         self._changed_at = time.monotonic()
@@ -130,7 +131,9 @@ class CameraTask:
 
         Blocking (a few directory listings): call it through a thread at start-up.
         """
-        self.rt.store.remove_temp_files(self.camera.id)
+        removed = self.rt.store.remove_incomplete(self.camera.id)
+        if removed:
+            self.log.info("removed incomplete files from an interrupted run", files=removed)
         found = self.rt.store.latest(self.camera.id)
         if found is None:
             return
@@ -146,8 +149,9 @@ class CameraTask:
         while not await self._stopped_before(due):
             try:
                 ok = await self.poll_once()
-            except Exception:  # a bug must cost one poll, not the camera for months
-                self.log.exception("poll crashed")
+                self._crash = None
+            except Exception as exc:  # a bug must cost one poll, not the camera for months
+                self._crashed(exc)
                 ok = True
             now = time.monotonic()
             due = next_due(due, self.camera.interval, now) if ok else now + self._retry_delay()
@@ -241,6 +245,14 @@ class CameraTask:
         log = self.log.info if condition == "normal" else self.log.warning
         log("camera condition", condition=condition, previous=previous,
             **({"hint": hint} if hint else {}))
+
+    def _crashed(self, exc: Exception) -> None:
+        """Log a crashing poll with its traceback once per distinct error, not every poll."""
+        self.stats.errors["internal"] += 1
+        key = f"{type(exc).__name__}: {exc}"
+        if key != self._crash:
+            self.log.exception("poll crashed", error=key)
+        self._crash = key
 
     def _reachable(self) -> None:
         previous = self.health.succeeded()

@@ -44,8 +44,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = _load(args.config)
     if config is None:
         return EXIT_USAGE
+    if not config.enabled_cameras:
+        print(f"error: {args.config}: no enabled camera to capture", file=sys.stderr)
+        return EXIT_USAGE
     if args.data_dir is not None:
-        config = config.model_copy(update={"data_dir": args.data_dir.resolve()})
+        config = config.model_copy(update={"data_dir": args.data_dir.expanduser().resolve()})
     if args.log_format is not None:
         config = config.model_copy(
             update={"log": config.log.model_copy(update={"format": args.log_format})}

@@ -90,11 +90,11 @@ class Daemon:
             cameras = cfg.enabled_cameras
             self.tasks = [CameraTask(cam, rt, phase(i, len(cameras), cam.interval))
                           for i, cam in enumerate(cameras)]
+            self._install_signal_handlers()  # before recovery: a SIGTERM then still exits 0
             await asyncio.gather(*(asyncio.to_thread(t.recover) for t in self.tasks))
-            self._install_signal_handlers()
             self.log.info("started", version=__version__, cameras=len(self.tasks),
                           data_dir=str(cfg.data_dir), pid=os.getpid())
-            running = [asyncio.create_task(t.run(), name=f"camera:{t.camera.id}")
+            running = [asyncio.create_task(self._supervise(t), name=f"camera:{t.camera.id}")
                        for t in self.tasks]
             reporter = asyncio.create_task(self._report_loop(), name="reporter")
             await self.stop.wait()
@@ -110,6 +110,22 @@ class Daemon:
         self._write_health(stopping=True)
         self.log.info("stopped", cancelled=len(pending), **self.stats.totals())
         return 0
+
+    async def _supervise(self, task: CameraTask) -> None:
+        """Restart a camera task that died of a bug, one interval later.
+
+        CameraTask already survives a crashing poll; this catches what escapes it (the
+        schedule itself), so a bug costs minutes of one camera, never its months.
+        """
+        while not self.stop.is_set():
+            try:
+                await task.run()
+                return
+            except Exception:
+                self.log.exception("camera task crashed; restarting", camera=task.camera.id)
+                self.stats.camera(task.camera.id).errors["internal"] += 1
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stop.wait(), timeout=task.camera.interval)
 
     def _install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
@@ -135,10 +151,11 @@ class Daemon:
         state = self.config.data_dir / STATE_DIR
         try:
             state.mkdir(parents=True, exist_ok=True)
-            lock = (state / "lock").open("w")
-        except OSError as exc:
-            raise StartupError(
-                f"data_dir {self.config.data_dir}: {exc.strerror or exc}") from None
+            # "a", not "w": a refused second daemon must not wipe the running one's pid.
+            lock = (state / "lock").open("a")
+        except (OSError, ValueError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise StartupError(f"data_dir {self.config.data_dir}: {reason}") from None
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -146,6 +163,7 @@ class Daemon:
             raise StartupError(
                 f"data_dir {self.config.data_dir}: another lyoncam daemon is using it"
             ) from None
+        lock.truncate(0)
         lock.write(f"{os.getpid()}\n")
         lock.flush()
         self._lock_file = lock

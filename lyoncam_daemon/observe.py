@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, TextIO
@@ -35,6 +36,15 @@ def configure_logging(fmt: str = "auto", level: str = "info", stream: TextIO | N
         logger_factory=structlog.PrintLoggerFactory(out),
         cache_logger_on_first_use=False,
     )
+    # Library warnings (Pillow: "Corrupt EXIF data") would print raw text into a JSON log.
+    warnings.showwarning = _log_warning
+
+
+def _log_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                 file: TextIO | None = None, line: str | None = None) -> None:
+    structlog.get_logger("lyoncam.warnings").warning(
+        "python warning", category=category.__name__, message=str(message),
+        where=f"{filename}:{lineno}")
 
 
 @dataclass

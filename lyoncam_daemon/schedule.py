@@ -29,15 +29,19 @@ def phase(index: int, count: int, interval: float) -> float:
     return (index % count) * interval / count
 
 
+#: Share of the nominal delay added at random.
+JITTER = 0.25
+
+
 def backoff_delay(failures: int, initial: float, maximum: float, jitter: float) -> float:
-    """Capped exponential backoff with "equal jitter".
+    """Capped exponential backoff, jittered upwards only.
 
     `failures` counts consecutive failures (1 for the first); `jitter` is a number in
-    [0, 1) from the caller's random source. Half of the delay is fixed and half random,
-    so retries of cameras that failed together (one server outage) spread out, yet a
-    retry never comes sooner than half the nominal delay.
+    [0, 1) from the caller's random source. Up to 25 % is added at random, so retries of
+    cameras that failed together (one server outage) spread out, while a retry never
+    comes sooner than the nominal delay: `initial` keeps the polling floor.
     """
     if failures < 1:
         return 0.0
     nominal = min(maximum, initial * 2.0 ** min(failures - 1, 60))
-    return nominal / 2.0 + nominal / 2.0 * jitter
+    return nominal * (1.0 + JITTER * jitter)

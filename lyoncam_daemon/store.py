@@ -13,14 +13,16 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import itertools
 import json
+import os
 import re
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from lyoncam_daemon.atomic import TMP_MARK, write_atomic
+from lyoncam_daemon.atomic import TMP_MARK, fsync_dir, write_temp
 
 _DIGITS = re.compile(r"^\d+$")
 
@@ -60,27 +62,34 @@ class FrameStore:
              sidecar: Mapping[str, Any]) -> Path:
         """Store `data` and its sidecar atomically; return the JPEG's path.
 
-        The JPEG goes first: recovery only trusts a frame whose sidecar exists, so a crash
-        between the two writes leaves an orphan JPEG, never a sidecar without its frame.
-        Raises StoreError (with the path and the OS reason) on any OS failure, after
-        removing whatever it had written: the previous frames are never touched.
+        Both files are written and fsynced under temp names first, then renamed JPEG
+        first: the only crash window is between two renames, and the orphan JPEG it can
+        leave is removed at the next start (`remove_incomplete`), since recovery only
+        trusts a frame whose sidecar exists. Raises StoreError (with the path and the OS
+        reason) on any OS failure, after removing whatever it had written: the previous
+        frames are never touched.
         """
         folder = day_dir(self.data_dir, camera_id, moment)
-        final: Path | None = None
+        temps: list[Path] = []
         try:
             folder.mkdir(parents=True, exist_ok=True)
             final = self._free_name(camera_id, moment)
             meta = json.dumps(
                 {**sidecar, "file": final.name}, indent=1, sort_keys=True, ensure_ascii=False
             ).encode()
-            write_atomic(final, data)
+            temps.append(write_temp(final, data))
+            temps.append(write_temp(final.with_suffix(".json"), meta))
+            os.replace(temps[0], final)
             try:
-                write_atomic(final.with_suffix(".json"), meta)
+                os.replace(temps[1], final.with_suffix(".json"))
             except OSError:
                 final.unlink(missing_ok=True)
                 raise
+            fsync_dir(folder)
             return final
         except OSError as exc:
+            for tmp in temps:
+                tmp.unlink(missing_ok=True)
             reason = exc.strerror or errno.errorcode.get(exc.errno or 0, str(exc))
             raise StoreError(f"cannot write frame of {camera_id} under {folder}: {reason}") \
                 from None
@@ -113,15 +122,22 @@ class FrameStore:
                     return jpg, meta
         return None
 
-    def remove_temp_files(self, camera_id: str) -> int:
-        """Delete temp files a killed process left in the camera's newest day folder."""
+    def remove_incomplete(self, camera_id: str) -> int:
+        """Delete what a killed process can leave: temp files, and a JPEG without sidecar.
+
+        Only the two newest day folders are looked at (a crash hits the folder being
+        written, which is the newest, or yesterday's just after midnight UTC). The orphan
+        JPEG's scene is fetched again by the next poll, this time with its sidecar.
+        """
         removed = 0
-        for day in self._days_newest_first(camera_id):
-            for tmp in day.glob(f".*{TMP_MARK}*"):
+        for day in itertools.islice(self._days_newest_first(camera_id), 2):
+            doomed = list(day.glob(f".*{TMP_MARK}*"))
+            doomed += [jpg for jpg in day.glob(f"{camera_id}_*.jpg")
+                       if not jpg.with_suffix(".json").exists()]
+            for path in doomed:
                 with contextlib.suppress(OSError):
-                    tmp.unlink()
+                    path.unlink()
                     removed += 1
-            break
         return removed
 
     def _days_newest_first(self, camera_id: str) -> Iterator[Path]:

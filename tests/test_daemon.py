@@ -309,3 +309,70 @@ def test_a_missing_mask_image_stops_start_up_naming_it(
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: dedup settings: ") and "nowhere/mask.png" in err
     assert "\n" not in err
+
+
+async def test_a_crashing_poll_is_logged_once_and_the_camera_keeps_going(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lyoncam_daemon.dedup import Judge
+
+    async def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("bug in a check")
+
+    monkeypatch.setattr(Judge, "judge", broken)
+    async with CriterSimulator(["BUG"], period=0.2, etag=False) as sim:
+        config = make_config(tmp_path, {"BUG": sim.url("BUG")}, interval=0.1)
+        with structlog.testing.capture_logs() as logs:
+            daemon = await run_for(config, 1.0)
+    cam = daemon.stats.cameras["BUG"]
+    assert cam.polls >= 7 and cam.errors["internal"] == cam.polls
+    assert [e["event"] for e in logs].count("poll crashed") == 1
+
+
+async def test_a_camera_task_that_dies_is_restarted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import lyoncam_daemon.camera as camera_module
+
+    real_next_due = camera_module.next_due
+    calls = {"n": 0}
+
+    def flaky_next_due(prev: float, interval: float, now: float) -> float:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise ValueError("schedule bug")
+        return real_next_due(prev, interval, now)
+
+    monkeypatch.setattr(camera_module, "next_due", flaky_next_due)
+    async with CriterSimulator(["DIE"], period=0.2, etag=False) as sim:
+        config = make_config(tmp_path, {"DIE": sim.url("DIE")}, interval=0.1)
+        with structlog.testing.capture_logs() as logs:
+            daemon = await run_for(config, 1.2)
+    assert [e["event"] for e in logs].count("camera task crashed; restarting") == 1
+    assert daemon.stats.cameras["DIE"].polls >= 6
+
+
+async def test_a_refused_second_daemon_keeps_the_first_ones_pid(tmp_path: Path) -> None:
+    from lyoncam_daemon.daemon import StartupError
+
+    async with CriterSimulator(["P1"], period=60) as sim:
+        config = make_config(tmp_path, {"P1": sim.url("P1")}, interval=1)
+        first = Daemon(config)
+        task = asyncio.create_task(first.run())
+        await asyncio.sleep(0.3)
+        with pytest.raises(StartupError):
+            await Daemon(config).run()
+        assert (tmp_path / ".lyoncam" / "lock").read_text() == f"{os.getpid()}\n"
+        first.request_stop()
+        assert await task == 0
+
+
+def test_run_refuses_a_config_with_no_enabled_camera(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from lyoncam_daemon.cli import main
+
+    cfg = tmp_path / "cameras.yaml"
+    cfg.write_text("cameras:\n  - id: A\n    url: http://127.0.0.1:9/a\n    enabled: false\n")
+    assert main(["run", "--config", str(cfg)]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {cfg}: no enabled camera to capture"

@@ -30,10 +30,10 @@ def test_phases_spread_cameras_over_one_interval() -> None:
     assert offsets[1] - offsets[0] == pytest.approx(4.0)
 
 
-def test_backoff_doubles_up_to_the_cap_with_equal_jitter() -> None:
-    assert backoff_delay(1, 15, 300, 0.0) == 7.5
-    assert backoff_delay(1, 15, 300, 0.999) == pytest.approx(15, abs=0.02)
-    assert backoff_delay(3, 15, 300, 1.0) == 60
-    assert backoff_delay(10, 15, 300, 1.0) == 300
-    assert backoff_delay(1000, 15, 300, 0.5) == 225
+def test_backoff_doubles_up_to_the_cap_and_jitters_only_upwards() -> None:
+    assert backoff_delay(1, 15, 300, 0.0) == 15
+    assert backoff_delay(1, 15, 300, 0.999) == pytest.approx(18.75, abs=0.01)
+    assert backoff_delay(3, 15, 300, 0.0) == 60
+    assert backoff_delay(10, 15, 300, 0.0) == 300
+    assert backoff_delay(1000, 15, 300, 1.0) == 375
     assert backoff_delay(0, 15, 300, 0.5) == 0

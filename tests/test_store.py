@@ -63,13 +63,33 @@ def test_latest_skips_an_unreadable_sidecar(tmp_path: Path) -> None:
     assert found is not None and found[1]["n"] == 1
 
 
-def test_leftover_temp_files_are_removed_on_recovery(tmp_path: Path) -> None:
+def test_leftovers_of_a_killed_run_are_removed_on_recovery(tmp_path: Path) -> None:
     store = FrameStore(tmp_path)
-    path = store.save("CAM", T0, b"x", {})
-    leftover = path.parent / ".CAM_20261126T001603Z.jpg.tmp-dead"
-    leftover.write_bytes(b"partial")
-    assert store.remove_temp_files("CAM") == 1
-    assert not leftover.exists() and path.exists()
+    yesterday = store.save("CAM", T0 - timedelta(days=1), b"y", {"n": 0})
+    path = store.save("CAM", T0, b"x", {"n": 1})
+    leftovers = [
+        path.parent / ".CAM_20261126T001603Z.jpg.tmp-dead",
+        yesterday.parent / ".CAM_20261125T235959Z.json.tmp-beef",
+        path.parent / "CAM_20261126T001703Z.jpg",  # renamed, killed before its sidecar
+    ]
+    for p in leftovers:
+        p.write_bytes(b"partial")
+    assert store.remove_incomplete("CAM") == 3
+    assert not any(p.exists() for p in leftovers)
+    assert path.exists() and yesterday.exists()
+    found = store.latest("CAM")
+    assert found is not None and found[1]["n"] == 1
+
+
+def test_a_crash_between_the_renames_cannot_cause_a_duplicate(tmp_path: Path) -> None:
+    store = FrameStore(tmp_path)
+    store.save("CAM", T0, b"first", {"n": 1})
+    orphan = store.save("CAM", T0 + timedelta(seconds=60), b"second", {"n": 2})
+    orphan.with_suffix(".json").unlink()  # as if killed between the two renames
+    store.remove_incomplete("CAM")
+    found = store.latest("CAM")
+    assert found is not None and found[1]["n"] == 1
+    assert not orphan.exists()  # so "second" is stored again, with its sidecar, not twice
 
 
 def test_a_failed_write_leaves_nothing_and_keeps_older_frames(
