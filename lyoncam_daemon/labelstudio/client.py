@@ -1,8 +1,10 @@
 """One async HTTP client for Label Studio: auth header, rate limit, concurrency cap, retries.
 
-Every request goes through the same token bucket and semaphore. Retried: 429 (after its
-Retry-After, which also pauses every other request of this client), 5xx, timeouts and connection
-errors (exponential backoff with a cap). A 401 refreshes a personal access token once, then fails
+Every request goes through the same semaphore, then the same token bucket: a request takes its
+rate-limit token only once it may go out, so requests queued on the semaphore never leave in a
+burst above the rate. Retried: 429 (after its Retry-After, which also pauses every other request
+of this client, those already waiting for a token included), 5xx, timeouts and connection errors
+(exponential backoff with a cap). A 401 refreshes a personal access token once, then fails
 with an explanation of the two kinds of key. The Authorization header is only ever sent to the
 Label Studio origin given as ``base_url``, never to other hosts an image URL may point at.
 """
@@ -100,16 +102,18 @@ class LabelStudioClient:
         timeout: float = 60.0,
         retry: RetryPolicy | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         self.base_url = base_url.rstrip("/") + "/"
         self.credentials = credentials
-        self.bucket = TokenBucket(rate, burst)
+        self.bucket = TokenBucket(rate, burst, clock=clock, sleep=sleep)
         self.retry = retry or RetryPolicy()
         self.concurrency = concurrency
         self._timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=min(timeout, 15.0))
         self._sleep = sleep
+        self._clock = clock
         self._sem = asyncio.Semaphore(concurrency)
         self._refresh_lock = asyncio.Lock()
         self._paused_until = 0.0
@@ -173,9 +177,23 @@ class LabelStudioClient:
     # --- requests -----------------------------------------------------------------------------
 
     async def _wait_pause(self) -> None:
-        delay = self._paused_until - time.monotonic()
+        delay = self._paused_until - self._clock()
         if delay > 0:
             await self._sleep(delay)
+
+    async def _wait_turn(self) -> None:
+        """Wait until this request may go out: no 429 pause pending, and a rate-limit token.
+
+        Called holding the semaphore, so only requests about to be sent hold tokens. The pause is
+        checked again once the token is in hand: a Retry-After that arrived while this request
+        slept in the bucket holds it too, and it then takes a fresh token, so the requests a pause
+        releases are spaced by the rate again instead of leaving together.
+        """
+        while True:
+            await self._wait_pause()
+            await self.bucket.acquire()
+            if self._paused_until <= self._clock():
+                return
 
     async def request(
         self,
@@ -194,12 +212,12 @@ class LabelStudioClient:
         refreshed = False
         last = "no attempt"
         for attempt in range(self.retry.attempts):
-            await self._wait_pause()
-            await self.bucket.acquire()
+            # Before the semaphore: a PAT refresh is itself a request and needs the semaphore.
             headers = {"Authorization": await self._auth_header()} if send_auth else {}
             delay: float | None = None
             try:
                 async with self._sem:
+                    await self._wait_turn()
                     self.requests += 1
                     async with self._session.request(
                         method, url, params=params, json=json, headers=headers
@@ -218,7 +236,7 @@ class LabelStudioClient:
                         if wait is not None
                         else self.retry.backoff(attempt)
                     )
-                    self._paused_until = max(self._paused_until, time.monotonic() + delay)
+                    self._paused_until = max(self._paused_until, self._clock() + delay)
                     last = "HTTP 429 Too Many Requests"
                 elif status >= 500:
                     delay = self.retry.backoff(attempt)

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import heapq
+import itertools
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -241,3 +243,142 @@ async def test_rate_limit_applies(standin: StandIn) -> None:
         await asyncio.gather(*(c.request("GET", "/r") for _ in range(11)))
         elapsed = time.monotonic() - start
     assert 0.95 <= elapsed < 1.5
+
+
+class VirtualTime:
+    """A clock and sleep for the client in virtual time, so rate limits are checked exactly and
+    without waiting. Time moves only when nothing is in flight: every client request counts as
+    busy from send to response (through the ``Tracked`` session), except while its stand-in
+    handler sleeps in virtual time (``handler_sleep_until``). Then the earliest sleeper wakes."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.busy = 0
+        self._timers: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._seq = itertools.count()
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        await self._until(self.now + max(0.0, seconds))
+
+    async def _until(self, when: float) -> None:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._timers, (when, next(self._seq), fut))
+        await fut
+
+    async def handler_sleep_until(self, when: float) -> None:
+        self.busy -= 1
+        try:
+            await self._until(when)
+        finally:
+            self.busy += 1
+
+    async def run(self, awaitable: Awaitable[Any]) -> Any:
+        task = asyncio.ensure_future(awaitable)
+        while not task.done():
+            if self.busy > 0:
+                await asyncio.sleep(0.0005)  # real I/O to the stand-in under way
+                continue
+            for _ in range(50):  # let every runnable task reach its next wait
+                await asyncio.sleep(0)
+            if self.busy > 0 or task.done():
+                continue
+            if not self._timers:
+                await asyncio.sleep(0.0005)
+                continue
+            when, _, fut = heapq.heappop(self._timers)
+            self.now = max(self.now, when)
+            if not fut.done():
+                fut.set_result(None)
+        return task.result()
+
+
+class Tracked:
+    """Wraps the client's session: each request is busy for VirtualTime until its body is read."""
+
+    def __init__(self, session: Any, vt: VirtualTime) -> None:
+        self._session, self._vt = session, vt
+
+    def request(self, *args: Any, **kwargs: Any) -> Any:
+        vt, inner = self._vt, self._session.request(*args, **kwargs)
+
+        class Ctx:
+            async def __aenter__(self) -> Any:
+                vt.busy += 1
+                try:
+                    return await inner.__aenter__()
+                except BaseException:
+                    vt.busy -= 1
+                    raise
+
+            async def __aexit__(self, *exc: Any) -> None:
+                try:
+                    await inner.__aexit__(*exc)
+                finally:
+                    vt.busy -= 1
+
+        return Ctx()
+
+    async def close(self) -> None:
+        await self._session.close()
+
+
+def virtual_client(url: str, vt: VirtualTime, **kw: Any) -> LabelStudioClient:
+    return client(url, sleep=vt.sleep, clock=vt.clock, **kw)
+
+
+async def test_queued_requests_take_their_token_when_they_go_out(standin: StandIn) -> None:
+    # Two slow requests hold both slots until t=1; the two queued behind them must not have
+    # taken their tokens while queued and then leave together when the slots free up.
+    vt = VirtualTime()
+    sent: list[tuple[str, float]] = []
+
+    async def slow() -> web.Response:
+        sent.append(("/slow", vt.now))
+        await vt.handler_sleep_until(1.0)
+        return web.Response(text="{}")
+
+    def fast() -> web.Response:
+        sent.append(("/fast", vt.now))
+        return web.Response(text="{}")
+
+    standin.plans["/slow"] = [slow]  # type: ignore[list-item]
+    standin.plans["/fast"] = [fast]
+    async with virtual_client(standin.url, vt, rate=10.0, concurrency=2) as c:
+        c._session = Tracked(c._session, vt)  # type: ignore[assignment]
+        paths = ["/slow", "/slow", "/fast", "/fast", "/fast"]
+        await vt.run(asyncio.gather(*(c.request("GET", p) for p in paths)))
+    times = [t for _, t in sent]
+    assert [p for p, _ in sent] == paths
+    assert times[:2] == pytest.approx([0.0, 0.1])
+    assert times[2] == pytest.approx(1.0)
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert all(g >= 0.1 - 1e-9 for g in gaps), times  # never faster than --rate 10
+
+
+async def test_retry_after_holds_requests_already_waiting_for_a_token(standin: StandIn) -> None:
+    # /b is asleep in the bucket (rate 1/s) when /a gets a 429 with Retry-After: 10. It must not
+    # go out at t=1 but after the pause, and the requests the pause releases keep the rate.
+    vt = VirtualTime()
+    sent: list[tuple[str, float]] = []
+
+    def record(path: str, make: Callable[[], web.Response]) -> Callable[[], web.Response]:
+        def step() -> web.Response:
+            sent.append((path, vt.now))
+            return make()
+        return step
+
+    standin.plans["/a"] = [record("/a", status(429, **{"Retry-After": "10"})), record("/a", ok())]
+    standin.plans["/b"] = [record("/b", ok())]
+    standin.plans["/c"] = [record("/c", ok())]
+    async with virtual_client(standin.url, vt, rate=1.0, concurrency=4) as c:
+        c._session = Tracked(c._session, vt)  # type: ignore[assignment]
+        await vt.run(asyncio.gather(*(c.request("GET", p) for p in ("/a", "/b", "/c"))))
+    assert sent[0] == ("/a", 0.0)
+    assert all(t >= 10.0 for _, t in sent[1:]), sent  # nothing during the pause
+    times = [t for _, t in sent]
+    assert all(b - a >= 1.0 - 1e-9 for a, b in itertools.pairwise(times[1:])), sent
+    assert sorted(p for p, _ in sent) == ["/a", "/a", "/b", "/c"]
+    assert c.retries == 1
