@@ -85,6 +85,12 @@ def _display(url: str) -> str:
     return parts.path + (f"?{parts.query}" if parts.query else "") if parts.netloc else url
 
 
+def _not_json(resp: Response) -> str:
+    """Why a successful answer is unusable: it does not parse as JSON (HTML error page, ...)."""
+    kind = resp.content_type.split(";", 1)[0].strip() or "no Content-Type"
+    return f"HTTP {resp.status} but the answer is not JSON ({kind}, {len(resp.body)} bytes)"
+
+
 def _origin(url: str) -> tuple[str, str]:
     parts = urlsplit(url)
     return parts.scheme.lower(), parts.netloc.lower()
@@ -264,8 +270,8 @@ class LabelStudioClient:
             raise HTTPError(resp.status, "GET", self.url(path), f"HTTP {resp.status}")
         try:
             return jsonlib.loads(resp.body)
-        except ValueError:
-            raise HTTPError(resp.status, "GET", self.url(path), "answer is not JSON") from None
+        except ValueError:  # JSONDecodeError and UnicodeDecodeError both
+            raise HTTPError(resp.status, "GET", self.url(path), _not_json(resp)) from None
 
     async def get_project(self, project_id: int) -> dict[str, Any]:
         data = await self.get_json(f"/api/projects/{project_id}")
@@ -288,7 +294,12 @@ class LabelStudioClient:
                 return
             if resp.status != 200:
                 raise HTTPError(resp.status, "GET", self.url("/api/tasks/"), f"HTTP {resp.status}")
-            data = jsonlib.loads(resp.body)
+            try:
+                data = jsonlib.loads(resp.body)
+            except ValueError:  # e.g. a proxy's HTML page: one clear error, not a traceback
+                raise HTTPError(
+                    resp.status, "GET", self.url("/api/tasks/"), f"page {page}: {_not_json(resp)}"
+                ) from None
             tasks = data.get("tasks", []) if isinstance(data, dict) else data
             if not isinstance(tasks, list):
                 raise HTTPError(200, "GET", self.url("/api/tasks/"), "no task list in the answer")

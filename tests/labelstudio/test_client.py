@@ -14,6 +14,7 @@ import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -216,6 +217,42 @@ async def test_pagination_stops_past_the_end(standin: StandIn) -> None:
         ids = [t["id"] async for t in c.iter_tasks(7, page_size=2)]
     assert ids == [1, 2, 3]
     assert "project=7" in standin.hits[0][0] and "fields=all" in standin.hits[0][0]
+
+
+@pytest.mark.parametrize("body", [b"<html><body>502 Bad Gateway</body></html>", b"\xff\xfe{"])
+async def test_non_json_task_page_is_a_one_line_error(
+    standin: StandIn, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str], body: bytes,
+) -> None:
+    """A 200 from /api/tasks/ that is not JSON (a proxy's page): exit 1 with one error line
+    naming the path and status, no traceback, no key."""
+    from lyoncam_daemon.cli import main
+
+    standin.plans["/api/projects/1"] = [ok('{"id": 1, "label_config": "<View/>"}')]
+    standin.plans["/api/tasks/"] = [lambda: web.Response(body=body, content_type="text/html")]
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", KEY)
+    args = ["pull", "--url", standin.url, "--project", "1", "--out", str(tmp_path / "ds"),
+            "--rate", "0", "--progress", "log"]
+    code = await asyncio.to_thread(main, args)  # main runs its own event loop
+    out, err = capsys.readouterr()
+    assert code == 1
+    assert "Traceback" not in err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert errors == [
+        "error: GET /api/tasks/: page 1: HTTP 200 but the answer is not JSON "
+        f"(text/html, {len(body)} bytes)"
+    ]
+    assert KEY not in out + err
+
+
+async def test_non_json_project_names_path_and_status(standin: StandIn) -> None:
+    standin.plans["/api/projects/1"] = [lambda: web.Response(text="<html/>")]
+    async with client(standin.url) as c:
+        with pytest.raises(HTTPError) as info:
+            await c.get_project(1)
+    assert str(info.value) == (
+        "GET /api/projects/1: HTTP 200 but the answer is not JSON (text/plain, 7 bytes)")
+    assert KEY not in str(info.value)
 
 
 async def test_upload_falls_back_to_storage_data(standin: StandIn) -> None:
