@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import json as jsonlib
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import aiohttp
 import structlog
@@ -79,10 +80,28 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
     return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
-def _display(url: str) -> str:
-    """A URL for messages: path and query only matter, and a URL never holds our key anyway."""
+_URL_QUERY = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^\s?#'\"<>]*)[?#][^\s'\"<>]*")
+
+
+def strip_query(url: str) -> str:
+    """The URL without its query string and fragment: what may be shown of it.
+
+    A presigned cloud-storage URL carries its signature (``X-Amz-Signature=``, ``sig=``, ...)
+    there, so messages, logs and the summary only ever show this; the request uses the full URL.
+    """
     parts = urlsplit(url)
-    return parts.path + (f"?{parts.query}" if parts.query else "") if parts.netloc else url
+    host = parts.netloc.rpartition("@")[2]  # nor a user:password@
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+def redact_urls(text: str) -> str:
+    """Text (an exception's message) with the query and fragment cut from every URL in it."""
+    return _URL_QUERY.sub(r"\1", text)
+
+
+def _display(url: str) -> str:
+    """A URL for messages and logs: its path only, never the query (see strip_query)."""
+    return urlsplit(url).path or "/"
 
 
 def _not_json(resp: Response) -> str:
@@ -232,7 +251,9 @@ class LabelStudioClient:
                         status, ctype = resp.status, resp.headers.get("Content-Type", "")
                         retry_after = resp.headers.get("Retry-After")
             except (aiohttp.ClientError, TimeoutError) as exc:
-                last = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+                # aiohttp may put the URL in the message (InvalidURL, redirects): no query.
+                text = redact_urls(str(exc))
+                last = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
                 delay = self.retry.backoff(attempt)
             else:
                 if status == 429:

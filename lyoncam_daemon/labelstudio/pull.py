@@ -31,7 +31,7 @@ import yaml
 from PIL import Image, UnidentifiedImageError
 
 from lyoncam_daemon import atomic
-from lyoncam_daemon.labelstudio.client import HTTPError, LabelStudioClient
+from lyoncam_daemon.labelstudio.client import HTTPError, LabelStudioClient, strip_query
 from lyoncam_daemon.labelstudio.split import side_of
 from lyoncam_daemon.labelstudio.yolo import (
     Box,
@@ -382,7 +382,9 @@ class _Sync:
 async def _fetch_one(client: LabelStudioClient, item: Item) -> bytes:
     urls = image_urls(item.source, client.base_url)
     if not urls:
-        raise ValueError(f"image reference {item.source!r} is not fetchable (cloud storage URI?)")
+        raise ValueError(
+            f"image reference {strip_query(item.source)!r} is not fetchable (cloud storage URI?)"
+        )
     last = ""
     for url in urls:
         resp = await client.request("GET", url)

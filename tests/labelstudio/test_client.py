@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 from aiohttp import web
 
 from lyoncam_daemon.labelstudio.auth import AuthError, Credentials, Secret
@@ -26,6 +27,8 @@ from lyoncam_daemon.labelstudio.client import (
     LabelStudioClient,
     RetryPolicy,
     parse_retry_after,
+    redact_urls,
+    strip_query,
 )
 from lyoncam_daemon.labelstudio.pull import Item, _fetch_one
 
@@ -419,3 +422,76 @@ async def test_retry_after_holds_requests_already_waiting_for_a_token(standin: S
     assert all(b - a >= 1.0 - 1e-9 for a, b in itertools.pairwise(times[1:])), sent
     assert sorted(p for p, _ in sent) == ["/a", "/a", "/b", "/c"]
     assert c.retries == 1
+
+
+SIGNATURE = "X-Amz-Signature=5ecret5ignature"
+CREDENTIAL = "X-Amz-Credential=AKIDSECRETCRED"
+SIGNED_QUERY = f"?X-Amz-Algorithm=AWS4-HMAC-SHA256&{CREDENTIAL}&{SIGNATURE}#frag"
+
+
+def assert_unsigned(*texts: str) -> None:
+    for text in texts:
+        assert "5ecret5ignature" not in text and "AKIDSECRETCRED" not in text, text
+
+
+def test_strip_query_and_redact_urls() -> None:
+    url = f"https://user:pw@bucket.s3.amazonaws.com/cam/a.jpg{SIGNED_QUERY}"
+    assert strip_query(url) == "https://bucket.s3.amazonaws.com/cam/a.jpg"
+    assert strip_query("s3://bucket/a.jpg?versionId=3") == "s3://bucket/a.jpg"
+    text = f"InvalidURL: {url} and URL('{url}') then 'http://h/x?{SIGNATURE}'"
+    assert redact_urls(text) == (
+        "InvalidURL: https://user:pw@bucket.s3.amazonaws.com/cam/a.jpg and "
+        "URL('https://user:pw@bucket.s3.amazonaws.com/cam/a.jpg') then 'http://h/x'"
+    )
+
+
+async def test_signed_url_stays_out_of_retry_logs_and_errors(standin: StandIn) -> None:
+    standin.plans["/bucket/a.jpg"] = [status(503)]
+
+    async def no_sleep(_: float) -> None:
+        pass
+
+    other = standin.url.replace("127.0.0.1", "localhost")  # the image is on "another host"
+    async with client(other, retry=RetryPolicy(attempts=3), sleep=no_sleep) as c:
+        with structlog.testing.capture_logs() as logs, pytest.raises(HTTPError) as info:
+            await c.request("GET", f"{standin.url}/bucket/a.jpg{SIGNED_QUERY}")
+    assert standin.hits[0][0] == f"/bucket/a.jpg{SIGNED_QUERY.split('#')[0]}"  # sent in full
+    assert [e["event"] for e in logs] == ["http_retry", "http_retry"]
+    assert all(e["url"] == "/bucket/a.jpg" for e in logs)
+    assert str(info.value) == "GET /bucket/a.jpg: gave up after 3 tries: HTTP 503"
+    assert_unsigned(repr(logs), str(info.value), repr(info.value), repr(info.value.args))
+
+
+async def test_signed_url_in_no_output_of_a_pull(
+    standin: StandIn, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Tasks whose images are presigned URLs that fail: the signature is in no output line."""
+    from lyoncam_daemon.cli import main
+
+    config = ('<View><Image name="image" value="$image"/><RectangleLabels name="label" '
+              'toName="image"><Label value="Car"/></RectangleLabels></View>')
+    tasks = [
+        {"id": 1, "data": {"image": f"{standin.url}/bucket/CAM_A_20261126T001503Z.jpg"
+                                    + SIGNED_QUERY},
+         "annotations": [{"id": 1, "result": []}]},
+        {"id": 2, "data": {"image": f"s3://bucket/CAM_A_20261126T001603Z.jpg{SIGNED_QUERY}"},
+         "annotations": [{"id": 2, "result": []}]},
+    ]
+    standin.plans["/api/projects/1"] = [lambda: web.json_response({"id": 1,
+                                                                    "label_config": config})]
+    standin.plans["/api/tasks/"] = [lambda: web.json_response({"tasks": tasks, "total": 2})]
+    standin.plans["/bucket/CAM_A_20261126T001503Z.jpg"] = [status(503)]
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", KEY)
+    args = ["pull", "--url", standin.url, "--project", "1", "--out", str(tmp_path / "ds"),
+            "--rate", "0", "--retries", "1", "--progress", "log", "-v"]
+    code = await asyncio.to_thread(main, args)
+    out, err = capsys.readouterr()
+    assert code == 1
+    assert "http_retry" in err and "url='/bucket/CAM_A_20261126T001503Z.jpg'" in err
+    assert ("failed: task 1 (CAM_A_20261126T001503Z): GET /bucket/CAM_A_20261126T001503Z.jpg: "
+            "gave up after 2 tries: HTTP 503") in out
+    assert "failed: task 2 (CAM_A_20261126T001603Z): image reference " \
+        "'s3://bucket/CAM_A_20261126T001603Z.jpg' is not fetchable" in out
+    assert_unsigned(out, err)
+    assert KEY not in out + err
