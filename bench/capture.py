@@ -1,0 +1,557 @@
+"""Benchmark of the capture daemon's CPU and memory, against the original one-process-per-camera
+script measured in the same run.
+
+Run: ``.venv/bin/python -m bench.capture`` (about 75 s on 2 cores). Why: lyoncam must run for
+months on a small server, and the original script needed one ~65 MB process per camera and a
+full decode, hash, re-read of the previous frame and re-encode on every poll (FIELD_NOTES).
+Speed and memory targets live here, never in timed unit tests.
+
+Everything runs on loopback against one simulated CriTer server
+(``python -m lyoncam_daemon simulate``, its own process, port picked by the kernel) whose
+cameras publish a new frame every ``--period`` seconds. Every client polls every
+``--interval`` seconds; the default 1 s / 3 s keeps the real ratio (original: polled every
+20 s, cameras republish every 60 s), so a third of the polls see a new frame.
+
+- ``ours``: the daemon (``Daemon(config).run()``, what ``run`` calls) in its own process, on
+  N cameras (15 like the real catalogue, then 100). The config floor of 10 s is lowered to
+  0.5 s through ``parse_config(context=...)``; otherwise it is ``run`` with logging at
+  ``warning`` and the health record rewritten every second (default: every 300 s; a little
+  CPU is counted for it). The window is aligned on those rewrites so the poll count and the
+  CPU time cover the same span. The simulator sends ETags, so an unchanged frame costs a
+  304; ``--no-etag`` measures the case where every poll downloads the whole frame.
+- ``original``: a faithful re-creation of the original script's loop (below, clearly
+  labelled), one process per camera (``--original-processes``, default 5), same interval:
+  GET (urllib: ``requests`` is not installed, and would only add memory), full PIL decode,
+  ``imagehash.average_hash``, previous frame re-read from disk (the last name of an unsorted
+  ``os.listdir``), dropped at distance <= 2, else re-encoded and saved in a flat folder.
+
+Measured from /proc, for the measured processes only (not the simulator): CPU time
+(utime + stime, all threads) over a window after a warm-up, divided by the polls completed
+in that window; RSS (VmRSS) sampled every 0.5 s, its peak (VmHWM), and PSS (which shares
+library pages fairly among the original's processes). Printed as ratios original / ours;
+the last line printed is one JSON object: top-level figures for the smallest camera count
+(``polls`` in the window, ``stored_frames`` over the whole run), every run under ``ours``
+and ``original``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import IO, Any
+
+REPO = Path(__file__).resolve().parents[1]
+TICKS = os.sysconf("SC_CLK_TCK")
+#: The original script: an average_hash distance at or under this was a repeat.
+ORIGINAL_MAX_REPEAT_BITS = 2
+SAMPLE_EVERY = 0.5
+
+
+# --- /proc -----------------------------------------------------------------------------------
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of the whole process (every thread), in seconds."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS  # fields 14 and 15 of proc(5)
+
+
+def status_kb(pid: int, key: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def pss_kb(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+@dataclass
+class Sampled:
+    """RSS of a group of processes over time, and their CPU time at the window's edges."""
+
+    pids: list[int]
+    times: list[float] = field(default_factory=list)
+    rss_kb: list[int] = field(default_factory=list)
+    cpu0: float = 0.0
+    cpu1: float = 0.0
+    t0: float = 0.0
+    t1: float = 0.0
+
+    def cpu(self) -> float:
+        return sum(cpu_seconds(p) for p in self.pids)
+
+    def start(self) -> None:
+        self.t0, self.cpu0 = time.monotonic(), self.cpu()
+
+    def end(self) -> None:
+        self.t1, self.cpu1 = time.monotonic(), self.cpu()
+
+    def sample(self) -> None:
+        self.times.append(time.monotonic())
+        self.rss_kb.append(sum(status_kb(p, "VmRSS") for p in self.pids))
+
+    def peak_kb(self) -> int:
+        return sum(status_kb(p, "VmHWM") for p in self.pids)
+
+    def pss_kb(self) -> int:
+        return sum(pss_kb(p) for p in self.pids)
+
+    def growth_mb_per_min(self) -> float:
+        if len(self.times) < 3:
+            return 0.0
+        slope, _ = statistics.linear_regression(self.times, self.rss_kb)
+        return slope * 60 / 1024
+
+
+def sample_until(group: Sampled, deadline: float) -> None:
+    while True:
+        group.sample()
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return
+        time.sleep(min(SAMPLE_EVERY, left))
+
+
+# --- processes -------------------------------------------------------------------------------
+
+
+class Processes:
+    """Every process the benchmark starts; all stopped on exit, even on error or Ctrl-C."""
+
+    def __init__(self) -> None:
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.files: list[IO[bytes]] = []
+
+    def start(self, args: Sequence[str], log: Path, stdout: Path | None = None
+              ) -> subprocess.Popen[bytes]:
+        err = log.open("wb")
+        self.files.append(err)
+        out: IO[bytes] | int = subprocess.DEVNULL
+        if stdout is not None:
+            out = stdout.open("wb")
+            self.files.append(out)
+        # A session of its own: a Ctrl-C reaches only us, and we stop the children in order.
+        proc = subprocess.Popen(list(args), cwd=REPO, stdin=subprocess.DEVNULL, stdout=out,
+                                stderr=err, start_new_session=True)
+        self.procs.append(proc)
+        return proc
+
+    def stop(self, procs: Sequence[subprocess.Popen[bytes]], grace: float = 10.0) -> None:
+        for p in procs:
+            if p.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    p.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for p in procs:
+            try:
+                p.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    p.kill()
+                p.wait()
+
+    def __enter__(self) -> Processes:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        # A second Ctrl-C must not leave children behind; stop() is bounded by its grace.
+        previous = {sig: signal.signal(sig, signal.SIG_IGN)
+                    for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            self.stop(self.procs)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            for f in self.files:
+                f.close()
+
+
+def child_command(role: str, *args: object) -> list[str]:
+    return [sys.executable, "-m", "bench.capture", "--child", role, *map(str, args)]
+
+
+def wait_for(what: str, check: Any, timeout: float, procs: Sequence[subprocess.Popen[bytes]],
+             logs: Sequence[Path]) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        for p, log in zip(procs, logs, strict=True):
+            if p.poll() is not None:
+                raise RuntimeError(f"{what}: process exited with {p.returncode}:\n"
+                                   + log.read_text(errors="replace")[-2000:])
+        time.sleep(0.01)
+    raise RuntimeError(f"{what}: not ready after {timeout:g} s")
+
+
+# --- the simulator ---------------------------------------------------------------------------
+
+
+def start_simulator(procs: Processes, tmp: Path, cameras: int, period: float,
+                    etag: bool) -> list[str]:
+    """The simulator on 127.0.0.1, port 0; returns the camera URLs from its written config."""
+    import yaml
+
+    config = tmp / "simulator.yaml"
+    log = tmp / "simulator.log"
+    args = [sys.executable, "-m", "lyoncam_daemon", "simulate", "--cameras", str(cameras),
+            "--period", str(period), "--host", "127.0.0.1", "--port", "0",
+            "--write-config", str(config)]
+    if not etag:
+        args.append("--no-etag")
+    proc = procs.start(args, log)
+    wait_for("simulator", config.exists, 30, [proc], [log])
+    doc = yaml.safe_load(config.read_text())
+    return [str(cam["url"]) for cam in doc["cameras"]]
+
+
+# --- ours ------------------------------------------------------------------------------------
+
+
+def child_daemon(config_path: str, seconds: str) -> int:
+    """The daemon as `run` starts it, with the interval floor lowered and a safety stop."""
+    import asyncio
+
+    from lyoncam_daemon.config import parse_config
+    from lyoncam_daemon.daemon import Daemon
+    from lyoncam_daemon.observe import configure_logging
+
+    path = Path(config_path)
+    config = parse_config(path.read_text(), str(path), path.parent, {"min_interval": 0.5})
+    configure_logging(config.log.format, config.log.level)
+
+    async def main() -> int:
+        daemon = Daemon(config)
+        asyncio.get_running_loop().call_later(float(seconds), daemon.request_stop)
+        return await daemon.run()
+
+    return asyncio.run(main())
+
+
+def write_daemon_config(path: Path, urls: Sequence[str], data_dir: Path,
+                        interval: float) -> None:
+    import yaml
+
+    doc = {
+        "data_dir": str(data_dir),
+        "shutdown_grace": 2,
+        "log": {"format": "json", "level": "warning", "summary_interval": 1},
+        "defaults": {"interval": interval, "timeout": max(1.0, 5 * interval)},
+        "cameras": [{"id": f"SIM{i:03d}", "url": url} for i, url in enumerate(urls, 1)],
+    }
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+
+
+def read_health(path: Path) -> dict[str, Any] | None:
+    try:
+        value: dict[str, Any] = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return value
+
+
+def fresh_health(path: Path, proc: subprocess.Popen[bytes], log: Path) -> dict[str, Any]:
+    """The health record just rewritten: the one on disk now may be up to a second old."""
+    seen = read_health(path)
+    after = seen["heartbeat_unix"] if seen else 0.0
+
+    def rewritten() -> dict[str, Any] | None:
+        health = read_health(path)
+        return health if health is not None and health["heartbeat_unix"] > after else None
+
+    value: dict[str, Any] = wait_for("health record", rewritten, 10, [proc], [log])
+    return value
+
+
+def measure_ours(procs: Processes, tmp: Path, urls: Sequence[str], interval: float,
+                 warmup: float, window: float) -> dict[str, Any]:
+    n = len(urls)
+    run = tmp / f"ours-{n}"
+    run.mkdir()
+    data = run / "data"
+    config = run / "cameras.yaml"
+    write_daemon_config(config, urls, data, interval)
+    log = run / "daemon.log"
+    proc = procs.start(child_command("daemon", config, warmup + window + 60), log)
+    health_path = data / ".lyoncam" / "health.json"
+    wait_for("daemon", lambda: read_health(health_path), 60, [proc], [log])
+    group = Sampled([proc.pid])
+    sample_until(group, time.monotonic() + warmup)
+    group.times.clear()
+    group.rss_kb.clear()
+    # Align the window on health rewrites: their poll totals and our CPU readings coincide.
+    h0 = fresh_health(health_path, proc, log)
+    group.start()
+    sample_until(group, group.t0 + window)
+    h1 = fresh_health(health_path, proc, log)
+    group.end()
+    group.sample()
+    rss_kb, peak_kb, pss = group.rss_kb[-1], group.peak_kb(), group.pss_kb()
+    procs.stop([proc])
+    if proc.returncode != 0:
+        raise RuntimeError(f"daemon exited {proc.returncode}:\n"
+                           + log.read_text(errors="replace")[-2000:])
+    final = read_health(health_path) or h1
+    polls = h1["totals"]["polls"] - h0["totals"]["polls"]
+    cpu_s = group.cpu1 - group.cpu0
+    totals = final["totals"]
+    return {
+        "cameras": n,
+        "window_s": round(group.t1 - group.t0, 2),
+        "polls": polls,
+        "polls_total": totals["polls"],
+        "outcomes_total": totals["outcomes"],
+        "errors_total": totals["errors"],
+        "stored_frames": sum(1 for _ in data.rglob("*.jpg")),
+        "cpu_s": round(cpu_s, 3),
+        "cpu_ms_per_poll": round(cpu_s * 1000 / max(polls, 1), 3),
+        "cpu_share": round(cpu_s / (group.t1 - group.t0), 4),
+        "rss_mb": round(rss_kb / 1024, 1),
+        "rss_start_mb": round(group.rss_kb[0] / 1024, 1),
+        "peak_rss_mb": round(peak_kb / 1024, 1),
+        "pss_mb": round(pss / 1024, 1),
+        "rss_growth_mb_per_min": round(group.growth_mb_per_min(), 2),
+    }
+
+
+# --- the original script (baseline) ----------------------------------------------------------
+
+
+def child_original(url: str, folder: str, interval: str, seconds: str) -> int:
+    """BASELINE: the original capture script's loop, step for step, for one camera.
+
+    One process per camera. Prints one line per poll (monotonic time, what happened) so the
+    parent can count polls in its window; that is the only addition.
+    """
+    import io
+    import urllib.request
+
+    import imagehash
+    from PIL import Image
+
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    camera = url.rsplit("/", 1)[-1].removesuffix(".JPG")
+    stop_at = time.monotonic() + float(seconds)
+    print(f"{time.monotonic():.4f} ready", flush=True)
+    while time.monotonic() < stop_at:
+        try:
+            with urllib.request.urlopen(url, timeout=20) as resp:  # requests.get(url)
+                body = resp.read()
+            img = Image.open(io.BytesIO(body))  # full decode
+            img.load()
+            h = imagehash.average_hash(img)
+            names = os.listdir(out)  # unsorted; its last name taken as "the previous frame"
+            if names:
+                with Image.open(out / names[-1]) as prev:
+                    prev.load()
+                    h_prev = imagehash.average_hash(prev)
+                if h - h_prev <= ORIGINAL_MAX_REPEAT_BITS:
+                    print(f"{time.monotonic():.4f} dropped", flush=True)
+                    time.sleep(float(interval))
+                    continue
+            stamp = time.strftime("%Y%m%d_%H%M%S") + f"_{time.time_ns() % 10**9:09d}"
+            img.save(out / f"{camera}_{stamp}.jpg", "JPEG", quality=95)  # re-encoded
+            print(f"{time.monotonic():.4f} stored", flush=True)
+        except Exception as exc:  # the original logged and carried on
+            print(f"{time.monotonic():.4f} error {type(exc).__name__}", flush=True)
+        time.sleep(float(interval))  # after the work: the schedule drifts
+    return 0
+
+
+def poll_lines(path: Path) -> list[tuple[float, str]]:
+    lines = []
+    for line in path.read_text().splitlines():
+        t, _, what = line.partition(" ")
+        lines.append((float(t), what))
+    return lines
+
+
+def measure_original(procs: Processes, tmp: Path, urls: Sequence[str], interval: float,
+                     warmup: float, window: float) -> dict[str, Any]:
+    n = len(urls)
+    run = tmp / f"original-{n}"
+    run.mkdir()
+    started: list[subprocess.Popen[bytes]] = []
+    logs: list[Path] = []
+    outs: list[Path] = []
+    for i, url in enumerate(urls, 1):
+        logs.append(run / f"original-{i}.log")
+        outs.append(run / f"original-{i}.out")
+        started.append(procs.start(
+            child_command("original", url, run / f"frames-{i}", interval,
+                          warmup + window + 60), logs[-1], outs[-1]))
+    wait_for("original", lambda: all(o.stat().st_size for o in outs), 60, started, logs)
+    group = Sampled([p.pid for p in started])
+    sample_until(group, time.monotonic() + warmup)
+    group.times.clear()
+    group.rss_kb.clear()
+    group.start()
+    sample_until(group, group.t0 + window)
+    group.end()
+    group.sample()
+    rss_kb, peak_kb, pss = group.rss_kb[-1], group.peak_kb(), group.pss_kb()
+    procs.stop(started)
+    events = [e for o in outs for e in poll_lines(o) if e[1] != "ready"]
+    in_window = [what for t, what in events if group.t0 < t <= group.t1]
+    cpu_s = group.cpu1 - group.cpu0
+    polls = len(in_window)
+    return {
+        "processes": n,
+        "window_s": round(group.t1 - group.t0, 2),
+        "polls": polls,
+        "polls_total": len(events),
+        "outcomes": {w: in_window.count(w) for w in sorted(set(in_window))},
+        "stored_frames": sum(1 for i in range(n) for _ in (run / f"frames-{i + 1}").iterdir()),
+        "cpu_s": round(cpu_s, 3),
+        "cpu_ms_per_poll": round(cpu_s * 1000 / max(polls, 1), 3),
+        "rss_mb": round(rss_kb / 1024, 1),
+        "rss_mb_per_camera": round(rss_kb / 1024 / n, 1),
+        "peak_rss_mb_per_camera": round(peak_kb / 1024 / n, 1),
+        "pss_mb_per_camera": round(pss / 1024 / n, 1),
+        "rss_growth_mb_per_min": round(group.growth_mb_per_min(), 2),
+    }
+
+
+# --- main ------------------------------------------------------------------------------------
+
+
+def _interrupted(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def interruptible() -> Iterator[None]:
+    """SIGTERM and SIGINT unwind through the `finally`s that stop the children (SIGINT too:
+    a shell starts background jobs with it ignored)."""
+    previous = {sig: signal.signal(sig, _interrupted) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def report(ours: list[dict[str, Any]], orig: dict[str, Any], args: argparse.Namespace
+           ) -> dict[str, Any]:
+    print(f"loopback simulator, new frame every {args.period:g} s per camera; every client "
+          f"polls every {args.interval:g} s; {args.warmup:g} s warm-up, then "
+          f"{args.window:g} s measured")
+    for r in ours:
+        print(f"  lyoncam, {r['cameras']:3d} cameras, 1 process: "
+              f"{r['cpu_ms_per_poll']:6.2f} ms CPU/poll ({r['polls']} polls, "
+              f"{r['cpu_share']:.1%} of a core), RSS {r['rss_mb']:.1f} MB "
+              f"(peak {r['peak_rss_mb']:.1f}, PSS {r['pss_mb']:.1f}) = "
+              f"{r['rss_mb'] / r['cameras']:.2f} MB/camera; "
+              f"RSS {r['rss_start_mb']:.1f} -> {r['rss_mb']:.1f} MB "
+              f"({r['rss_growth_mb_per_min']:+.2f} MB/min); stored {r['stored_frames']} frames, "
+              f"outcomes {r['outcomes_total']}"
+              + (f", errors {r['errors_total']}" if r["errors_total"] else ""))
+    print(f"  original script, {orig['processes']} processes (1 per camera): "
+          f"{orig['cpu_ms_per_poll']:6.2f} ms CPU/poll ({orig['polls']} polls), "
+          f"RSS {orig['rss_mb_per_camera']:.1f} MB/camera (peak "
+          f"{orig['peak_rss_mb_per_camera']:.1f}, PSS {orig['pss_mb_per_camera']:.1f}); "
+          f"{orig['rss_growth_mb_per_min']:+.2f} MB/min in all; outcomes {orig['outcomes']}")
+    base = ours[0]
+    big = ours[-1]
+    marginal = ((big["rss_mb"] - base["rss_mb"]) / (big["cameras"] - base["cameras"])
+                if big["cameras"] > base["cameras"] else None)
+    memory_ratio = orig["rss_mb_per_camera"] / (base["rss_mb"] / base["cameras"])
+    cpu_ratio = orig["cpu_ms_per_poll"] / base["cpu_ms_per_poll"]
+    print(f"  memory per camera, original / lyoncam: {memory_ratio:.1f}x at "
+          f"{base['cameras']} cameras, "
+          f"{orig['rss_mb_per_camera'] / (big['rss_mb'] / big['cameras']):.1f}x at "
+          f"{big['cameras']}"
+          + (f"; each camera past {base['cameras']} adds {marginal:.2f} MB to lyoncam"
+             if marginal is not None else ""))
+    print(f"  CPU per poll, original / lyoncam: {cpu_ratio:.1f}x at {base['cameras']} cameras, "
+          f"{orig['cpu_ms_per_poll'] / big['cpu_ms_per_poll']:.1f}x at {big['cameras']}")
+    return {
+        "cameras": base["cameras"],
+        "ours_rss_mb": base["rss_mb"],
+        "ours_rss_mb_per_camera": round(base["rss_mb"] / base["cameras"], 2),
+        "original_rss_mb_per_camera": orig["rss_mb_per_camera"],
+        "memory_ratio": round(memory_ratio, 2),
+        "ours_cpu_ms_per_poll": base["cpu_ms_per_poll"],
+        "original_cpu_ms_per_poll": orig["cpu_ms_per_poll"],
+        "cpu_ratio": round(cpu_ratio, 2),
+        "stored_frames": base["stored_frames"],
+        "polls": base["polls"],
+        "ours_marginal_rss_mb_per_camera": None if marginal is None else round(marginal, 3),
+        "interval_s": args.interval,
+        "period_s": args.period,
+        "window_s": args.window,
+        "etag": args.etag,
+        "ours": ours,
+        "original": orig,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--child"]:
+        role, rest = argv[1], argv[2:]
+        if role == "daemon":
+            return child_daemon(*rest)
+        if role == "original":
+            return child_original(*rest)
+        raise SystemExit(f"unknown child role {role!r}")
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--cameras", default="15,100",
+                    help="lyoncam runs, comma-separated camera counts (default: 15,100)")
+    ap.add_argument("--original-processes", type=int, default=5,
+                    help="original script processes, one camera each (default: 5)")
+    ap.add_argument("--interval", type=float, default=1.0, help="poll interval, s (default: 1)")
+    ap.add_argument("--period", type=float, default=3.0,
+                    help="seconds between new frames of a simulated camera (default: 3)")
+    ap.add_argument("--warmup", type=float, default=4.0, help="seconds before measuring")
+    ap.add_argument("--window", type=float, default=20.0, help="seconds measured per run")
+    ap.add_argument("--no-etag", dest="etag", action="store_false",
+                    help="simulator sends no ETag, so every poll downloads the whole frame")
+    args = ap.parse_args(argv)
+    counts = sorted({int(c) for c in args.cameras.split(",")})
+    if counts[0] < 1 or args.original_processes < 1:
+        ap.error("camera counts and --original-processes must be >= 1")
+
+    try:
+        with interruptible(), Processes() as procs, \
+                tempfile.TemporaryDirectory(prefix="lyoncam-bench-") as tmp_name:
+            tmp = Path(tmp_name)
+            urls = start_simulator(procs, tmp, max(counts[-1], args.original_processes),
+                                   args.period, args.etag)
+            ours = [measure_ours(procs, tmp, urls[:n], args.interval, args.warmup, args.window)
+                    for n in counts]
+            orig = measure_original(procs, tmp, urls[: args.original_processes],
+                                    args.interval, args.warmup, args.window)
+            result = report(ours, orig, args)
+    except KeyboardInterrupt:
+        print("interrupted; every process started was stopped", file=sys.stderr)
+        return 130
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
