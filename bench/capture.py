@@ -480,14 +480,17 @@ def report(ours: list[dict[str, Any]], orig: dict[str, Any], args: argparse.Name
                 if big["cameras"] > base["cameras"] else None)
     memory_ratio = orig["rss_mb_per_camera"] / (base["rss_mb"] / base["cameras"])
     cpu_ratio = orig["cpu_ms_per_poll"] / base["cpu_ms_per_poll"]
+    more_mem = more_cpu = ""
+    if marginal is not None:
+        more_mem = (f", {orig['rss_mb_per_camera'] / (big['rss_mb'] / big['cameras']):.1f}x at "
+                    f"{big['cameras']}; each camera past {base['cameras']} adds "
+                    f"{marginal:.2f} MB to lyoncam")
+        more_cpu = (f", {orig['cpu_ms_per_poll'] / big['cpu_ms_per_poll']:.1f}x at "
+                    f"{big['cameras']}")
     print(f"  memory per camera, original / lyoncam: {memory_ratio:.1f}x at "
-          f"{base['cameras']} cameras, "
-          f"{orig['rss_mb_per_camera'] / (big['rss_mb'] / big['cameras']):.1f}x at "
-          f"{big['cameras']}"
-          + (f"; each camera past {base['cameras']} adds {marginal:.2f} MB to lyoncam"
-             if marginal is not None else ""))
-    print(f"  CPU per poll, original / lyoncam: {cpu_ratio:.1f}x at {base['cameras']} cameras, "
-          f"{orig['cpu_ms_per_poll'] / big['cpu_ms_per_poll']:.1f}x at {big['cameras']}")
+          f"{base['cameras']} cameras{more_mem}")
+    print(f"  CPU per poll, original / lyoncam: {cpu_ratio:.1f}x at {base['cameras']} cameras"
+          f"{more_cpu}")
     return {
         "cameras": base["cameras"],
         "ours_rss_mb": base["rss_mb"],
