@@ -2,6 +2,9 @@
 
 import sys
 
-from lyoncam_daemon.cli import main
+try:
+    from lyoncam_daemon.cli import main
+except KeyboardInterrupt:  # Ctrl-C while the libraries are still loading
+    sys.exit(130)
 
 sys.exit(main())

@@ -28,13 +28,34 @@ def _load(path: Path) -> Config | None:
         return None
 
 
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def _no_camera(args: argparse.Namespace, config: Config) -> bool:
+    if config.enabled_cameras:
+        return False
+    print(f"error: {args.config}: no enabled camera to capture", file=sys.stderr)
+    return True
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     config = _load(args.config)
-    if config is None:
+    if config is None or _no_camera(args, config):
+        return EXIT_USAGE
+    from concurrent.futures import ThreadPoolExecutor
+
+    from lyoncam_daemon.daemon import SettingsError, build_judge
+
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            build_judge(config, pool)  # loads masks and placeholder images
+    except SettingsError as exc:
+        print(f"error: {args.config}: {exc}", file=sys.stderr)
         return EXIT_USAGE
     enabled = len(config.enabled_cameras)
     print(
-        f"{args.config}: OK: {len(config.cameras)} cameras ({enabled} enabled), "
+        f"{args.config}: OK: {_plural(len(config.cameras), 'camera')} ({enabled} enabled), "
         f"data_dir {config.data_dir}"
     )
     return EXIT_OK
@@ -44,8 +65,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = _load(args.config)
     if config is None:
         return EXIT_USAGE
-    if not config.enabled_cameras:
-        print(f"error: {args.config}: no enabled camera to capture", file=sys.stderr)
+    if _no_camera(args, config):
         return EXIT_USAGE
     if args.data_dir is not None:
         config = config.model_copy(update={"data_dir": args.data_dir.expanduser().resolve()})
@@ -117,8 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
     try:
+        args = build_parser().parse_args(argv)
         return int(args.func(args))
     except KeyboardInterrupt:
         return 130

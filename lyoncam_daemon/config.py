@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -243,12 +243,20 @@ class Config(_Model):
             return data
         defaults = data.get("defaults") or {}
         cameras = data.get("cameras")
-        if not isinstance(defaults, Mapping) or not isinstance(cameras, Sequence):
+        if not isinstance(defaults, Mapping) or not isinstance(cameras, list | tuple):
             return data
         merged = [
             {**defaults, **cam} if isinstance(cam, Mapping) else cam for cam in cameras
         ]
         return {**data, "cameras": merged}
+
+    @field_validator("cameras", mode="before")
+    @classmethod
+    def _cameras_list(cls, v: Any) -> Any:
+        # pydantic would iterate a string or a set; a camera list is a YAML list.
+        if not isinstance(v, list | tuple):
+            raise ValueError("must be a list of cameras")
+        return v
 
     @field_validator("placeholder_sha256")
     @classmethod
@@ -331,7 +339,7 @@ def _message(source: str, data: Mapping[str, Any], lines: Mapping[_Path, int], l
              msg: str) -> str:
     line = _line_for(lines, loc)
     where = f"{source}:{line}" if line else source
-    msg = msg.removeprefix("Value error, ")
+    msg = msg.removeprefix("Value error, ").replace("Input should be", "must be")
     cams = data.get("cameras")
     if len(loc) >= 2 and loc[0] == "cameras" and isinstance(loc[1], int) \
             and isinstance(cams, list):
@@ -421,12 +429,13 @@ def parse_config(
     try:
         config = Config.model_validate(data, context=dict(context or {}))
     except ValidationError as exc:
-        errors = [
-            _message(source, data, lines, tuple(e["loc"]), _FRIENDLY.get(e["type"], e["msg"]))
-            for e in exc.errors()
+        found = sorted(
+            ((_line_for(lines, tuple(e["loc"])) or 0, i), _message(
+                source, data, lines, tuple(e["loc"]), _FRIENDLY.get(e["type"], e["msg"])))
+            for i, e in enumerate(exc.errors())
             if not _from_defaults(data, tuple(e["loc"]))
-        ]
-        raise ConfigError(list(dict.fromkeys(errors))) from None
+        )
+        raise ConfigError(list(dict.fromkeys(msg for _, msg in found))) from None
 
     seen: dict[str, int] = {}
     errors = []

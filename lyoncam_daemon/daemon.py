@@ -16,8 +16,9 @@ import os
 import signal
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import IO, Any
 
 import aiohttp
@@ -41,11 +42,31 @@ class StartupError(Exception):
     """The daemon cannot start; the message is one line naming the culprit."""
 
 
+class SettingsError(StartupError):
+    """A setting that validates but cannot be used (a mask image that does not load)."""
+
+
+def build_judge(config: Config, executor: Executor) -> Judge:
+    """The dedup stage, with every placeholder image and camera mask loaded now.
+
+    `check` calls it too, so a missing mask is found before a `run`, not at 3 a.m.
+    """
+    try:
+        return Judge(config.dedup, KNOWN_PLACEHOLDER_SHA256 | set(config.placeholder_sha256),
+                     executor, cameras=config.enabled_cameras)
+    except (OSError, ValueError) as exc:
+        raise SettingsError(f"dedup settings: {exc}") from None
+
+
 class Daemon:
     """The capture daemon. `await run()` returns when stopped; `request_stop()` stops it."""
 
-    def __init__(self, config: Config, stats: Stats | None = None) -> None:
+    def __init__(self, config: Config, stats: Stats | None = None,
+                 owns_process: bool = False) -> None:
         self.config = config
+        #: True when this daemon is the whole process (`run`): signals arriving after the
+        #: stop are then ignored instead of killing the exit code with 130/143.
+        self.owns_process = owns_process
         self.stats = stats if stats is not None else Stats()
         self.stop = asyncio.Event()
         self.log = structlog.get_logger("lyoncam.daemon")
@@ -67,12 +88,7 @@ class Daemon:
         self._prepare_data_dir()
         try:
             with ThreadPoolExecutor(cfg.dedup.workers, thread_name_prefix="lyoncam-decode") as pool:
-                try:
-                    judge = Judge(cfg.dedup, KNOWN_PLACEHOLDER_SHA256 | set(cfg.placeholder_sha256),
-                                  pool, cameras=cfg.enabled_cameras)
-                except (OSError, ValueError) as exc:
-                    raise StartupError(f"dedup settings: {exc}") from None
-                return await self._run_with(judge)
+                return await self._run_with(build_judge(cfg, pool))
         finally:
             self._release_lock()
 
@@ -138,6 +154,8 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(sig)
+                if self.owns_process:
+                    signal.signal(sig, signal.SIG_IGN)
 
     async def _report_loop(self) -> None:
         """The periodic one-line summary, and the health record a supervisor can watch."""
@@ -160,8 +178,10 @@ class Daemon:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             lock.close()
+            holder = _read_pid(state / "lock")
             raise StartupError(
-                f"data_dir {self.config.data_dir}: another lyoncam daemon is using it"
+                f"data_dir {self.config.data_dir}: another lyoncam daemon"
+                f"{f' (pid {holder})' if holder else ''} is using it"
             ) from None
         lock.truncate(0)
         lock.write(f"{os.getpid()}\n")
@@ -194,11 +214,21 @@ class Daemon:
             self.log.warning("health record not written", error=exc.strerror or str(exc))
 
 
+def _read_pid(path: Path) -> str:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return ""
+
+
 def run_daemon(config: Config) -> int:
-    """Entry point of `run`: logging, the event loop, and one-line start-up errors."""
+    """Entry point of `run`: logging, the event loop, and one-line start-up errors.
+
+    Exit 0 after a stop, 2 for unusable settings (like `check`), 1 when it cannot start.
+    """
     configure_logging(config.log.format, config.log.level)
     try:
-        return asyncio.run(Daemon(config).run())
+        return asyncio.run(Daemon(config, owns_process=True).run())
     except StartupError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return 2 if isinstance(exc, SettingsError) else 1

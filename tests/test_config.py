@@ -83,7 +83,7 @@ def test_durations(value: object, seconds: float) -> None:
      "cameras.yaml:4: camera 'A1': interval: must be a number of seconds or a duration "
      "such as '90s' or '2m'"),
     ("http:\n  max_concurrent: 0\ncameras: []\n",
-     "cameras.yaml:2: http.max_concurrent: Input should be greater than or equal to 1"),
+     "cameras.yaml:2: http.max_concurrent: must be greater than or equal to 1"),
     ("cameras:\n  - id: A\n   url: x\n",
      "cameras.yaml:3: invalid YAML: expected <block end>, but found '<block mapping start>'"),
     ("- just a list\n", "cameras.yaml: must be a mapping with at least a `cameras:` list"),
@@ -167,7 +167,8 @@ def test_whash_needs_a_power_of_two_hash_size() -> None:
     ("cameras: []\ncameras: []\n", "cameras.yaml:2: invalid YAML: duplicate key 'cameras'"),
     ("cameras:\n  - id: A\n    url: http://x/a\n    interval: 60\n    interval: 30\n",
      "cameras.yaml:5: invalid YAML: duplicate key 'interval'"),
-    ("cameras:\n", "cameras.yaml:1: cameras: must be a list"),
+    ("cameras:\n", "cameras.yaml:1: cameras: must be a list of cameras"),
+    ("cameras: foo\n", "cameras.yaml:1: cameras: must be a list of cameras"),
     ('cameras:\n  - id: "A\\n"\n    url: http://x/a\n',
      "cameras.yaml:2: camera 'A\\n': id: must be 1-64 characters of A-Z a-z 0-9 _ -"),
     ('data_dir: "a\\0b"\ncameras: []\n', "cameras.yaml:1: data_dir: must not contain a NUL byte"),
@@ -181,9 +182,17 @@ def test_hostile_yaml_gets_one_line_never_a_traceback(text: str, expected: str) 
 
 
 def test_a_yaml_set_of_cameras_is_an_error_not_a_traceback() -> None:
-    errors = errors_of("cameras: !!set {a, b}\n")
-    assert errors and all(e.startswith("cameras.yaml:1: cameras.") for e in errors)
-    assert all(e.endswith("must be a mapping") for e in errors)
+    assert errors_of("cameras: !!set {a, b}\n") == [
+        "cameras.yaml:1: cameras: must be a list of cameras"]
+
+
+def test_errors_come_in_file_order() -> None:
+    text = ("cameras:\n  - id: A\n    url: http://x/a\n    interval: 1\n"
+            "  - id: B\n    url: nope\n    lat: north\n")
+    errors = errors_of(text)
+    assert [int(e.split(":")[1]) for e in errors] == [4, 6, 7]
+    assert errors[2] == "cameras.yaml:7: camera 'B': lat: must be a valid number, unable to " \
+        "parse string as a number"
 
 
 def test_billion_laughs_is_refused_before_it_is_built() -> None:
@@ -199,3 +208,23 @@ def test_data_dir_expands_the_home_folder(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv("HOME", "/home/someone")
     config = parse_config("data_dir: ~/frames\ncameras: []\n", base_dir=Path("/etc/lyoncam"))
     assert config.data_dir == Path("/home/someone/frames")
+
+
+def test_check_loads_masks_so_a_missing_one_is_found_before_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = tmp_path / "cameras.yaml"
+    cfg.write_text("cameras:\n  - id: A1\n    url: http://x/a\n    mask: nomask.png\n")
+    assert main(["check", "--config", str(cfg)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {cfg}: dedup settings: ") and "nomask.png" in err
+    assert "\n" not in err
+
+
+def test_check_refuses_a_config_with_no_enabled_camera(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = tmp_path / "cameras.yaml"
+    cfg.write_text("cameras: []\n")
+    assert main(["check", "--config", str(cfg)]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {cfg}: no enabled camera to capture"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
@@ -253,7 +254,8 @@ async def test_a_second_daemon_on_the_same_data_dir_is_refused(tmp_path: Path) -
         first = Daemon(config)
         task = asyncio.create_task(first.run())
         await asyncio.sleep(0.3)
-        with pytest.raises(StartupError, match="another lyoncam daemon is using it"):
+        with pytest.raises(StartupError,
+                           match=rf"another lyoncam daemon \(pid {os.getpid()}\) is using it"):
             await Daemon(config).run()
         first.request_stop()
         assert await task == 0
@@ -305,7 +307,7 @@ def test_a_missing_mask_image_stops_start_up_naming_it(
 
     config = make_config(tmp_path, {"M1": "http://127.0.0.1:9/m.jpg"}, interval=1,
                          per_camera={"M1": "mask: nowhere/mask.png"})
-    assert run_daemon(config) == 1
+    assert run_daemon(config) == 2  # unusable settings, as `check` says
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: dedup settings: ") and "nowhere/mask.png" in err
     assert "\n" not in err
@@ -376,3 +378,30 @@ def test_run_refuses_a_config_with_no_enabled_camera(
     cfg.write_text("cameras:\n  - id: A\n    url: http://127.0.0.1:9/a\n    enabled: false\n")
     assert main(["run", "--config", str(cfg)]) == 2
     assert capsys.readouterr().err.strip() == f"error: {cfg}: no enabled camera to capture"
+
+
+@pytest.mark.parametrize("gap", [0.0, 0.005, 0.02, 0.1])
+async def test_two_quick_signals_still_exit_0_with_a_stopped_line(
+    tmp_path: Path, gap: float
+) -> None:
+    # GNU timeout signals both the child and its process group: two signals in a row.
+    async with CriterSimulator(["TWO"], period=60) as sim:
+        cfg = tmp_path / "cameras.yaml"
+        cfg.write_text(f"data_dir: {tmp_path / 'data'}\ncameras:\n"
+                       f"  - id: TWO\n    url: {sim.url('TWO')}\n")
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "lyoncam_daemon", "run", "--config", str(cfg),
+            "--log-format", "json", stderr=asyncio.subprocess.PIPE,
+        )
+        assert proc.stderr is not None
+        for _ in range(200):
+            if stored_frames(tmp_path / "data", "TWO"):
+                break
+            await asyncio.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        await asyncio.sleep(gap)
+        with contextlib.suppress(ProcessLookupError):  # it may be gone already
+            proc.send_signal(signal.SIGINT)
+        err = await asyncio.wait_for(proc.stderr.read(), timeout=30)
+        assert await asyncio.wait_for(proc.wait(), timeout=30) == 0, err.decode()[-500:]
+    assert json.loads(err.decode().splitlines()[-1])["event"] == "stopped"
