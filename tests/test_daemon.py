@@ -405,3 +405,37 @@ async def test_two_quick_signals_still_exit_0_with_a_stopped_line(
         err = await asyncio.wait_for(proc.stderr.read(), timeout=30)
         assert await asyncio.wait_for(proc.wait(), timeout=30) == 0, err.decode()[-500:]
     assert json.loads(err.decode().splitlines()[-1])["event"] == "stopped"
+
+
+async def test_slow_decoding_never_stalls_the_event_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    from lyoncam_daemon.dedup import Judge
+
+    real_look = Judge.look
+
+    def slow_look(self: Judge, data: bytes, mask: object) -> object:
+        time.sleep(0.25)  # a decode far slower than a real one, holding a worker thread
+        return real_look(self, data, mask)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Judge, "look", slow_look)
+    ids = camera_ids(6)
+    lags: list[float] = []
+
+    async def ticker() -> None:
+        while True:
+            before = time.monotonic()
+            await asyncio.sleep(0.01)
+            lags.append(time.monotonic() - before - 0.01)
+
+    async with CriterSimulator(ids, period=0.2, etag=False) as sim:
+        config = make_config(tmp_path, {i: sim.url(i) for i in ids}, interval=0.2,
+                             extra="dedup:\n  workers: 1")
+        probe = asyncio.create_task(ticker())
+        daemon = await run_for(config, 2.0)
+        probe.cancel()
+    assert sum(c.outcomes["stored"] for c in daemon.stats.cameras.values()) >= 4
+    # decoding waits in the one-thread pool; the loop itself never stops for it
+    assert max(lags) < 0.15, max(lags)
