@@ -17,14 +17,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import re
 import sys
 from pathlib import Path
 from typing import IO, Any
+from urllib.parse import urlsplit
 
 import structlog
 from tqdm import tqdm  # type: ignore[import-untyped]  # no types-tqdm in the dev deps
 
-from lyoncam_daemon.labelstudio.auth import AuthError, Credentials, load_token
+from lyoncam_daemon.labelstudio.auth import ENV_KEY, AuthError, Credentials, load_token
 from lyoncam_daemon.labelstudio.client import HTTPError, LabelStudioClient, RetryPolicy
 from lyoncam_daemon.labelstudio.pull import (
     Item,
@@ -42,24 +44,76 @@ DEFAULT_RATE = 5.0
 self-hosted server other people are labelling on."""
 
 
-def _positive_float(text: str) -> float:
-    value = float(text)
+def _number(text: str, kind: type[int] | type[float]) -> float:
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
+    if value != value:  # NaN
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(_number(text, int))
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, not {text}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(_number(text, int))
     if value < 0:
-        raise argparse.ArgumentTypeError("must be >= 0")
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {text}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = _number(text, float)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = _number(text, float)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, not {text}")
     return value
 
 
 def _fraction(text: str) -> float:
-    value = float(text)
+    value = _number(text, float)
     if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError("must be in [0, 1)")
+        raise argparse.ArgumentTypeError(f"must be at least 0 and less than 1, not {text}")
     return value
+
+
+def url_problem(url: str) -> str | None:
+    """Why ``url`` cannot be a Label Studio base URL, or None if it can."""
+    parts = urlsplit(url.strip())
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        return "must be an http:// or https:// URL"
+    try:
+        _ = parts.port  # raises on a port out of range or not a number
+    except ValueError:
+        return "the port must be a number from 1 to 65535"
+    if "@" in parts.netloc:
+        return (f"no user:password@ in the URL: the key goes in {ENV_KEY} or --token-file")
+    return None
+
+
+def shown_argument(text: str) -> str:
+    """A --url value as given, for a usage error, without a query or a user:password@ part."""
+    text = re.split(r"[?#]", text, maxsplit=1)[0]
+    return re.sub(r"^([a-zA-Z][a-zA-Z0-9+.-]*://)?[^/]*@", r"\1***@", text)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--url", required=True,
                         help="Label Studio base URL, e.g. http://localhost:8080")
-    parser.add_argument("--project", type=int, required=True, help="project id")
+    parser.add_argument("--project", type=_positive_int, required=True, help="project id")
     parser.add_argument("--out", type=Path, required=True, help="dataset directory")
     parser.add_argument("--token-file", type=Path, default=None,
                         help="file holding the key (default: env LABEL_STUDIO_API_KEY)")
@@ -71,15 +125,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "images/unlabelled/ (not part of train/val)")
     parser.add_argument("--val-fraction", type=_fraction, default=0.2,
                         help="share of camera/time-block groups put in val (default 0.2)")
-    parser.add_argument("--split-hours", type=float, default=1.0,
+    parser.add_argument("--split-hours", type=_positive_float, default=1.0,
                         help="time block grouping frames of one camera on one side (default 1)")
-    parser.add_argument("--rate", type=_positive_float, default=DEFAULT_RATE,
+    parser.add_argument("--rate", type=_non_negative_float, default=DEFAULT_RATE,
                         help=f"requests per second, 0 for no limit (default {DEFAULT_RATE:g})")
-    parser.add_argument("--concurrency", type=int, default=4,
+    parser.add_argument("--concurrency", type=_positive_int, default=4,
                         help="requests in flight at most (default 4)")
-    parser.add_argument("--timeout", type=float, default=60.0,
+    parser.add_argument("--timeout", type=_positive_float, default=60.0,
                         help="seconds per request (default 60)")
-    parser.add_argument("--retries", type=int, default=5,
+    parser.add_argument("--retries", type=_non_negative_int, default=5,
                         help="retries after a 429, 5xx or timeout (default 5)")
     parser.add_argument("--rotated", choices=["enclose", "skip"], default="enclose",
                         help="rotated boxes: replace by the enclosing axis-aligned box "
@@ -87,7 +141,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--labels-dir", type=Path, default=None,
                         help="labels folder of a Label Studio YOLO export: fetch the matching "
                         "images instead of converting annotations")
-    parser.add_argument("--page-size", type=int, default=100, help="tasks per API page")
+    parser.add_argument("--page-size", type=_positive_int, default=100,
+                        help="tasks per API page")
     parser.add_argument("--progress", choices=["auto", "bar", "log"], default="auto",
                         help="progress bar (auto: when stderr is a terminal) or log lines")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug log lines")
@@ -198,9 +253,10 @@ async def pull_async(args: argparse.Namespace, credentials: Credentials,
 
 
 def main(args: argparse.Namespace) -> int:
-    if args.concurrency < 1 or args.page_size < 1 or args.retries < 0 or args.split_hours <= 0:
-        print("error: --concurrency, --page-size, --split-hours must be positive, --retries >= 0",
-              file=sys.stderr)
+    args.url = args.url.strip()
+    problem = url_problem(args.url)
+    if problem is not None:
+        print(f"error: --url {shown_argument(args.url)!r}: {problem}", file=sys.stderr)
         return EXIT_USAGE
     bar = args.progress == "bar" or (args.progress == "auto" and sys.stderr.isatty())
     configure_logging(args.verbose, bar)

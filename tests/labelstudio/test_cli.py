@@ -1,0 +1,108 @@
+"""`pull` on the command line: usage errors are immediate (exit 2), failures are one line (exit 1).
+
+No Label Studio needed: nothing here gets as far as a working server.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from lyoncam_daemon.cli import main
+
+KEY = "feedfacefeedfacefeedfacefeedfacefeedface"
+
+
+def pull(tmp_path: Path, *args: str) -> list[str]:
+    argv = ["pull", "--out", str(tmp_path / "ds"), "--rate", "0", "--progress", "log", *args]
+    if "--url" not in args:
+        argv += ["--url", "http://127.0.0.1:9"]
+    if "--project" not in args:
+        argv += ["--project", "1"]
+    return argv
+
+
+@pytest.mark.parametrize(
+    ("url", "shown", "problem"),
+    [
+        ("127.0.0.1:9", "127.0.0.1:9", "must be an http:// or https:// URL"),
+        ("localhost:8080", "localhost:8080", "must be an http:// or https:// URL"),
+        ("ftp://127.0.0.1/", "ftp://127.0.0.1/", "must be an http:// or https:// URL"),
+        ("http://", "http://", "must be an http:// or https:// URL"),
+        ("user:pw@127.0.0.1:9?sig=s3cr3t", "***@127.0.0.1:9", "must be an http:// or https:// URL"),
+        ("http://127.0.0.1:99999", "http://127.0.0.1:99999",
+         "the port must be a number from 1 to 65535"),
+        ("http://me:pw@127.0.0.1:9/?sig=s3cr3t", "http://***@127.0.0.1:9/",
+         "no user:password@ in the URL: the key goes in LABEL_STUDIO_API_KEY or --token-file"),
+    ],
+)
+def test_bad_url_is_an_immediate_usage_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    url: str, shown: str, problem: str,
+) -> None:
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", KEY)
+    start = time.monotonic()
+    code = main(pull(tmp_path, "--url", url))
+    err = capsys.readouterr().err
+    assert code == 2
+    assert time.monotonic() - start < 2.0
+    assert err.splitlines() == [f"error: --url '{shown}': {problem}"]
+    assert "pw" not in err and "s3cr3t" not in err
+    assert not (tmp_path / "ds").exists()
+
+
+def test_bad_url_message_is_exactly_as_documented(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", KEY)
+    assert main(pull(tmp_path, "--url", "127.0.0.1:9")) == 2
+    assert capsys.readouterr().err == (
+        "error: --url '127.0.0.1:9': must be an http:// or https:// URL\n")
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--project", "-1", "must be a positive integer"),
+        ("--project", "0", "must be a positive integer"),
+        ("--project", "x", "'x' is not an integer"),
+        ("--rate", "-0.5", "must be 0 or more"),
+        ("--rate", "nan", "'nan' is not a number"),
+        ("--concurrency", "0", "must be a positive integer"),
+        ("--concurrency", "-3", "must be a positive integer"),
+        ("--val-fraction", "1", "must be at least 0 and less than 1"),
+        ("--val-fraction", "-0.1", "must be at least 0 and less than 1"),
+        ("--val-fraction", "nan", "'nan' is not a number"),
+        ("--page-size", "0", "must be a positive integer"),
+        ("--retries", "-1", "must be 0 or more"),
+        ("--split-hours", "0", "must be more than 0"),
+        ("--timeout", "0", "must be more than 0"),
+    ],
+)
+def test_bad_numbers_are_argparse_errors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    option: str, value: str, message: str,
+) -> None:
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", KEY)
+    with pytest.raises(SystemExit) as info:
+        main(pull(tmp_path, option, value))
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"error: argument {option}: {message}" in err
+    assert err.startswith("usage: ")
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("--project", "7"), ("--rate", "0"), ("--concurrency", "1"), ("--val-fraction", "0"),
+     ("--val-fraction", "0.99"), ("--retries", "0")],
+)
+def test_edge_values_are_accepted(option: str, value: str) -> None:
+    from lyoncam_daemon.cli import build_parser
+
+    argv = ["pull", "--url", "http://127.0.0.1:9", "--project", "1", "--out", "ds",
+            option, value]
+    args = build_parser().parse_args(argv)
+    assert str(getattr(args, option[2:].replace("-", "_"))) in (value, str(float(value)))
