@@ -94,6 +94,11 @@ def strip_query(url: str) -> str:
     return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
+def display_base(url: str) -> str:
+    """The base URL for messages: no user:password@, no query, no trailing slash."""
+    return strip_query(url).rstrip("/")
+
+
 def redact_urls(text: str) -> str:
     """Text (an exception's message) with the query and fragment cut from every URL in it."""
     return _URL_QUERY.sub(r"\1", text)

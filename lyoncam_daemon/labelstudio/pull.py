@@ -31,7 +31,12 @@ import yaml
 from PIL import Image, UnidentifiedImageError
 
 from lyoncam_daemon import atomic
-from lyoncam_daemon.labelstudio.client import HTTPError, LabelStudioClient, strip_query
+from lyoncam_daemon.labelstudio.client import (
+    HTTPError,
+    LabelStudioClient,
+    display_base,
+    strip_query,
+)
 from lyoncam_daemon.labelstudio.split import side_of
 from lyoncam_daemon.labelstudio.yolo import (
     Box,
@@ -551,7 +556,14 @@ async def run_pull(
 ) -> Summary:
     summary = Summary()
     check_manifest_owner(opts.out, client.base_url, opts.project)
-    project = await client.get_project(opts.project)
+    try:
+        project = await client.get_project(opts.project)
+    except HTTPError as exc:
+        if exc.status != 404:
+            raise
+        raise PullError(
+            f"project {opts.project} not found on {display_base(client.base_url)}"
+        ) from None
     label_config = project.get("label_config")
     if not isinstance(label_config, str):
         raise PullError(f"project {opts.project} has no label config")

@@ -248,6 +248,25 @@ async def test_non_json_task_page_is_a_one_line_error(
     assert KEY not in out + err
 
 
+@pytest.mark.parametrize("suffix", ["", "/", "/?next=/projects"])
+async def test_missing_project_says_so_naming_the_server(
+    standin: StandIn, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str], suffix: str,
+) -> None:
+    from lyoncam_daemon.cli import main
+
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", KEY)
+    args = ["pull", "--url", standin.url + suffix, "--project", "999",
+            "--out", str(tmp_path / "ds"), "--rate", "0", "--progress", "log"]
+    code = await asyncio.to_thread(main, args)
+    out, err = capsys.readouterr()
+    assert code == 1
+    assert [p for p, _, _ in standin.hits] == ["/api/projects/999"]
+    assert [line for line in err.splitlines() if line.startswith("error:")] == [
+        f"error: project 999 not found on {standin.url}"]
+    assert "Traceback" not in err and KEY not in out + err
+
+
 async def test_non_json_project_names_path_and_status(standin: StandIn) -> None:
     standin.plans["/api/projects/1"] = [lambda: web.Response(text="<html/>")]
     async with client(standin.url) as c:

@@ -296,6 +296,15 @@ def test_wrong_key_explains_and_does_not_echo(project: Project, tmp_path: Path) 
     assert missing.returncode == 2 and "LABEL_STUDIO_API_KEY" in missing.stderr
 
 
+def test_missing_project_names_the_server(project: Project, tmp_path: Path) -> None:
+    missing = project.id + 100_000
+    result = run_pull(project.server, missing, tmp_path / "ds", key=project.server.token)
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[-1] == \
+        f"error: project {missing} not found on {project.server.url}"
+    assert_quiet_about(project.server.token, result.stdout, result.stderr)
+
+
 def test_labels_dir_from_a_yolo_export(project: Project, tmp_path: Path) -> None:
     server = project.server
     import urllib.request
