@@ -27,7 +27,12 @@ import structlog
 from tqdm import tqdm  # type: ignore[import-untyped]  # no types-tqdm in the dev deps
 
 from lyoncam_daemon.labelstudio.auth import ENV_KEY, AuthError, Credentials, load_token
-from lyoncam_daemon.labelstudio.client import HTTPError, LabelStudioClient, RetryPolicy
+from lyoncam_daemon.labelstudio.client import (
+    HTTPError,
+    LabelStudioClient,
+    RetryPolicy,
+    Unreachable,
+)
 from lyoncam_daemon.labelstudio.pull import (
     Item,
     Outcome,
@@ -268,6 +273,6 @@ def main(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     try:
         return asyncio.run(pull_async(args, credentials, progress))
-    except (AuthError, PullError, HTTPError) as exc:
+    except (AuthError, PullError, HTTPError, Unreachable) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILED

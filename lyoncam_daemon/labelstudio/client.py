@@ -4,14 +4,17 @@ Every request goes through the same semaphore, then the same token bucket: a req
 rate-limit token only once it may go out, so requests queued on the semaphore never leave in a
 burst above the rate. Retried: 429 (after its Retry-After, which also pauses every other request
 of this client, those already waiting for a token included), 5xx, timeouts and connection errors
-(exponential backoff with a cap). A 401 refreshes a personal access token once, then fails
-with an explanation of the two kinds of key. The Authorization header is only ever sent to the
-Label Studio origin given as ``base_url``, never to other hosts an image URL may point at.
+(exponential backoff with a cap); but a connection refused before the server ever answered means
+nothing listens there: two tries, then `Unreachable`. A 401 refreshes a personal access token
+once, then fails with an explanation of the two kinds of key. The Authorization header is only
+ever sent to the Label Studio origin given as ``base_url``, never to other hosts an image URL may
+point at.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import json as jsonlib
 import re
 import time
@@ -40,6 +43,19 @@ class HTTPError(Exception):
         self.status = status
         self.url = url
         super().__init__(f"{method} {_display(url)}: {detail}")
+
+
+class Unreachable(Exception):
+    """Nothing answers at the base URL: connections refused before any response came."""
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
+        super().__init__(
+            f"cannot reach Label Studio at {display_base(base_url)}: connection refused")
+
+
+REFUSED_TRIES = 2
+"""Tries in all when connecting is refused and the server never answered this client yet."""
 
 
 @dataclass(frozen=True)
@@ -99,6 +115,14 @@ def display_base(url: str) -> str:
     return strip_query(url).rstrip("/")
 
 
+def _refused(exc: BaseException) -> bool:
+    """Connecting was refused (ECONNREFUSED): nothing listens on that port."""
+    if not isinstance(exc, aiohttp.ClientConnectorError):
+        return False
+    os_error = exc.os_error
+    return isinstance(os_error, ConnectionRefusedError) or os_error.errno == errno.ECONNREFUSED
+
+
 def redact_urls(text: str) -> str:
     """Text (an exception's message) with the query and fragment cut from every URL in it."""
     return _URL_QUERY.sub(r"\1", text)
@@ -148,6 +172,9 @@ class LabelStudioClient:
         self._refresh_lock = asyncio.Lock()
         self._paused_until = 0.0
         self._session: aiohttp.ClientSession | None = None
+        self._answered = False
+        """The server has answered once: from then on a refused connection is retried like any
+        other connection error (a restart), not taken as nothing listening at the URL."""
         self.requests = 0
         self.retries = 0
 
@@ -252,10 +279,14 @@ class LabelStudioClient:
                     async with self._session.request(
                         method, url, params=params, json=json, headers=headers
                     ) as resp:
+                        self._answered = self._answered or self.is_own(url)
                         body = await resp.read()
                         status, ctype = resp.status, resp.headers.get("Content-Type", "")
                         retry_after = resp.headers.get("Retry-After")
             except (aiohttp.ClientError, TimeoutError) as exc:
+                if (_refused(exc) and not self._answered and self.is_own(url)
+                        and attempt + 1 >= min(REFUSED_TRIES, self.retry.attempts)):
+                    raise Unreachable(self.base_url) from None
                 # aiohttp may put the URL in the message (InvalidURL, redirects): no query.
                 text = redact_urls(str(exc))
                 last = f"{type(exc).__name__}: {text}" if text else type(exc).__name__

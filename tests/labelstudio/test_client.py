@@ -11,6 +11,7 @@ import base64
 import heapq
 import itertools
 import json
+import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from lyoncam_daemon.labelstudio.client import (
     HTTPError,
     LabelStudioClient,
     RetryPolicy,
+    Unreachable,
     parse_retry_after,
     redact_urls,
     strip_query,
@@ -166,6 +168,96 @@ async def test_timeout_is_retried(standin: StandIn) -> None:
     async with client(standin.url, timeout=0.3, retry=RetryPolicy(base_delay=0.05)) as c:
         resp = await c.request("GET", "/slow")
     assert resp.body == b"fast" and len(standin.hits) == 2
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (free a moment ago)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_refused_first_request_fails_after_two_tries() -> None:
+    slept: list[float] = []
+
+    async def fake_sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    url = f"http://127.0.0.1:{closed_port()}"
+    async with client(url + "/?q=1", retry=RetryPolicy(attempts=6), sleep=fake_sleep) as c:
+        with pytest.raises(Unreachable) as info:
+            await c.get_project(1)
+    assert str(info.value) == f"cannot reach Label Studio at {url}: connection refused"
+    assert c.requests == 2 and slept == [0.5]
+
+
+async def test_refused_first_request_with_no_retries_is_one_try() -> None:
+    async with client(f"http://127.0.0.1:{closed_port()}", retry=RetryPolicy(attempts=1)) as c:
+        with pytest.raises(Unreachable):
+            await c.get_project(1)
+    assert c.requests == 1
+
+
+async def test_refused_after_the_server_answered_is_retried_as_before() -> None:
+    """A server that answered and then went away (a restart) gets every retry, as before."""
+    async def project(_: web.Request) -> web.Response:
+        return web.json_response({"id": 1})
+
+    app = web.Application()
+    app.router.add_get("/api/projects/1", project)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = closed_port()
+    site = web.TCPSite(runner, "127.0.0.1", port)
+    await site.start()
+
+    async def no_sleep(_: float) -> None:
+        pass
+
+    try:
+        async with client(f"http://127.0.0.1:{port}", retry=RetryPolicy(attempts=4),
+                          sleep=no_sleep) as c:
+            assert await c.get_project(1) == {"id": 1}
+            await runner.cleanup()
+            with pytest.raises(HTTPError, match="gave up after 4 tries: ClientConnectorError"):
+                await c.get_project(1)
+        assert c.requests == 5
+    finally:
+        await runner.cleanup()
+
+
+async def test_refused_image_host_is_not_taken_for_the_server(standin: StandIn) -> None:
+    """Only the Label Studio origin can be 'unreachable'; an image host refusing is retried."""
+    async def no_sleep(_: float) -> None:
+        pass
+
+    async with client(standin.url, retry=RetryPolicy(attempts=3), sleep=no_sleep) as c:
+        with pytest.raises(HTTPError, match="gave up after 3 tries"):
+            await c.request("GET", f"http://127.0.0.1:{closed_port()}/a.jpg")
+    assert c.requests == 3
+
+
+@pytest.mark.parametrize("kind", ["legacy", "pat"])
+async def test_pull_with_nothing_listening_fails_fast(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    kind: str,
+) -> None:
+    from lyoncam_daemon.cli import main
+
+    key = KEY if kind == "legacy" else jwt({"token_type": "refresh", "exp": 9e9})
+    url = f"http://127.0.0.1:{closed_port()}"
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", key)
+    args = ["pull", "--url", url, "--project", "1", "--out", str(tmp_path / "ds"),
+            "--progress", "log"]
+    start = time.monotonic()
+    code = await asyncio.to_thread(main, args)
+    elapsed = time.monotonic() - start
+    out, err = capsys.readouterr()
+    assert code == 1
+    assert elapsed < 3.0
+    assert [line for line in err.splitlines() if line.startswith("error:")] == [
+        f"error: cannot reach Label Studio at {url}: connection refused"]
+    assert key not in out + err and "Traceback" not in err
 
 
 async def test_401_explains_both_kinds_without_the_key(standin: StandIn) -> None:
