@@ -30,15 +30,19 @@ DEFAULT_ACCESS_LIFETIME_S = 300.0
 
 TokenKind = Literal["legacy", "pat"]
 
+LEGACY_HELP = (
+    "Label Studio 1.20 and later take legacy tokens only if enabled (Organization > Access Token "
+    "Settings, or server flag --enable-legacy-api-token)."
+)
 UNAUTHORIZED_HELP = (
-    "Label Studio refused the credentials (HTTP 401). Label Studio accepts two kinds of key, "
-    "both shown under Account & Settings: a personal access token (a long JWT starting with "
-    "'eyJ', exchanged here for a short-lived Bearer token) or a legacy token (40 hex characters, "
-    "sent as 'Token'). Legacy tokens are disabled by default since Label Studio 1.20: an "
-    "organisation owner can enable them under Organization > Access Token Settings, or via "
-    "POST /api/jwt/settings {\"legacy_api_tokens_enabled\": true}; a self-hosted server can be "
-    "started with --enable-legacy-api-token (or LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN=true). "
-    f"Pass the key in the {ENV_KEY} environment variable or with --token-file."
+    "Label Studio refused the key (HTTP 401). Keys: personal access token (JWT, 'eyJ...') or "
+    "legacy token (40 hex), in Account & Settings. " + LEGACY_HELP
+)
+"""One line, under 300 characters with its ``error: `` prefix: what to check, not a manual."""
+
+PAT_REFUSED_HELP = (
+    "Label Studio refused the personal access token (HTTP {status}): revoked, expired, another "
+    "server's? Make a new one, or use a legacy token. " + LEGACY_HELP
 )
 
 

@@ -28,7 +28,13 @@ from urllib.parse import urljoin, urlsplit, urlunsplit
 import aiohttp
 import structlog
 
-from lyoncam_daemon.labelstudio.auth import UNAUTHORIZED_HELP, AuthError, Credentials, Secret
+from lyoncam_daemon.labelstudio.auth import (
+    PAT_REFUSED_HELP,
+    UNAUTHORIZED_HELP,
+    AuthError,
+    Credentials,
+    Secret,
+)
 from lyoncam_daemon.labelstudio.ratelimit import TokenBucket
 
 log = structlog.get_logger(__name__)
@@ -209,11 +215,7 @@ class LabelStudioClient:
             "POST", "/api/token/refresh/", json={"refresh": pat.reveal()}, auth=False
         )
         if resp.status in (400, 401, 403):
-            raise AuthError(
-                "the personal access token was refused by /api/token/refresh/ "
-                f"(HTTP {resp.status}: revoked, expired, or from another server). "
-                + UNAUTHORIZED_HELP
-            )
+            raise AuthError(PAT_REFUSED_HELP.format(status=resp.status))
         if resp.status != 200:
             raise HTTPError(resp.status, "POST", "/api/token/refresh/", f"HTTP {resp.status}")
         try:

@@ -266,10 +266,21 @@ async def test_401_explains_both_kinds_without_the_key(standin: StandIn) -> None
         with pytest.raises(AuthError) as info:
             await c.get_project(1)
     message = str(info.value)
-    assert "personal access token" in message and "legacy" in message.lower()
-    assert "--enable-legacy-api-token" in message and "legacy_api_tokens_enabled" in message
+    assert_short_concrete_refusal(message)
+    assert "personal access token (JWT" in message and "legacy token (40 hex)" in message
     assert KEY not in message and KEY not in repr(info.value)
     assert standin.hits[0][1] == f"Token {KEY}"
+
+
+def assert_short_concrete_refusal(message: str) -> None:
+    """One line under 300 characters as printed, naming both kinds of key, the version from which
+    legacy tokens are off, and both ways to turn them on."""
+    line = f"error: {message}"
+    assert "\n" not in line and len(line) < 300, (len(line), line)
+    assert "personal access token" in message and "legacy token" in message
+    assert "Label Studio 1.20 and later" in message and "1.2x" not in message
+    assert "Organization > Access Token Settings" in message
+    assert "--enable-legacy-api-token" in message
 
 
 async def test_pat_refresh_and_retry_after_401(standin: StandIn) -> None:
@@ -296,6 +307,8 @@ async def test_refused_pat(standin: StandIn) -> None:
         with pytest.raises(AuthError, match="refused") as info:
             await c.get_project(1)
     assert pat not in str(info.value)
+    assert_short_concrete_refusal(str(info.value))
+    assert "(HTTP 401)" in str(info.value)
 
 
 async def test_pagination_stops_past_the_end(standin: StandIn) -> None:

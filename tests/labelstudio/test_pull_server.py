@@ -291,6 +291,9 @@ def test_wrong_key_explains_and_does_not_echo(project: Project, tmp_path: Path) 
     assert result.returncode == 1
     assert "401" in result.stderr and "personal access token" in result.stderr
     assert "legacy" in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and len(errors[0]) < 300, errors
+    assert "Label Studio 1.20 and later" in errors[0]
     assert_quiet_about(wrong, result.stdout, result.stderr)
     missing = run_pull(project.server, project.id, tmp_path / "ds")
     assert missing.returncode == 2 and "LABEL_STUDIO_API_KEY" in missing.stderr
