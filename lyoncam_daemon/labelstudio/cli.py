@@ -8,24 +8,26 @@ stay on one side of the split. A second run only fetches what is missing and pri
 
 The key comes from LABEL_STUDIO_API_KEY (or --token-file): a personal access token or a legacy
 token. With --labels-dir, the labels folder of a Label Studio YOLO export is used instead of the
-annotations, and only the matching images are fetched. Exit status: 0 all images present, 1 some
-image failed (or the server refused the key), 2 bad usage (e.g. no key).
+annotations, and only the matching images are fetched. Log lines go to stderr like the daemon's:
+JSON unless stderr is a terminal (--log-format). Exit status: 0 all images present, 1 some image
+failed (or the server refused the key, or cannot be reached), 2 bad usage (e.g. no key, a --url
+without http:// or https://).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import re
 import sys
 from pathlib import Path
-from typing import IO, Any
+from typing import Any, TextIO, cast
 from urllib.parse import urlsplit
 
 import structlog
 from tqdm import tqdm  # type: ignore[import-untyped]  # no types-tqdm in the dev deps
 
+from lyoncam_daemon import observe
 from lyoncam_daemon.labelstudio.auth import ENV_KEY, AuthError, Credentials, load_token
 from lyoncam_daemon.labelstudio.client import (
     HTTPError,
@@ -150,35 +152,43 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="tasks per API page")
     parser.add_argument("--progress", choices=["auto", "bar", "log"], default="auto",
                         help="progress bar (auto: when stderr is a terminal) or log lines")
+    parser.add_argument("--log-format", choices=["auto", "json", "console"], default="auto",
+                        help="log lines as JSON or for a person (auto: JSON unless stderr is a "
+                        "terminal)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug log lines")
 
 
 class _TqdmStream:
-    """A stream that prints above an active progress bar instead of through it."""
+    """A stream that prints above an active progress bar instead of through it.
+
+    Whole lines only: ``print`` writes a message and its newline in two calls, and passing the
+    newline on by itself would print an empty line under every log line.
+    """
+
+    def __init__(self) -> None:
+        self._pending = ""
 
     def write(self, text: str) -> int:
-        tqdm.write(text.rstrip("\n"), file=sys.stderr)
+        self._pending += text
+        *lines, self._pending = self._pending.split("\n")
+        for line in lines:
+            tqdm.write(line, file=sys.stderr)
         return len(text)
 
     def flush(self) -> None:
+        if self._pending:
+            line, self._pending = self._pending, ""
+            tqdm.write(line, file=sys.stderr)
         sys.stderr.flush()
 
+    def isatty(self) -> bool:  # what decides between JSON and console lines, and colours
+        return sys.stderr.isatty()
 
-def configure_logging(verbose: bool, bar: bool) -> None:
-    """A minimal structlog set-up for this command: key=value lines on stderr."""
-    stream: IO[str] | _TqdmStream = _TqdmStream() if bar else sys.stderr
-    structlog.configure(
-        processors=[
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.KeyValueRenderer(key_order=["timestamp", "level", "event"]),
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(
-            logging.DEBUG if verbose else logging.INFO
-        ),
-        logger_factory=structlog.PrintLoggerFactory(file=stream),  # type: ignore[arg-type]
-        cache_logger_on_first_use=False,
-    )
+
+def configure_logging(log_format: str, verbose: bool, bar: bool) -> None:
+    """The daemon's log set-up (JSON lines unless stderr is a terminal), above the bar if any."""
+    stream = cast(TextIO, _TqdmStream()) if bar else sys.stderr
+    observe.configure_logging(log_format, "debug" if verbose else "info", stream=stream)
 
 
 class BarProgress:
@@ -264,7 +274,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"error: --url {shown_argument(args.url)!r}: {problem}", file=sys.stderr)
         return EXIT_USAGE
     bar = args.progress == "bar" or (args.progress == "auto" and sys.stderr.isatty())
-    configure_logging(args.verbose, bar)
+    configure_logging(args.log_format, args.verbose, bar)
     progress: Progress = BarProgress() if bar else LogProgress()
     try:
         credentials = Credentials(load_token(token_file=args.token_file))

@@ -1,10 +1,14 @@
-"""`pull` on the command line: usage errors are immediate (exit 2), failures are one line (exit 1).
+"""`pull` on the command line: usage errors are immediate (exit 2), failures are one line (exit 1),
+log lines in the daemon's format.
 
 No Label Studio needed: nothing here gets as far as a working server.
 """
 
 from __future__ import annotations
 
+import json
+import re
+import socket
 import time
 from pathlib import Path
 
@@ -106,3 +110,60 @@ def test_edge_values_are_accepted(option: str, value: str) -> None:
             option, value]
     args = build_parser().parse_args(argv)
     assert str(getattr(args, option[2:].replace("-", "_"))) in (value, str(float(value)))
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def refused_pull(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                 capsys: pytest.CaptureFixture[str], *extra: str) -> list[str]:
+    """A pull that logs one http_retry warning, then fails: its stderr lines."""
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", KEY)
+    url = f"http://127.0.0.1:{closed_port()}"
+    assert main(pull(tmp_path, "--url", url, *extra)) == 1
+    err = capsys.readouterr().err
+    assert KEY not in err
+    lines = err.splitlines()
+    assert lines[-1] == f"error: cannot reach Label Studio at {url}: connection refused"
+    return lines[:-1]
+
+
+@pytest.mark.parametrize("fmt", [None, "auto", "json"])
+def test_log_lines_are_the_daemons_json_when_stderr_is_not_a_terminal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    fmt: str | None,
+) -> None:
+    lines = refused_pull(tmp_path, monkeypatch, capsys,
+                         *(["--log-format", fmt] if fmt else []))
+    records = [json.loads(line) for line in lines]
+    assert [r["event"] for r in records] == ["http_retry"]
+    assert records[0]["level"] == "warning" and records[0]["url"] == "/api/projects/1"
+    assert records[0]["timestamp"].endswith("Z")
+
+
+@pytest.mark.parametrize("progress", ["log", "bar"])
+def test_console_log_format_on_request(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    progress: str,
+) -> None:
+    lines = refused_pull(tmp_path, monkeypatch, capsys, "--log-format", "console",
+                         "--progress", progress)
+    assert len(lines) == 1, lines
+    assert re.fullmatch(r"\S+Z \[warning\s*\] http_retry\s+attempt=1 .*url=/api/projects/1",
+                        lines[0]), lines[0]
+    assert "\x1b[" not in lines[0]  # no colours when stderr is not a terminal
+
+
+def test_tqdm_stream_passes_whole_lines(capsys: pytest.CaptureFixture[str]) -> None:
+    from lyoncam_daemon.labelstudio.cli import _TqdmStream
+
+    stream = _TqdmStream()
+    for part in ("one", "\n", "two\nthr", "ee\n"):
+        stream.write(part)
+    stream.write("four")
+    stream.flush()
+    assert capsys.readouterr().err == "one\ntwo\nthree\nfour\n"
+    assert stream.isatty() is False

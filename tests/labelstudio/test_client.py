@@ -612,7 +612,9 @@ async def test_signed_url_in_no_output_of_a_pull(
     code = await asyncio.to_thread(main, args)
     out, err = capsys.readouterr()
     assert code == 1
-    assert "http_retry" in err and "url='/bucket/CAM_A_20261126T001503Z.jpg'" in err
+    records = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    retries = [r for r in records if r["event"] == "http_retry"]
+    assert retries and all(r["url"] == "/bucket/CAM_A_20261126T001503Z.jpg" for r in retries)
     assert ("failed: task 1 (CAM_A_20261126T001503Z): GET /bucket/CAM_A_20261126T001503Z.jpg: "
             "gave up after 2 tries: HTTP 503") in out
     assert "failed: task 2 (CAM_A_20261126T001603Z): image reference " \

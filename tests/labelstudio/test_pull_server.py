@@ -8,11 +8,16 @@ numerically and every image byte for byte; both kinds of key are used.
 
 from __future__ import annotations
 
+import fcntl
 import io
 import json
 import os
+import pty
+import re
+import struct
 import subprocess
 import sys
+import termios
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -170,6 +175,14 @@ def run_pull(server: LabelStudio, pid: int, out: Path, *extra: str, key: str | N
     return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
 
 
+def log_records(stderr: str) -> list[dict[str, Any]]:
+    """The log lines of a pull whose stderr is not a terminal: every one a JSON object."""
+    lines = [line for line in stderr.splitlines() if not line.startswith("error:")]
+    records = [json.loads(line) for line in lines]
+    assert all({"event", "level", "timestamp"} <= set(r) for r in records)
+    return records
+
+
 def read_rows(path: Path) -> list[tuple[int, float, float, float, float]]:
     rows = []
     for line in path.read_text().splitlines():
@@ -221,10 +234,13 @@ def test_pull_with_legacy_token_then_resume(project: Project, tmp_path: Path) ->
     assert "boxes per class: Car 3, Truck 2, Bus 2, Motorbike 1, Scooter 1, Bicycle 1, " \
         "Pedestrian 1, Tram 1 (total 12)" in first.stdout
     assert "1 unlabelled skipped" in first.stdout and "1 left out for problems" in first.stdout
-    assert "event='extra_class' label='Tram'" in first.stderr
+    records = log_records(first.stderr)
+    assert {"event": "extra_class", "label": "Tram", "level": "warning"}.items() <= \
+        next(r for r in records if r["event"] == "extra_class").items()
     assert "rotated by 90 degrees" in first.stderr
-    assert "malformed rectangle" in first.stderr and f"task={project.frames[6].task_id}" \
-        in first.stderr
+    problems = [r for r in records if r["event"] == "task_problem"]
+    assert any("malformed rectangle" in r["problem"] and r["task"] == project.frames[6].task_id
+               for r in problems), problems
     assert_quiet_about(server.token, first.stdout, first.stderr)
 
     second = run_pull(server, project.id, out, key=server.token)
@@ -271,6 +287,55 @@ def test_pull_with_personal_access_token(project: Project, personal_access_token
     check_dataset(project, out, [*CLASSES, "Tram"])
     assert_quiet_about(personal_access_token, result.stdout, result.stderr)
     assert "access_token_refreshed" in result.stderr
+
+
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def run_pull_on_terminal(server: LabelStudio, pid: int, out: Path, key: str,
+                         *extra: str) -> tuple[int, str, str]:
+    """A pull whose stderr is a terminal (a pty, 160 columns): exit code, stdout, stderr text
+    with colours removed."""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))
+    env = {k: v for k, v in os.environ.items() if k not in ("LABEL_STUDIO_API_KEY", "NO_COLOR")}
+    env["LABEL_STUDIO_API_KEY"] = key
+    cmd = [sys.executable, "-m", "lyoncam_daemon", "pull", "--url", server.url,
+           "--project", str(pid), "--out", str(out), "--rate", "0", "-v", *extra]
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=slave, env=env, cwd=REPO) as proc:
+        os.close(slave)
+        chunks = []
+        while True:
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not data:
+                break
+            chunks.append(data)
+        os.close(master)
+        assert proc.stdout is not None
+        stdout = proc.stdout.read().decode()
+        code = proc.wait(timeout=60)
+    return code, stdout, ANSI.sub("", b"".join(chunks).decode(errors="replace"))
+
+
+def test_terminal_gets_the_bar_and_console_log_lines(project: Project, tmp_path: Path) -> None:
+    server = project.server
+    code, stdout, stderr = run_pull_on_terminal(server, project.id, tmp_path / "ds", server.token)
+    assert code == 0, stderr[-3000:]
+    assert "fetched 8," in stdout
+    lines = [part for line in stderr.splitlines() for part in line.split("\r")]
+    assert any(re.search(r"100%.*\b8/8 .*img", part) for part in lines), stderr[-3000:]
+    assert re.search(rf"\[info\s*\] tasks_listed\s+project={project.id} tasks=10", stderr)
+    assert re.search(r"\[warning\s*\] extra_class\s+.*label=Tram", stderr)
+    assert not any(part.lstrip().startswith("{") for part in lines)  # no JSON on a terminal
+    assert_quiet_about(server.token, stdout, stderr)
+    json_lines = run_pull_on_terminal(server, project.id, tmp_path / "ds", server.token,
+                                      "--log-format", "json")[2]
+    records = [json.loads(p) for p in json_lines.replace("\r", "\n").splitlines()
+               if p.startswith("{")]
+    assert {"tasks_listed", "progress"} & {r["event"] for r in records} == {"tasks_listed"}
 
 
 def test_classes_override(project: Project, tmp_path: Path) -> None:
