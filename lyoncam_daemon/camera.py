@@ -39,6 +39,11 @@ _HINTS = {
     Outcome.TRUNCATED: "this camera serves truncated JPEGs; set `truncated: keep` for it "
                        "in the config to store them flagged",
     Outcome.PLACEHOLDER: "the camera is off and serves its 'unavailable' image",
+    Outcome.NOT_IMAGE: "the server answers with something that is not a JPEG (an error "
+                       "page?); check the camera's url",
+    Outcome.CORRUPT: "the camera's JPEGs do not decode; nothing is stored until they do",
+    Outcome.TOO_LARGE: "the camera's frames are over dedup.max_pixels; raise it if they are "
+                       "genuine",
 }
 
 

@@ -113,18 +113,24 @@ class HttpSettings(_Model):
 class RetrySettings(_Model):
     """Per-camera backoff after a failed poll; other cameras are never affected."""
 
-    #: Never below the 10 s polling floor: a retry is a poll too.
-    backoff_initial: Duration = Field(15.0, gt=0)
-    backoff_max: Duration = Field(300.0, gt=0)
+    #: Retries are polls too: all three delays keep the 10 s polling floor.
+    backoff_initial: Duration = 15.0
+    backoff_max: Duration = 300.0
     #: Failing continuously this long marks the camera `down` ...
     down_after: Duration = Field(900.0, gt=0)
     #: ... and a down camera is only probed this often.
-    down_probe_interval: Duration = Field(600.0, gt=0)
+    down_probe_interval: Duration = 600.0
 
-    @field_validator("backoff_initial")
+    @field_validator("backoff_initial", "backoff_max", "down_probe_interval")
     @classmethod
     def _retry_floor(cls, v: float, info: ValidationInfo) -> float:
         return _at_least_floor(v, info)
+
+    @model_validator(mode="after")
+    def _max_over_initial(self) -> RetrySettings:
+        if self.backoff_max < self.backoff_initial:
+            raise ValueError("backoff_max must be at least backoff_initial")
+        return self
 
 
 class LogSettings(_Model):
@@ -426,29 +432,59 @@ def parse_config(
     if not isinstance(data, dict) or node is None:
         raise ConfigError([f"{source}: must be a mapping with at least a `cameras:` list"])
 
+    found: list[tuple[_Path, str]] = [
+        (loc, msg) for loc, msg in _duplicate_ids(data.get("cameras"))
+    ]
+    config: Config | None = None
     try:
         config = Config.model_validate(data, context=dict(context or {}))
     except ValidationError as exc:
-        found = sorted(
-            ((_line_for(lines, tuple(e["loc"])) or 0, i), _message(
-                source, data, lines, tuple(e["loc"]), _FRIENDLY.get(e["type"], e["msg"])))
-            for i, e in enumerate(exc.errors())
+        found += [
+            (tuple(e["loc"]), _FRIENDLY.get(e["type"], e["msg"]))
+            for e in exc.errors()
             if not _from_defaults(data, tuple(e["loc"]))
+        ]
+    if config is not None:
+        config = _resolve_paths(config, base_dir if base_dir is not None else Path.cwd())
+        found += _missing_files(config)
+    if found:
+        ordered = sorted(
+            ((_line_for(lines, loc) or 0, i), _message(source, data, lines, loc, msg))
+            for i, (loc, msg) in enumerate(found)
         )
-        raise ConfigError(list(dict.fromkeys(msg for _, msg in found))) from None
+        raise ConfigError(list(dict.fromkeys(msg for _, msg in ordered)))
+    assert config is not None
+    return config
 
+
+def _duplicate_ids(cameras: object) -> list[tuple[_Path, str]]:
+    """Checked on the raw list, so a duplicate is reported with every other error."""
+    if not isinstance(cameras, list):
+        return []
     seen: dict[str, int] = {}
-    errors = []
+    found: list[tuple[_Path, str]] = []
+    for i, cam in enumerate(cameras):
+        cam_id = cam.get("id") if isinstance(cam, Mapping) else None
+        if not isinstance(cam_id, str):
+            continue
+        if cam_id in seen:
+            found.append((("cameras", i, "id"),
+                          f"duplicate id, first used by camera #{seen[cam_id] + 1}"))
+        seen.setdefault(cam_id, i)
+    return found
+
+
+def _missing_files(config: Config) -> list[tuple[_Path, str]]:
+    """Mask and placeholder images that are not there (whether they decode is the
+    dedup stage's check, which `check` also runs)."""
+    found: list[tuple[_Path, str]] = []
     for i, cam in enumerate(config.cameras):
-        if cam.id in seen:
-            errors.append(
-                _message(source, data, lines, ("cameras", i, "id"),
-                         f"duplicate id, first used by camera #{seen[cam.id] + 1}")
-            )
-        seen.setdefault(cam.id, i)
-    if errors:
-        raise ConfigError(errors)
-    return _resolve_paths(config, base_dir if base_dir is not None else Path.cwd())
+        if cam.mask is not None and not cam.mask.is_file():
+            found.append((("cameras", i, "mask"), f"no such file: {cam.mask}"))
+    for i, path in enumerate(config.dedup.placeholder_images):
+        if not path.is_file():
+            found.append((("dedup", "placeholder_images", i), f"no such file: {path}"))
+    return found
 
 
 def load_config(path: Path, context: Mapping[str, Any] | None = None) -> Config:

@@ -210,15 +210,47 @@ def test_data_dir_expands_the_home_folder(monkeypatch: pytest.MonkeyPatch) -> No
     assert config.data_dir == Path("/home/someone/frames")
 
 
-def test_check_loads_masks_so_a_missing_one_is_found_before_run(
+def test_missing_mask_and_placeholder_images_are_named_with_their_line(tmp_path: Path) -> None:
+    text = ("dedup:\n  placeholder_images: [gone.jpg]\n"
+            "cameras:\n  - id: A1\n    url: http://x/a\n    mask: nomask.png\n")
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, "cameras.yaml", tmp_path)
+    assert info.value.errors == [
+        f"cameras.yaml:2: dedup.placeholder_images.0: no such file: {tmp_path / 'gone.jpg'}",
+        f"cameras.yaml:6: camera 'A1': mask: no such file: {tmp_path / 'nomask.png'}",
+    ]
+
+
+def test_check_loads_masks_so_a_broken_one_is_found_before_run(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    (tmp_path / "mask.png").write_text("not an image")
     cfg = tmp_path / "cameras.yaml"
-    cfg.write_text("cameras:\n  - id: A1\n    url: http://x/a\n    mask: nomask.png\n")
+    cfg.write_text("cameras:\n  - id: A1\n    url: http://x/a\n    mask: mask.png\n")
     assert main(["check", "--config", str(cfg)]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith(f"error: {cfg}: dedup settings: ") and "nomask.png" in err
+    assert err.startswith(f"error: {cfg}: dedup settings: camera 'A1': mask image ")
     assert "\n" not in err
+
+
+def test_duplicate_ids_are_reported_with_the_other_errors() -> None:
+    text = ("cameras:\n  - id: A1\n    url: http://x/a\n"
+            "  - id: A1\n    url: http://x/b\n    interval: 1\n")
+    assert errors_of(text) == [
+        "cameras.yaml:4: camera 'A1': id: duplicate id, first used by camera #1",
+        "cameras.yaml:6: camera 'A1': interval: must be at least 10 s",
+    ]
+
+
+@pytest.mark.parametrize(("retry", "expected"), [
+    ("backoff_max: 1", "cameras.yaml:3: retry.backoff_max: must be at least 10 s"),
+    ("down_probe_interval: 0.5",
+     "cameras.yaml:3: retry.down_probe_interval: must be at least 10 s"),
+    ("backoff_initial: 60\n  backoff_max: 30",
+     "cameras.yaml:2: retry: backoff_max must be at least backoff_initial"),
+])
+def test_retries_keep_the_polling_floor(retry: str, expected: str) -> None:
+    assert errors_of(f"cameras: []\nretry:\n  {retry}\n") == [expected]
 
 
 def test_check_refuses_a_config_with_no_enabled_camera(

@@ -65,7 +65,8 @@ async def test_failure_modes_are_skipped_and_counted_while_healthy_cameras_keep_
             tmp_path, {i: sim.url(i) for i in modes}, interval=0.25, timeout=0.8,
             extra=f"placeholder_sha256: [{sha}]\nhttp:\n  max_frame_bytes: 1MB",
         )
-        daemon = await run_for(config, 3.0)
+        with structlog.testing.capture_logs() as logs:
+            daemon = await run_for(config, 3.0)
     cams = daemon.stats.cameras
     for healthy in ("SIM001", "SIM002"):
         assert cams[healthy].polls >= 9, cams[healthy]  # ~12 expected at 0.25 s over 3 s
@@ -76,6 +77,8 @@ async def test_failure_modes_are_skipped_and_counted_while_healthy_cameras_keep_
     for cam, outcome in expected_outcome.items():
         assert cams[cam].outcomes[outcome] >= 3, (cam, cams[cam])
         assert cams[cam].condition == outcome
+    hints = {e["camera"]: e.get("hint") for e in logs if e["event"] == "camera condition"}
+    assert all(hints[cam] for cam in expected_outcome), hints
     expected_error = {"SIM005": "http", "SIM008": "too_large", "SIM009": "timeout",
                       "SIM010": "connection", "SIM011": "http"}
     for cam, kind in expected_error.items():
@@ -300,17 +303,19 @@ def test_an_unusable_data_dir_is_one_line_naming_it(
     assert blocker.read_text() == "x"
 
 
-def test_a_missing_mask_image_stops_start_up_naming_it(
+def test_a_broken_mask_image_stops_start_up_naming_it(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from lyoncam_daemon.daemon import run_daemon
 
+    mask = tmp_path / "mask.png"
+    mask.write_text("not an image")
     config = make_config(tmp_path, {"M1": "http://127.0.0.1:9/m.jpg"}, interval=1,
-                         per_camera={"M1": "mask: nowhere/mask.png"})
+                         per_camera={"M1": f"mask: {mask}"})
     assert run_daemon(config) == 2  # unusable settings, as `check` says
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error: dedup settings: ") and "nowhere/mask.png" in err
-    assert "\n" not in err
+    assert err.startswith("error: dedup settings: camera 'M1': mask image ")
+    assert str(mask) in err and "\n" not in err
 
 
 async def test_a_crashing_poll_is_logged_once_and_the_camera_keeps_going(
