@@ -3,7 +3,7 @@ script measured in the same run.
 
 Run: ``.venv/bin/python -m bench.capture`` (about 75 s on 2 cores). Why: lyoncam must run for
 months on a small server, and the original script needed one ~65 MB process per camera and a
-full decode, hash, re-read of the previous frame and re-encode on every poll (FIELD_NOTES).
+full decode, hash, re-read of the previous frame and re-encode on every poll (docs/FIELD_NOTES.md).
 Speed and memory targets live here, never in timed unit tests.
 
 Everything runs on loopback against one simulated CriTer server

@@ -306,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{len(pairs) - n_new} same (noise, re-encode, brightness)")
     rules = {
         f"lyoncam {algo} {size}, threshold {threshold}": ours_is_new(algo, size, threshold),
-        "lyoncam phash 16, threshold 12 (config default today)": ours_is_new("phash", 16, 12),
+        "lyoncam phash 16, threshold 12 (the first default)": ours_is_new("phash", 16, 12),
         f"original average_hash 8, > {ORIGINAL_MIN_BITS}": original_is_new(),
     }
     scores = {name: score(pairs, fn) for name, fn in rules.items()}

@@ -146,7 +146,8 @@ class DedupSettings(_Model):
 
     hash: Literal["phash", "dhash", "ahash", "whash"] = "phash"
     #: 64 → a 4096-bit phash. Measured on frames built from a real CriTer frame (bench/dedup.py):
-    #: re-encodes, noise and flicker stay within 56 bits, a car-sized change starts at 78+;
+    #: re-encodes, noise and flicker stay within 56 bits, a car-sized change starts at 78
+    #: (124 in the benchmark's own labelled set);
     #: a 16x16 phash overlaps (copies up to 4 bits, some new scenes at 0).
     hash_size: int = Field(64, ge=4, le=64)
     #: Threads decoding and hashing frames off the event loop.

@@ -25,7 +25,7 @@ import scipy.fft
 from PIL import Image
 
 #: The CriTer "Image indisponible" placeholder (300x200, 22,966 B) served with HTTP 200
-#: while a camera is down; see FIELD_NOTES.md.
+#: while a camera is down; see docs/FIELD_NOTES.md.
 KNOWN_PLACEHOLDER_SHA256: Final = frozenset(
     {"8be14bdafb0b8b688651206d02fad0656c0be2095c0e18c36945f74a8f598bdd"}
 )

@@ -52,8 +52,9 @@ MODES = (
 )
 #: The real server's path for camera images; the file name is `<ID>.JPG`.
 PATH_PREFIX = "/files/rdata/pvo_patrimoine_voirie.pvocameracriter/"
-#: SHA-256 of the real CriTer placeholder (FIELD_NOTES). Its bytes are not redistributable here,
-#: so the simulator serves its own look-alike (`placeholder_jpeg()`) with a different hash.
+#: SHA-256 of the real CriTer placeholder (docs/FIELD_NOTES.md). Its bytes are not
+#: redistributable here, so the simulator serves its own look-alike (`placeholder_jpeg()`)
+#: with a different hash.
 REAL_PLACEHOLDER_SHA256 = "8be14bdafb0b8b688651206d02fad0656c0be2095c0e18c36945f74a8f598bdd"
 #: Bytes of each write: small enough that a slow reader exercises back-pressure.
 CHUNK = 64 * 1024

@@ -62,7 +62,7 @@ def cam(sim: CriterSimulator, mode: str) -> str:
 
 
 def assert_like_criter(resp: aiohttp.ClientResponse) -> None:
-    """Chunked with no Content-Length and no Last-Modified, as FIELD_NOTES describes."""
+    """Chunked with no Content-Length and no Last-Modified, as docs/FIELD_NOTES.md describes."""
     assert resp.headers.get("Transfer-Encoding") == "chunked"
     assert "Content-Length" not in resp.headers
     assert "Last-Modified" not in resp.headers
