@@ -97,7 +97,10 @@ class Daemon:
         store = FrameStore(cfg.data_dir)
         connector = aiohttp.TCPConnector(limit=cfg.http.max_concurrent,
                                          limit_per_host=cfg.http.max_per_host)
-        timeout = aiohttp.ClientTimeout(total=None, connect=cfg.http.connect_timeout)
+        # Each fetch has its camera's own deadline (fetch.py); the session's total is a
+        # backstop at the longest of them, so no request can ever hang a camera for good.
+        longest = max((c.timeout for c in cfg.enabled_cameras), default=60.0)
+        timeout = aiohttp.ClientTimeout(total=longest, connect=cfg.http.connect_timeout)
         async with aiohttp.ClientSession(connector=connector, timeout=timeout,
                                          headers={"User-Agent": cfg.http.user_agent}) as session:
             rt = Runtime(config=cfg, session=session,
