@@ -25,7 +25,7 @@ from typing import Any, TextIO, cast
 from urllib.parse import urlsplit
 
 import structlog
-from tqdm import tqdm  # type: ignore[import-untyped]  # no types-tqdm in the dev deps
+from tqdm import tqdm
 
 from lyoncam_daemon import observe
 from lyoncam_daemon.labelstudio.auth import ENV_KEY, AuthError, Credentials, load_token
