@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from PIL import Image
 
 from lyoncam_daemon.config import CameraConfig, DedupSettings
 from lyoncam_daemon.frames import (
@@ -42,6 +41,7 @@ from lyoncam_daemon.frames import (
     hash_pixels,
     jpeg_dimensions,
     looks_like_jpeg,
+    read_gray,
     sha256_hex,
     working_size,
 )
@@ -227,12 +227,7 @@ class DedupSetupError(ValueError):
 
 
 def _load_placeholder(path: Path) -> Fingerprint:
-    try:
-        with Image.open(path) as im:
-            im.load()
-            gray = im.convert("L")
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise DedupSetupError(f"placeholder image {path}: cannot read: {exc}") from None
+    gray = read_gray(path, "placeholder image", DedupSetupError)
     pixels = np.asarray(gray, dtype=np.float32)
     return hash_pixels(pixels, gray.size, *PLACEHOLDER_HASH)
 

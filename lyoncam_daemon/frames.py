@@ -58,6 +58,19 @@ class IncompatibleFingerprints(ValueError):
     """Two fingerprints made with different algorithms or sizes cannot be compared."""
 
 
+def read_gray(path: Path, what: str, error: type[ValueError] = ValueError) -> Image.Image:
+    """An image file named in the config (mask, placeholder), as 8-bit grey.
+
+    Raises `error` naming `what` and the path, so a bad setting reads as one line.
+    """
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return im.convert("L")
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise error(f"{what} {path}: cannot read: {exc}") from None
+
+
 class MaskError(ValueError):
     """A region-of-interest mask image that cannot be used; the message names the path."""
 
@@ -294,13 +307,7 @@ class RoiMask:
         rects = tuple(ignore)
         if path is None:
             return cls(rects) if rects else None
-        try:
-            with Image.open(path) as im:
-                im.load()
-                image = im.convert("L")
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-            raise MaskError(f"mask image {path}: cannot read: {exc}") from None
-        return cls(rects, image, path)
+        return cls(rects, read_gray(path, "mask image", MaskError), path)
 
     def keep(self, full: tuple[int, int], small: tuple[int, int]) -> Keep:
         """Which pixels of the `small` (w, h) decode of a `full` (w, h) frame count."""
