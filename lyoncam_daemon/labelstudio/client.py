@@ -323,14 +323,17 @@ class LabelStudioClient:
                 await self._sleep(delay)
         raise HTTPError(None, method, url, f"gave up after {self.retry.attempts} tries: {last}")
 
-    async def get_json(self, path: str, params: Mapping[str, str | int] | None = None) -> Any:
-        resp = await self.request("GET", path, params=params)
+    def _json_of(self, resp: Response, path: str, where: str = "") -> Any:
+        """The JSON of a 200 answer to GET `path`; one clear HTTPError otherwise."""
         if resp.status != 200:
             raise HTTPError(resp.status, "GET", self.url(path), f"HTTP {resp.status}")
         try:
             return jsonlib.loads(resp.body)
-        except ValueError:  # JSONDecodeError and UnicodeDecodeError both
-            raise HTTPError(resp.status, "GET", self.url(path), _not_json(resp)) from None
+        except ValueError:  # JSONDecodeError and UnicodeDecodeError both (a proxy's HTML page)
+            raise HTTPError(resp.status, "GET", self.url(path), where + _not_json(resp)) from None
+
+    async def get_json(self, path: str, params: Mapping[str, str | int] | None = None) -> Any:
+        return self._json_of(await self.request("GET", path, params=params), path)
 
     async def get_project(self, project_id: int) -> dict[str, Any]:
         data = await self.get_json(f"/api/projects/{project_id}")
@@ -351,14 +354,7 @@ class LabelStudioClient:
             resp = await self.request("GET", "/api/tasks/", params=params)
             if resp.status == 404 and page > 1:  # "Invalid page": past the end
                 return
-            if resp.status != 200:
-                raise HTTPError(resp.status, "GET", self.url("/api/tasks/"), f"HTTP {resp.status}")
-            try:
-                data = jsonlib.loads(resp.body)
-            except ValueError:  # e.g. a proxy's HTML page: one clear error, not a traceback
-                raise HTTPError(
-                    resp.status, "GET", self.url("/api/tasks/"), f"page {page}: {_not_json(resp)}"
-                ) from None
+            data = self._json_of(resp, "/api/tasks/", f"page {page}: ")
             tasks = data.get("tasks", []) if isinstance(data, dict) else data
             if not isinstance(tasks, list):
                 raise HTTPError(200, "GET", self.url("/api/tasks/"), "no task list in the answer")

@@ -43,6 +43,7 @@ from lyoncam_daemon.labelstudio.yolo import (
     RotatedPolicy,
     annotation_boxes,
     class_list,
+    drop_upload_prefix,
     latest_annotation,
     output_name,
     parse_label_config,
@@ -161,10 +162,8 @@ def label_keys(ref: str) -> list[str]:
     """Stems a YOLO export may have used for this task's label file."""
     base = source_basename(ref)
     stem = base.rsplit(".", 1)[0] if "." in base else base
-    keys = [stem]
-    if len(stem) > 9 and stem[8] == "-" and all(c in "0123456789abcdef" for c in stem[:8]):
-        keys.append(stem[9:])
-    return keys
+    bare = drop_upload_prefix(stem)
+    return [stem] if bare == stem else [stem, bare]
 
 
 @dataclass
@@ -407,10 +406,13 @@ async def sync(
     opts: PullOptions,
     summary: Summary,
     progress: Progress,
+    manifest: Mapping[str, Any],
 ) -> dict[str, Any]:
-    """Make the output directory match the plan; return the new manifest."""
+    """Make the output directory match the plan; return the new manifest.
+
+    `manifest` is the previous run's (see `check_manifest_owner`), empty on a first run.
+    """
     out = opts.out
-    manifest = check_manifest_owner(out, client.base_url, opts.project)
     previous: dict[str, Any] = manifest.get("items", {}) if manifest else {}
     entries: dict[str, Any] = {}
     todo: list[Item] = []
@@ -555,7 +557,7 @@ async def run_pull(
     client: LabelStudioClient, opts: PullOptions, progress: Progress | None = None
 ) -> Summary:
     summary = Summary()
-    check_manifest_owner(opts.out, client.base_url, opts.project)
+    manifest = check_manifest_owner(opts.out, client.base_url, opts.project)
     try:
         project = await client.get_project(opts.project)
     except HTTPError as exc:
@@ -590,8 +592,8 @@ async def run_pull(
             summary.failed += 1
             summary.failures.append(f"label file {stem}.txt: no task of the project has its image")
     opts.out.mkdir(parents=True, exist_ok=True)
-    manifest = await sync(client, items, opts, summary, progress or NoProgress())
-    write_dataset_files(opts.out, summary.classes, manifest)
+    new_manifest = await sync(client, items, opts, summary, progress or NoProgress(), manifest)
+    write_dataset_files(opts.out, summary.classes, new_manifest)
     if summary.split["val"] == 0 and summary.split["train"] > 0:
         log.warning("empty_val_split", note="no image fell in val: too few camera-hour groups?")
     return summary

@@ -289,10 +289,14 @@ def sanitize_stem(raw: str, fallback: str) -> str:
     return stem
 
 
+def drop_upload_prefix(name: str) -> str:
+    """`name` without the ``1a2b3c4d-`` Label Studio puts before every uploaded file."""
+    return _UPLOAD_PREFIX.sub("", name)
+
+
 def output_name(source_url: str, fallback: str) -> tuple[str, str]:
     """Safe (stem, suffix) for an image: upload prefix dropped, suffix from a short known list."""
-    base = source_basename(source_url)
-    base = _UPLOAD_PREFIX.sub("", base)
+    base = drop_upload_prefix(source_basename(source_url))
     stem, dot, suffix = base.rpartition(".")
     if not dot:
         stem, suffix = base, ""
