@@ -120,7 +120,6 @@ class CameraTask:
         self.health = Health()
         self.validators: Validators | None = None
         self.last: LastFrame | None = None
-        self.condition = "normal"
         self.write_error: str | None = None
         self._crash: str | None = None
         self.log = structlog.get_logger("lyoncam.camera").bind(camera=camera.id)
@@ -234,7 +233,7 @@ class CameraTask:
             self._changed_at = now
         if outcome in _ABNORMAL:
             self._set_condition(outcome.value, _HINTS.get(outcome))
-        elif outcome is Outcome.UNCHANGED and self.condition not in ("normal", "stale"):
+        elif outcome is Outcome.UNCHANGED and self.stats.condition not in ("normal", "stale"):
             pass  # the same bytes as before: a placeholder camera is still showing it
         elif now - self._changed_at > self.camera.stale_after * self.camera.interval:
             self._set_condition("stale", "no new frame for "
@@ -243,9 +242,9 @@ class CameraTask:
             self._set_condition("normal", None)
 
     def _set_condition(self, condition: str, hint: str | None) -> None:
-        if condition == self.condition:
+        previous = self.stats.condition
+        if condition == previous:
             return
-        previous, self.condition = self.condition, condition
         self.stats.condition = condition
         log = self.log.info if condition == "normal" else self.log.warning
         log("camera condition", condition=condition, previous=previous,

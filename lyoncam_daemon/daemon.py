@@ -71,6 +71,7 @@ class Daemon:
         self.stop = asyncio.Event()
         self.log = structlog.get_logger("lyoncam.daemon")
         self.tasks: list[CameraTask] = []
+        self._running: list[asyncio.Task[None]] = []
         self._lock_file: IO[str] | None = None
         self._signals = 0
 
@@ -79,9 +80,8 @@ class Daemon:
         self._signals += 1
         self.stop.set()
         if self._signals > 1:
-            for task in asyncio.all_tasks():
-                if task is not asyncio.current_task() and task.get_name().startswith("camera:"):
-                    task.cancel()
+            for task in self._running:
+                task.cancel()
 
     async def run(self) -> int:
         cfg = self.config
@@ -113,8 +113,10 @@ class Daemon:
             await asyncio.gather(*(asyncio.to_thread(t.recover) for t in self.tasks))
             self.log.info("started", version=__version__, cameras=len(self.tasks),
                           data_dir=str(cfg.data_dir), pid=os.getpid())
-            running = [asyncio.create_task(self._supervise(t), name=f"camera:{t.camera.id}")
-                       for t in self.tasks]
+            running = self._running = [
+                asyncio.create_task(self._supervise(t), name=f"camera:{t.camera.id}")
+                for t in self.tasks
+            ]
             reporter = asyncio.create_task(self._report_loop(), name="reporter")
             await self.stop.wait()
             self.log.info("stopping", grace_s=cfg.shutdown_grace)
