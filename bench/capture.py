@@ -236,7 +236,7 @@ def child_daemon(config_path: str, seconds: str) -> int:
 
     from lyoncam_daemon.config import parse_config
     from lyoncam_daemon.daemon import Daemon
-    from lyoncam_daemon.observe import configure_logging
+    from lyoncam_daemon.logs import configure_logging
 
     path = Path(config_path)
     config = parse_config(path.read_text(), str(path), path.parent, {"min_interval": 0.5})

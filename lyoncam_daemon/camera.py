@@ -1,8 +1,8 @@
-"""One camera's task: on its schedule, fetch → check and dedup → enrich → store.
+"""One camera's task: on its schedule, fetch → check and dedup → enrich → store → hooks.
 
 Everything a camera task knows about its own camera (validators, last stored frame,
 health, condition) lives here, so one failing camera can never slow or stop another:
-they share only the HTTP session, the request semaphore and the decode pool.
+they share only the HTTP session, the request slots and the decode pool.
 """
 
 from __future__ import annotations
@@ -11,10 +11,11 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import structlog
@@ -22,28 +23,29 @@ import structlog
 from lyoncam_daemon import __version__
 from lyoncam_daemon.config import CameraConfig, Config
 from lyoncam_daemon.dedup import Judge, LastFrame, Outcome, Verdict
-from lyoncam_daemon.fetch import Fetched, FetchError, Validators, fetch_frame
-from lyoncam_daemon.observe import CameraStats, Stats
+from lyoncam_daemon.enrich import Enricher, enrich
+from lyoncam_daemon.fetch import ErrorKind, Fetched, FetchError, Slots, Validators, fetch_frame
 from lyoncam_daemon.schedule import backoff_delay, next_due
-from lyoncam_daemon.store import FrameStore, StoreError, iso_utc
-
-#: Extra sidecar fields for a stored frame (daylight, weather...): the enrich stage's seam.
-Enricher = Callable[[CameraConfig, datetime, Verdict], Mapping[str, Any]]
+from lyoncam_daemon.stats import CameraStats, Condition, State, Stats
+from lyoncam_daemon.storage import Frame, Storage, StoredFrame, StoreError, StoreHook, iso_utc
 
 #: Outcomes that, repeated, say something is wrong with the camera rather than the scene.
-_ABNORMAL = frozenset({
-    Outcome.PLACEHOLDER, Outcome.TRUNCATED, Outcome.NOT_IMAGE, Outcome.CORRUPT,
-    Outcome.TOO_LARGE,
-})
+_ABNORMAL = {
+    Outcome.PLACEHOLDER: Condition.PLACEHOLDER, Outcome.TRUNCATED: Condition.TRUNCATED,
+    Outcome.NOT_IMAGE: Condition.NOT_IMAGE, Outcome.CORRUPT: Condition.CORRUPT,
+    Outcome.TOO_LARGE: Condition.TOO_LARGE,
+}
 _HINTS = {
-    Outcome.TRUNCATED: "this camera serves truncated JPEGs; set `truncated: keep` for it "
-                       "in the config to store them flagged",
-    Outcome.PLACEHOLDER: "the camera is off and serves its 'unavailable' image",
-    Outcome.NOT_IMAGE: "the server answers with something that is not a JPEG (an error "
-                       "page?); check the camera's url",
-    Outcome.CORRUPT: "the camera's JPEGs do not decode; nothing is stored until they do",
-    Outcome.TOO_LARGE: "the camera's frames are over dedup.max_pixels; raise it if they are "
-                       "genuine",
+    Condition.TRUNCATED: "this camera serves truncated JPEGs; set `truncated: keep` for it "
+                         "in the config to store them flagged",
+    Condition.PLACEHOLDER: "the camera is off and serves its 'unavailable' image",
+    Condition.NOT_IMAGE: "the server answers with something that is not a JPEG (an error "
+                         "page?); check the camera's url",
+    Condition.CORRUPT: "the camera's JPEGs do not decode; nothing is stored until they do",
+    Condition.TOO_LARGE: "the camera's frames are over dedup.max_pixels; raise it if they are "
+                         "genuine",
+    Condition.WRITE_FAILING: "frames arrive but cannot be written (disk full or read-only?); "
+                             "nothing is lost that was stored, storing resumes by itself",
 }
 
 
@@ -53,12 +55,12 @@ class Runtime:
 
     config: Config
     session: aiohttp.ClientSession
-    semaphore: asyncio.Semaphore
+    slots: Slots
     judge: Judge
-    store: FrameStore
+    storage: Storage
     stats: Stats
-    stop: asyncio.Event
-    enrichers: list[Enricher] = field(default_factory=list)
+    enrichers: Sequence[Enricher] = ()
+    hooks: Sequence[StoreHook] = ()
     rng: random.Random = field(default_factory=random.Random)
 
 
@@ -66,23 +68,38 @@ class Runtime:
 class Health:
     """Reachability: starting → ok ⇄ failing → down. Changes are logged, not polls."""
 
-    state: str = "starting"
+    state: State = State.STARTING
     failures: int = 0
     failing_since: float | None = None
 
-    def succeeded(self) -> str | None:
+    def succeeded(self) -> State | None:
         """Record a success; return the previous state if this is a change."""
         previous = self.state
-        self.state, self.failures, self.failing_since = "ok", 0, None
-        return previous if previous != "ok" else None
+        self.state, self.failures, self.failing_since = State.OK, 0, None
+        return previous if previous is not State.OK else None
 
-    def failed(self, now: float, down_after: float) -> str | None:
+    def failed(self, now: float, down_after: float) -> State | None:
         previous = self.state
         self.failures += 1
         if self.failing_since is None:
             self.failing_since = now
-        self.state = "down" if now - self.failing_since >= down_after else "failing"
-        return previous if previous != self.state else None
+        self.state = State.FAILING
+        self.expire(now, down_after)
+        return previous if previous is not self.state else None
+
+    def down_at(self, down_after: float) -> float | None:
+        """When a failing camera becomes `down` if nothing succeeds before."""
+        if self.state is not State.FAILING or self.failing_since is None:
+            return None
+        return self.failing_since + down_after
+
+    def expire(self, now: float, down_after: float) -> bool:
+        """Failing for `down_after` seconds means down, whether or not a poll is due then."""
+        at = self.down_at(down_after)
+        if at is None or now < at:
+            return False
+        self.state = State.DOWN
+        return True
 
 
 def build_sidecar(camera: CameraConfig, fetched: Fetched, verdict: Verdict,
@@ -111,16 +128,21 @@ def build_sidecar(camera: CameraConfig, fetched: Fetched, verdict: Verdict,
 
 
 class CameraTask:
-    """Polls one camera until the runtime's stop event is set."""
+    """Polls one camera until its own `stop` is set (by the registry or the daemon)."""
 
     def __init__(self, camera: CameraConfig, rt: Runtime, phase: float = 0.0) -> None:
         self.camera = camera
         self.rt = rt
         self.phase = phase
+        self.stop = asyncio.Event()
         self.health = Health()
         self.validators: Validators | None = None
         self.last: LastFrame | None = None
         self.write_error: str | None = None
+        self._recovered = False
+        self._host = urlsplit(camera.url).netloc
+        self._last_fetch_s = 0.0
+        self._logged_failures: set[str] = set()
         self._crash: str | None = None
         self.log = structlog.get_logger("lyoncam.camera").bind(camera=camera.id)
         rt.stats.camera(camera.id)  # listed in summaries before its first poll ends
@@ -130,27 +152,40 @@ class CameraTask:
     def stats(self) -> CameraStats:
         return self.rt.stats.camera(self.camera.id)
 
-    def recover(self) -> None:
-        """Reload the newest stored frame's facts so a restart stores no duplicate.
+    def inherit(self, previous: CameraTask) -> None:
+        """Take over a replaced task's memory (same camera, same URL, new settings), so a
+        reload stores no duplicate and forgets no failure."""
+        self.health = previous.health
+        self.validators = previous.validators
+        self.last = previous.last
+        self.write_error = previous.write_error
+        self._recovered = previous._recovered
+        self._last_fetch_s = previous._last_fetch_s
+        self._changed_at = previous._changed_at
 
-        Blocking (a few directory listings): call it through a thread at start-up.
-        """
-        removed = self.rt.store.remove_incomplete(self.camera.id)
+    async def recover(self) -> None:
+        """Repair what a killed run left, then reload the newest stored frame's facts so a
+        restart stores no duplicate. Done once, before the first poll."""
+        if self._recovered:
+            return
+        self._recovered = True
+        removed = await self.rt.storage.recover(self.camera.id)
         if removed:
             self.log.info("removed incomplete files from an interrupted run", files=removed)
-        found = self.rt.store.latest(self.camera.id)
+        found = await self.rt.storage.latest(self.camera.id)
         if found is None:
             return
-        _, meta = found
+        meta = found.sidecar
         self.last = LastFrame.from_sidecar(meta)
         if meta.get("etag") or meta.get("last_modified"):
             self.validators = Validators(meta.get("etag"), meta.get("last_modified"))
         self.stats.last_stored_at = meta.get("captured_at")
 
     async def run(self) -> None:
-        self._changed_at = time.monotonic()
+        await self.recover()
         due = time.monotonic() + self.phase
-        while not await self._stopped_before(due):
+        while await self._wait_until(due):
+            self.stats.lateness_s.observe(max(0.0, time.monotonic() - due))
             try:
                 ok = await self.poll_once()
                 self._crash = None
@@ -160,33 +195,62 @@ class CameraTask:
             now = time.monotonic()
             due = next_due(due, self.camera.interval, now) if ok else now + self._retry_delay()
 
-    async def _stopped_before(self, due: float) -> bool:
-        """Sleep until `due`; True as soon as the daemon is stopping."""
-        delay = due - time.monotonic()
-        if delay > 0:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.rt.stop.wait(), timeout=delay)
-        return self.rt.stop.is_set()
+    async def _wait_until(self, due: float) -> bool:
+        """Sleep until `due`; False as soon as this camera is told to stop.
+
+        Wakes early at the moment a failing camera turns `down`, so the state says so
+        after `down_after` as documented, not at whatever backed-off poll comes next.
+        """
+        down_after = self.rt.config.retry.down_after
+        while True:
+            down_at = self.health.down_at(down_after)
+            wake = min(due, down_at) if down_at is not None else due
+            delay = wake - time.monotonic()
+            if delay > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stop.wait(), timeout=delay)
+            if self.stop.is_set():
+                return False
+            if self.health.expire(time.monotonic(), down_after):
+                self._state_changed(State.FAILING, None)
+            if time.monotonic() >= due:
+                return True
 
     def _retry_delay(self) -> float:
         retry = self.rt.config.retry
-        if self.health.state == "down":
+        if self.health.state is State.DOWN:
             return retry.down_probe_interval
         return backoff_delay(self.health.failures, retry.backoff_initial, retry.backoff_max,
                              self.rt.rng.random())
 
+    def _suspect(self) -> bool:
+        """Failing, or slow last time: may use only part of the request slots (fetch.Slots).
+
+        A camera not yet polled is not suspect, or a slow neighbour would hold back every
+        new camera; a slow one thus holds a full slot for one timeout at most.
+        """
+        return (self.health.state in (State.FAILING, State.DOWN)
+                or self._last_fetch_s > self.camera.timeout / 2)
+
     async def poll_once(self) -> bool:
         """One poll. False when the camera failed and should back off."""
         self.stats.polls += 1
+        self.stats.last_poll_unix = time.time()
+        asked = time.monotonic()
         try:
-            async with self.rt.semaphore:
+            async with self.rt.slots.hold(self._host, suspect=self._suspect()):
+                self.stats.slot_wait_s.observe(time.monotonic() - asked)
                 fetched = await fetch_frame(
                     self.rt.session, self.camera.url, time_limit=self.camera.timeout,
                     max_bytes=self.rt.config.http.max_frame_bytes, validators=self.validators,
+                    connect_timeout=self.rt.config.http.connect_timeout,
                 )
         except FetchError as exc:
             self._failed(exc)
             return False
+        self._last_fetch_s = fetched.elapsed_s
+        self.stats.fetch_s.observe(fetched.elapsed_s)
+        self.stats.fetched_bytes += len(fetched.body)
         self._reachable()
         if fetched.not_modified:
             self._counted(Outcome.UNCHANGED, fetched)
@@ -200,28 +264,53 @@ class CameraTask:
 
     async def _store(self, fetched: Fetched, verdict: Verdict) -> bool:
         captured_at = datetime.now(UTC)
-        sidecar = build_sidecar(self.camera, fetched, verdict, captured_at)
-        for enrich in self.rt.enrichers:
-            sidecar.update(enrich(self.camera, captured_at, verdict))
+        extra = await enrich(self.rt.enrichers, self.camera, captured_at, verdict)
+        for name, reason in extra.failures:
+            self.stats.enrich_errors += 1
+            self._once(f"enrich:{name}:{reason}", "enricher failed; frame stored without it",
+                       enricher=name, error=reason)
+        # The core fields win: an enricher can add to a sidecar, never rewrite its facts.
+        sidecar = {**extra.fields, **build_sidecar(self.camera, fetched, verdict, captured_at)}
         try:
-            path = await asyncio.to_thread(
-                self.rt.store.save, self.camera.id, captured_at, fetched.body, sidecar
-            )
+            stored = await self.rt.storage.save(
+                Frame(self.camera.id, captured_at, fetched.body, sidecar))
         except StoreError as exc:
-            self.stats.write_errors += 1
-            if str(exc) != self.write_error:
-                self.log.error("write failed", error=str(exc))
-            self.write_error = str(exc)
+            self._write_failed(str(exc))
             return False
         if self.write_error is not None:
-            self.log.info("writes recovered", path=str(path))
+            self.log.info("writes recovered", key=stored.key)
             self.write_error = None
+            self.rt.stats.storage_error = None
         self.last = LastFrame(sha256=verdict.sha256, fingerprint=verdict.fingerprint)
-        self.stats.stored_bytes += len(fetched.body)
+        self.stats.stored_bytes += stored.size
         self.stats.last_stored_at = sidecar["captured_at"]
-        self.log.debug("stored", path=str(path), bytes=len(fetched.body),
-                       distance=verdict.distance)
+        self.log.debug("stored", key=stored.key, bytes=stored.size, distance=verdict.distance)
+        await self._after_store(stored)
         return True
+
+    async def _after_store(self, stored: StoredFrame) -> None:
+        for hook in self.rt.hooks:
+            try:
+                await hook(stored)
+            except Exception as exc:  # the frame is stored: a hook's bug costs only its part
+                self.stats.hook_errors += 1
+                name = getattr(hook, "__qualname__", type(hook).__name__)
+                self._once(f"hook:{name}:{type(exc).__name__}", "post-store hook failed",
+                           hook=name, error=f"{type(exc).__name__}: {exc}")
+
+    def _write_failed(self, error: str) -> None:
+        self.stats.write_errors += 1
+        self.rt.stats.storage_error = error
+        if error != self.write_error:
+            self.log.error("write failed", error=error)
+        self.write_error = error
+        self._set_condition(Condition.WRITE_FAILING)
+
+    def _once(self, key: str, event: str, **fields: Any) -> None:
+        """Log a recurring failure once per distinct cause, not once per frame."""
+        if key not in self._logged_failures:
+            self._logged_failures.add(key)
+            self.log.warning(event, **fields)
 
     def _counted(self, outcome: Outcome, fetched: Fetched, verdict: Verdict | None = None) -> None:
         self.stats.outcomes[outcome.value] += 1
@@ -231,28 +320,34 @@ class CameraTask:
         now = time.monotonic()
         if outcome is Outcome.STORED:
             self._changed_at = now
+        current = self.stats.condition
         if outcome in _ABNORMAL:
-            self._set_condition(outcome.value, _HINTS.get(outcome))
-        elif outcome is Outcome.UNCHANGED and self.stats.condition not in ("normal", "stale"):
+            self._set_condition(_ABNORMAL[outcome])
+        elif current is Condition.WRITE_FAILING:
+            pass  # only a stored frame proves the disk takes frames again
+        elif outcome is Outcome.UNCHANGED and current not in (Condition.NORMAL, Condition.STALE):
             pass  # the same bytes as before: a placeholder camera is still showing it
         elif now - self._changed_at > self.camera.stale_after * self.camera.interval:
-            self._set_condition("stale", "no new frame for "
-                                f"{self.camera.stale_after:g} intervals; the camera may be frozen")
+            self._set_condition(Condition.STALE)
         else:
-            self._set_condition("normal", None)
+            self._set_condition(Condition.NORMAL)
 
-    def _set_condition(self, condition: str, hint: str | None) -> None:
+    def _set_condition(self, condition: Condition) -> None:
         previous = self.stats.condition
-        if condition == previous:
+        if condition is previous:
             return
         self.stats.condition = condition
-        log = self.log.info if condition == "normal" else self.log.warning
-        log("camera condition", condition=condition, previous=previous,
+        hint = _HINTS.get(condition)
+        if condition is Condition.STALE:
+            hint = (f"no new frame for {self.camera.stale_after:g} intervals; "
+                    "the camera may be frozen")
+        log = self.log.info if condition is Condition.NORMAL else self.log.warning
+        log("camera condition", condition=condition.value, previous=previous.value,
             **({"hint": hint} if hint else {}))
 
     def _crashed(self, exc: Exception) -> None:
         """Log a crashing poll with its traceback once per distinct error, not every poll."""
-        self.stats.errors["internal"] += 1
+        self.stats.errors[ErrorKind.INTERNAL.value] += 1
         key = f"{type(exc).__name__}: {exc}"
         if key != self._crash:
             self.log.exception("poll crashed", error=key)
@@ -261,17 +356,21 @@ class CameraTask:
     def _reachable(self) -> None:
         previous = self.health.succeeded()
         self.stats.state = self.health.state
-        if previous is not None and previous != "starting":
-            self.log.info("camera state", state="ok", previous=previous)
-        elif previous == "starting":
-            self.log.debug("camera state", state="ok", previous=previous)
+        if previous is State.STARTING:
+            self.log.debug("camera state", state=State.OK.value, previous=previous.value)
+        elif previous is not None:
+            self.log.info("camera state", state=State.OK.value, previous=previous.value)
 
     def _failed(self, exc: FetchError) -> None:
-        self.stats.errors[exc.kind] += 1
+        self.stats.errors[exc.kind.value] += 1
         previous = self.health.failed(time.monotonic(), self.rt.config.retry.down_after)
-        self.stats.state = self.health.state
         if previous is not None:
-            self.log.warning("camera state", state=self.health.state, previous=previous,
-                             error=str(exc), failures=self.health.failures)
+            self._state_changed(previous, exc)
         else:
             self.log.debug("poll failed", error=str(exc), failures=self.health.failures)
+
+    def _state_changed(self, previous: State, exc: FetchError | None) -> None:
+        self.stats.state = self.health.state
+        self.log.warning("camera state", state=self.health.state.value, previous=previous.value,
+                         failures=self.health.failures,
+                         **({"error": str(exc)} if exc is not None else {}))

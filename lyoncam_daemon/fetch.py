@@ -3,13 +3,19 @@
 Every failure becomes a `FetchError` with a short `kind`, so the per-camera loop can
 count failures by kind and put just that camera into backoff. Nothing here retries:
 when to try again is the schedule's business (schedule.py), not the fetcher's.
+
+How many requests run at once is decided here too (`Slots`), before a request starts,
+so waiting for a turn is never counted against a camera's own deadline.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from enum import StrEnum
 
 import aiohttp
 
@@ -52,10 +58,22 @@ class Fetched:
         return Validators(self.etag, self.last_modified)
 
 
-class FetchError(Exception):
-    """A failed poll. `kind` is one of: timeout, dns, connection, http, too_large."""
+class ErrorKind(StrEnum):
+    """Why a poll failed; counted per camera and kind."""
 
-    def __init__(self, kind: str, detail: str, status: int | None = None) -> None:
+    TIMEOUT = "timeout"
+    DNS = "dns"
+    CONNECTION = "connection"
+    HTTP = "http"
+    TOO_LARGE = "too_large"
+    #: A bug in lyoncam (a crashing check), not the camera's fault.
+    INTERNAL = "internal"
+
+
+class FetchError(Exception):
+    """A failed poll, with its kind and a one-line detail naming the real cause."""
+
+    def __init__(self, kind: ErrorKind, detail: str, status: int | None = None) -> None:
         super().__init__(f"{kind}: {detail}")
         self.kind = kind
         self.detail = detail
@@ -69,11 +87,13 @@ async def fetch_frame(
     time_limit: float,
     max_bytes: int,
     validators: Validators | None = None,
+    connect_timeout: float | None = None,
 ) -> Fetched:
     """GET `url`, reading at most `max_bytes` of body within `time_limit` seconds in total.
 
     The CriTer server answers chunked with no Content-Length, so the cap is enforced while
     streaming: a runaway body costs at most `max_bytes` of memory, never more.
+    `connect_timeout` is the session's (only used to word the error).
     """
     headers = validators.headers() if validators else {}
     started = time.monotonic()
@@ -83,23 +103,29 @@ async def fetch_frame(
                 if resp.status == 304:
                     return _fetched(resp, b"", started)
                 if resp.status >= 400:
-                    raise FetchError("http", f"HTTP {resp.status} {resp.reason or ''}".strip(),
-                                     resp.status)
+                    reason = f"HTTP {resp.status} {resp.reason or ''}".strip()
+                    raise FetchError(ErrorKind.HTTP, reason, resp.status)
                 if resp.content_length is not None and resp.content_length > max_bytes:
-                    raise FetchError("too_large", f"Content-Length {resp.content_length} "
+                    raise FetchError(ErrorKind.TOO_LARGE, f"Content-Length {resp.content_length} "
                                      f"over the {max_bytes}-byte cap")
                 body = await _read_capped(resp, max_bytes)
                 return _fetched(resp, body, started)
     except FetchError:
         raise
+    except aiohttp.ConnectionTimeoutError:
+        # Before TimeoutError, which it subclasses: the server did not accept a connection.
+        within = f" within {connect_timeout:g} s" if connect_timeout else ""
+        raise FetchError(ErrorKind.TIMEOUT, f"could not connect{within}") from None
     except TimeoutError:
-        raise FetchError("timeout", f"no complete answer within {time_limit:g} s") from None
+        raise FetchError(ErrorKind.TIMEOUT,
+                         f"no complete answer within {time_limit:g} s") from None
     except aiohttp.ClientConnectorDNSError as exc:
-        raise FetchError("dns", _short(exc)) from None
+        raise FetchError(ErrorKind.DNS, _short(exc)) from None
     except aiohttp.ClientResponseError as exc:
-        raise FetchError("http", f"HTTP {exc.status} {exc.message}", exc.status) from None
+        raise FetchError(ErrorKind.HTTP, f"HTTP {exc.status} {exc.message}", exc.status) \
+            from None
     except (aiohttp.ClientError, OSError) as exc:
-        raise FetchError("connection", _short(exc)) from None
+        raise FetchError(ErrorKind.CONNECTION, _short(exc)) from None
 
 
 async def _read_capped(resp: aiohttp.ClientResponse, max_bytes: int) -> bytes:
@@ -108,7 +134,7 @@ async def _read_capped(resp: aiohttp.ClientResponse, max_bytes: int) -> bytes:
     async for chunk in resp.content.iter_chunked(_CHUNK):
         size += len(chunk)
         if size > max_bytes:
-            raise FetchError("too_large", f"body over the {max_bytes}-byte cap")
+            raise FetchError(ErrorKind.TOO_LARGE, f"body over the {max_bytes}-byte cap")
         parts.append(chunk)
     return b"".join(parts)
 
@@ -128,3 +154,52 @@ def _short(exc: BaseException) -> str:
     """One line: exception messages from aiohttp can span lines and repeat the URL."""
     text = str(exc).splitlines()[0] if str(exc) else ""
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class Slots:
+    """Turns to send a request: at most `total` in flight, `per_host` to one host, and a
+    share of each kept for cameras that answer.
+
+    Why not aiohttp's connector limits: a request queued there for a pooled connection is
+    already on its camera's clock (aiohttp even counts the queueing against the connect
+    timeout), so four slow cameras on the one CriTer host made the healthy ones fail with
+    timeouts that were not theirs. Here the wait happens before the request starts, and is
+    measured apart. A *suspect* camera (failing, down, or slow last time) may hold at most
+    half of the slots (`suspect_share`), so the others always have the rest and a healthy
+    camera never loses a frame because its neighbours are slow.
+    """
+
+    def __init__(self, total: int, per_host: int) -> None:
+        if total < 1 or per_host < 1:
+            raise ValueError("slot counts must be at least 1")
+        self._total = _Gate(total)
+        self._per_host = per_host
+        self._hosts: dict[str, _Gate] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, host: str, *, suspect: bool) -> AsyncIterator[None]:
+        """Wait for a turn (host first, then the total, in one order: no deadlock)."""
+        gate = self._hosts.get(host)
+        if gate is None:
+            gate = self._hosts[host] = _Gate(self._per_host)
+        async with gate.turn(suspect), self._total.turn(suspect):
+            yield
+
+
+def suspect_share(slots: int) -> int:
+    """Slots suspects may hold together: half, at least one (with one slot, no reserve)."""
+    return max(1, slots // 2)
+
+
+class _Gate:
+    def __init__(self, slots: int) -> None:
+        self._all = asyncio.Semaphore(slots)
+        self._suspects = asyncio.Semaphore(suspect_share(slots))
+
+    @contextlib.asynccontextmanager
+    async def turn(self, suspect: bool) -> AsyncIterator[None]:
+        async with contextlib.AsyncExitStack() as stack:
+            if suspect:
+                await stack.enter_async_context(self._suspects)
+            await stack.enter_async_context(self._all)
+            yield

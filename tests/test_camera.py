@@ -9,19 +9,29 @@ from lyoncam_daemon.config import parse_config
 from lyoncam_daemon.dedup import Outcome, Verdict
 from lyoncam_daemon.fetch import Fetched
 from lyoncam_daemon.frames import Fingerprint
+from lyoncam_daemon.stats import State
 
 
 def test_health_goes_failing_then_down_and_reports_only_changes() -> None:
     h = Health()
-    assert h.succeeded() == "starting"
+    assert h.succeeded() is State.STARTING
     assert h.succeeded() is None
-    assert h.failed(now=100.0, down_after=60) == "ok" and h.state == "failing"
+    assert h.failed(now=100.0, down_after=60) is State.OK and h.state is State.FAILING
     assert h.failed(now=130.0, down_after=60) is None and h.failures == 2
-    assert h.failed(now=161.0, down_after=60) == "failing" and h.state == "down"
-    assert h.failed(now=900.0, down_after=60) is None
-    assert h.succeeded() == "down" and h.state == "ok" and h.failures == 0
+    assert h.failed(now=161.0, down_after=60) is State.FAILING and h.state is State.DOWN
+    assert h.failed(now=900.0, down_after=60) is None and h.state is State.DOWN
+    assert h.succeeded() is State.DOWN and h.state is State.OK and h.failures == 0
     # a new failure streak counts from its own start
-    assert h.failed(now=1000.0, down_after=60) == "ok" and h.state == "failing"
+    assert h.failed(now=1000.0, down_after=60) is State.OK and h.state is State.FAILING
+
+
+def test_a_failing_camera_is_down_at_down_after_without_another_poll() -> None:
+    h = Health()
+    h.failed(now=100.0, down_after=60)
+    assert h.down_at(60) == 160.0
+    assert not h.expire(159.9, 60) and h.state is State.FAILING
+    assert h.expire(160.0, 60) and h.state is State.DOWN
+    assert h.down_at(60) is None  # already down: nothing more to wait for
 
 
 def test_sidecar_holds_what_the_dataset_tools_need() -> None:

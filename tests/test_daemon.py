@@ -16,7 +16,8 @@ import structlog
 
 from lyoncam_daemon.daemon import Daemon
 from lyoncam_daemon.simulator import CriterSimulator, camera_ids, placeholder_sha256
-from lyoncam_daemon.store import FrameStore, StoreError
+from lyoncam_daemon.storage import Frame, StoredFrame, StoreError
+from lyoncam_daemon.storage.filesystem import FilesystemStorage
 
 from .conftest import make_config, run_for, stored_frames
 
@@ -167,16 +168,16 @@ async def test_cancelling_mid_write_leaves_no_partial_file(tmp_path: Path) -> No
 async def test_write_errors_are_counted_and_the_camera_keeps_polling(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_save = FrameStore.save
+    real_write = FilesystemStorage.write
     failures = {"left": 3}
 
-    def flaky_save(self: FrameStore, *args: object, **kwargs: object) -> Path:
+    def flaky_write(self: FilesystemStorage, frame: Frame) -> StoredFrame:
         if failures["left"] > 0:
             failures["left"] -= 1
             raise StoreError("cannot write frame of W1 under /x: No space left on device")
-        return real_save(self, *args, **kwargs)  # type: ignore[arg-type]
+        return real_write(self, frame)
 
-    monkeypatch.setattr(FrameStore, "save", flaky_save)
+    monkeypatch.setattr(FilesystemStorage, "write", flaky_write)
     async with CriterSimulator(["W1"], period=0.2) as sim:
         config = make_config(tmp_path, {"W1": sim.url("W1")}, interval=0.2)
         with structlog.testing.capture_logs() as logs:
@@ -444,3 +445,33 @@ async def test_slow_decoding_never_stalls_the_event_loop(
     assert sum(c.outcomes["stored"] for c in daemon.stats.cameras.values()) >= 4
     # decoding waits in the one-thread pool; the loop itself never stops for it
     assert max(lags) < 0.15, max(lags)
+
+
+async def test_slow_cameras_never_starve_healthy_ones_on_the_same_host(tmp_path: Path) -> None:
+    """4 slow and 6 healthy cameras on one host, default max_per_host 4: healthy ones keep
+    every frame, and the slow ones fail with their own timeout, nobody else's."""
+    import time
+
+    ids = camera_ids(10)
+    slow, healthy = ids[:4], ids[4:]
+    interval, timeout, period, run_s = 0.25, 1.5, 0.6, 8.0
+    async with CriterSimulator(ids, period=period, modes=dict.fromkeys(slow, "slow"),
+                               slow_seconds=30, etag=False) as sim:
+        config = make_config(tmp_path, {i: sim.url(i) for i in ids}, interval=interval,
+                             timeout=timeout)
+        assert config.http.max_per_host == 4
+        started = time.monotonic()
+        daemon = await run_for(config, run_s)
+        stopped = started + run_s
+        # Frames published after the slow cameras' first timeout (until then nobody knows
+        # they are slow, and they may hold every slot once) and at least one interval plus
+        # slack before the stop: each of those must be kept.
+        window = (started + timeout + interval + 0.1, stopped - interval - 0.3)
+        expected = {c: sim.tick(c, window[1]) - sim.tick(c, window[0]) + 1 for c in healthy}
+    kept = {c: min(len(stored_frames(tmp_path, c)), expected[c]) for c in healthy}
+    assert sum(kept.values()) / sum(expected.values()) >= 0.99, (kept, expected)
+    cams = daemon.stats.cameras
+    for c in healthy:
+        assert not cams[c].errors, (c, cams[c].errors)
+    for c in slow:
+        assert cams[c].errors["timeout"] >= 1 and set(cams[c].errors) == {"timeout"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from collections.abc import AsyncIterator
 
@@ -10,7 +11,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from lyoncam_daemon.fetch import FetchError, Validators, fetch_frame
+from lyoncam_daemon.fetch import FetchError, Slots, Validators, fetch_frame, suspect_share
 
 BODY = b"\xff\xd8\xff" + bytes(range(256)) * 400 + b"\xff\xd9"
 
@@ -115,3 +116,71 @@ async def test_refused_connection_is_a_connection_error(session: aiohttp.ClientS
     with pytest.raises(FetchError) as info:
         await fetch_frame(session, f"http://127.0.0.1:{port}/x", time_limit=2, max_bytes=1000)
     assert info.value.kind == "connection"
+
+
+async def _holders(slots: Slots, host: str, suspect: bool, n: int,
+                   release: asyncio.Event) -> tuple[list[asyncio.Task[None]], list[int]]:
+    """Start `n` requests that hold their slot until `release`; count who got in."""
+    inside: list[int] = []
+
+    async def hold(i: int) -> None:
+        async with slots.hold(host, suspect=suspect):
+            inside.append(i)
+            await release.wait()
+
+    tasks = [asyncio.create_task(hold(i)) for i in range(n)]
+    for _ in range(5):
+        await asyncio.sleep(0)
+    return tasks, inside
+
+
+async def test_suspect_cameras_hold_at_most_half_the_slots_of_a_host() -> None:
+    slots, release = Slots(total=8, per_host=4), asyncio.Event()
+    suspects, inside = await _holders(slots, "criter", True, 4, release)
+    assert len(inside) == suspect_share(4) == 2
+    healthy, healthy_inside = await _holders(slots, "criter", False, 3, release)
+    assert len(healthy_inside) == 2  # the two slots the suspects may not take
+    release.set()
+    await asyncio.gather(*suspects, *healthy)
+    assert len(inside) == 4 and len(healthy_inside) == 3
+
+
+async def test_the_total_limit_spans_hosts_and_keeps_its_own_reserve() -> None:
+    slots, release = Slots(total=2, per_host=4), asyncio.Event()
+    a, a_in = await _holders(slots, "a", True, 2, release)
+    b, b_in = await _holders(slots, "b", False, 2, release)
+    assert (len(a_in), len(b_in)) == (1, 1)
+    release.set()
+    await asyncio.gather(*a, *b)
+
+
+def test_slot_counts_must_be_positive() -> None:
+    with pytest.raises(ValueError):
+        Slots(total=0, per_host=1)
+
+
+async def test_a_connect_timeout_says_so(session: aiohttp.ClientSession) -> None:
+    # A listening socket whose backlog is full never completes the handshake.
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(0)
+    port = server.getsockname()[1]
+    fillers = []
+    try:
+        for _ in range(8):
+            s = socket.socket()
+            s.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                s.connect(("127.0.0.1", port))
+            fillers.append(s)
+        async with aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(sock_connect=0.3)) as short:
+            with pytest.raises(FetchError) as info:
+                await fetch_frame(short, f"http://127.0.0.1:{port}/x.jpg", time_limit=5,
+                                  max_bytes=10**6, connect_timeout=0.3)
+    finally:
+        for s in fillers:
+            s.close()
+        server.close()
+    assert info.value.kind == "timeout"
+    assert str(info.value) == "timeout: could not connect within 0.3 s"

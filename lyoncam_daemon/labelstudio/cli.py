@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 import structlog
 from tqdm import tqdm
 
-from lyoncam_daemon import observe
+from lyoncam_daemon import logs
 from lyoncam_daemon.labelstudio.auth import ENV_KEY, AuthError, Credentials, load_token
 from lyoncam_daemon.labelstudio.client import (
     HTTPError,
@@ -188,7 +188,7 @@ class _TqdmStream:
 def configure_logging(log_format: str, verbose: bool, bar: bool) -> None:
     """The daemon's log set-up (JSON lines unless stderr is a terminal), above the bar if any."""
     stream = cast(TextIO, _TqdmStream()) if bar else sys.stderr
-    observe.configure_logging(log_format, "debug" if verbose else "info", stream=stream)
+    logs.configure_logging(log_format, "debug" if verbose else "info", stream=stream)
 
 
 class BarProgress:

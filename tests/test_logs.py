@@ -8,7 +8,7 @@ import warnings
 
 import structlog
 
-from lyoncam_daemon.observe import Stats, configure_logging
+from lyoncam_daemon.logs import configure_logging
 
 
 def test_json_logs_and_library_warnings_are_json_lines() -> None:
@@ -27,15 +27,3 @@ def test_json_logs_and_library_warnings_are_json_lines() -> None:
     assert [r["event"] for r in records] == ["hello", "python warning"]
     assert records[0]["camera"] == "A" and records[0]["level"] == "info"
     assert records[1]["message"] == "Corrupt EXIF data" and records[1]["category"] == "UserWarning"
-
-
-def test_totals_add_up_over_cameras() -> None:
-    stats = Stats()
-    stats.camera("A").outcomes.update({"stored": 2, "unchanged": 1})
-    stats.camera("B").outcomes.update({"stored": 1})
-    stats.camera("B").errors["timeout"] += 1
-    stats.camera("B").state = "failing"
-    totals = stats.totals()
-    assert totals["stored"] == 3 and totals["cameras"] == 2
-    assert totals["errors"] == {"timeout": 1}
-    assert totals["states"] == {"starting": 1, "failing": 1}

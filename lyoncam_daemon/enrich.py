@@ -1,0 +1,64 @@
+"""The enrich stage: extra sidecar fields for a frame about to be stored.
+
+Daylight, weather and the like describe a frame for the dataset tools; none of them may cost
+the frame. Each enricher is awaited under a deadline, all of them at once: one that raises or
+is late gives no fields (the failure is returned, for the caller to count and log once), and
+the frame is stored all the same. Enrichers are given to the daemon (`Daemon(enrichers=...)`),
+so tests and future features plug in without touching the camera loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from lyoncam_daemon.config import CameraConfig
+from lyoncam_daemon.dedup import Verdict
+
+#: Seconds an enricher may take before its fields are given up for this frame: the frame
+#: waits that long at most before it is stored.
+ENRICH_TIMEOUT_S = 2.0
+
+
+class Enricher(Protocol):
+    """Sidecar fields for one frame. `name` appears in logs when it fails."""
+
+    name: str
+
+    async def __call__(self, camera: CameraConfig, captured_at: datetime,
+                       verdict: Verdict) -> Mapping[str, Any]: ...
+
+
+@dataclass(frozen=True)
+class Enriched:
+    fields: dict[str, Any]
+    #: (enricher name, one-line reason) for each enricher that gave nothing.
+    failures: list[tuple[str, str]]
+
+
+async def enrich(enrichers: Sequence[Enricher], camera: CameraConfig, captured_at: datetime,
+                 verdict: Verdict, limit_s: float = ENRICH_TIMEOUT_S) -> Enriched:
+    """Run every enricher concurrently; merge their fields in order."""
+    if not enrichers:
+        return Enriched({}, [])
+    results = await asyncio.gather(
+        *(asyncio.wait_for(e(camera, captured_at, verdict), limit_s) for e in enrichers),
+        return_exceptions=True,
+    )
+    fields: dict[str, Any] = {}
+    failures: list[tuple[str, str]] = []
+    for enricher, result in zip(enrichers, results, strict=True):
+        if isinstance(result, asyncio.CancelledError):
+            raise result
+        if isinstance(result, TimeoutError):
+            failures.append((enricher.name, f"no answer within {limit_s:g} s"))
+        elif isinstance(result, BaseException):
+            failures.append((enricher.name, f"{type(result).__name__}: {result}"))
+        elif not isinstance(result, Mapping):
+            failures.append((enricher.name, f"returned {type(result).__name__}, not a mapping"))
+        else:
+            fields.update(result)
+    return Enriched(fields, failures)

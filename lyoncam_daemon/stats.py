@@ -1,0 +1,148 @@
+"""What the daemon has done, per camera: counters, timings, state and condition.
+
+The camera tasks write these (one event loop: no locks); everything that reports reads one
+`Snapshot`, taken synchronously so its numbers add up: the periodic summary, `health.json`,
+and later `/metrics`. Counters live for the daemon's lifetime, across reloads; a camera
+removed from the config is dropped with `Stats.remove`.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import time
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class State(StrEnum):
+    """Reachability of a camera: starting → ok ⇄ failing → down."""
+
+    STARTING = "starting"
+    OK = "ok"
+    FAILING = "failing"
+    DOWN = "down"
+
+
+class Condition(StrEnum):
+    """What the camera's answers look like, or why its frames are not being kept."""
+
+    NORMAL = "normal"
+    PLACEHOLDER = "placeholder"
+    TRUNCATED = "truncated"
+    NOT_IMAGE = "not_image"
+    CORRUPT = "corrupt"
+    TOO_LARGE = "too_large"
+    STALE = "stale"
+    #: Frames arrive but cannot be stored (full or read-only disk): nothing is being kept.
+    WRITE_FAILING = "write_failing"
+
+
+@dataclass
+class Timing:
+    """Observations of one duration: enough for a summary now and a histogram later."""
+
+    count: int = 0
+    total: float = 0.0
+    max: float = 0.0
+    last: float | None = None
+
+    def observe(self, seconds: float) -> None:
+        self.count += 1
+        self.total += seconds
+        self.max = max(self.max, seconds)
+        self.last = seconds
+
+    @property
+    def mean(self) -> float | None:
+        return self.total / self.count if self.count else None
+
+
+@dataclass
+class CameraStats:
+    """What happened to one camera's polls since the daemon started."""
+
+    polls: int = 0
+    outcomes: Counter[str] = field(default_factory=Counter)
+    errors: Counter[str] = field(default_factory=Counter)
+    fetched_bytes: int = 0
+    stored_bytes: int = 0
+    write_errors: int = 0
+    #: Enrichers or post-store hooks that failed: the frame was kept without their part.
+    enrich_errors: int = 0
+    hook_errors: int = 0
+    state: State = State.STARTING
+    condition: Condition = Condition.NORMAL
+    last_stored_at: str | None = None
+    #: Wall-clock time (Unix seconds) the last poll started.
+    last_poll_unix: float | None = None
+    #: Request time, from the moment a connection slot was granted to the last body byte.
+    fetch_s: Timing = field(default_factory=Timing)
+    #: Time waiting for a connection slot (other cameras' requests in flight).
+    slot_wait_s: Timing = field(default_factory=Timing)
+    #: How late each poll started against its schedule.
+    lateness_s: Timing = field(default_factory=Timing)
+
+    def as_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["outcomes"], d["errors"] = dict(self.outcomes), dict(self.errors)
+        d["state"], d["condition"] = self.state.value, self.condition.value
+        return d
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A consistent copy of every camera's stats at one moment."""
+
+    taken_unix: float
+    cameras: Mapping[str, CameraStats]
+    #: Why the store refuses frames right now (the latest write error), None while it works.
+    storage_error: str | None = None
+
+    def totals(self) -> dict[str, Any]:
+        outcomes: Counter[str] = Counter()
+        errors: Counter[str] = Counter()
+        states: Counter[str] = Counter()
+        for cam in self.cameras.values():
+            outcomes.update(cam.outcomes)
+            errors.update(cam.errors)
+            states[cam.state.value] += 1
+        cams = self.cameras.values()
+        return {
+            "cameras": len(self.cameras),
+            "states": dict(states),
+            "polls": sum(c.polls for c in cams),
+            "stored": outcomes.get("stored", 0),
+            "stored_bytes": sum(c.stored_bytes for c in cams),
+            "write_errors": sum(c.write_errors for c in cams),
+            "outcomes": dict(outcomes),
+            "errors": dict(errors),
+        }
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "totals": self.totals(),
+            "storage": {"ok": self.storage_error is None, "error": self.storage_error},
+            "cameras": {cid: cam.as_dict() for cid, cam in self.cameras.items()},
+        }
+
+
+@dataclass
+class Stats:
+    """Counters of every camera, shared by the camera tasks."""
+
+    cameras: dict[str, CameraStats] = field(default_factory=dict)
+    storage_error: str | None = None
+
+    def camera(self, camera_id: str) -> CameraStats:
+        return self.cameras.setdefault(camera_id, CameraStats())
+
+    def remove(self, camera_id: str) -> None:
+        """A camera left the config: its series disappear from reports."""
+        self.cameras.pop(camera_id, None)
+
+    def snapshot(self) -> Snapshot:
+        return Snapshot(time.time(), copy.deepcopy(self.cameras), self.storage_error)

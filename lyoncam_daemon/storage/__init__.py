@@ -1,0 +1,73 @@
+"""Where frames are kept: a small protocol, so the capture path does not care where.
+
+A store takes a frame and its sidecar and returns where it put them; finds a camera's
+newest frame again after a restart; and repairs what a killed process left at start. The
+filesystem store (`filesystem.py`) is the first implementation; an object store fits the
+same three calls. What happens *after* a frame is stored (the index, retention, pushing to
+Label Studio) hangs on post-store hooks, never inside a store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from lyoncam_daemon.storage.layout import frame_key, iso_utc, parse_frame_stem, utc_stamp
+
+__all__ = [
+    "Frame",
+    "Storage",
+    "StoreError",
+    "StoreHook",
+    "StoredFrame",
+    "frame_key",
+    "iso_utc",
+    "parse_frame_stem",
+    "utc_stamp",
+]
+
+
+class StoreError(Exception):
+    """A frame could not be stored; nothing partial was left behind, nothing older touched."""
+
+
+@dataclass(frozen=True)
+class Frame:
+    """A frame to store: the bytes exactly as served and the sidecar describing them."""
+
+    camera_id: str
+    captured_at: datetime
+    data: bytes
+    sidecar: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class StoredFrame:
+    """A frame once stored: `key` is its relative key (layout.frame_key, maybe suffixed)."""
+
+    camera_id: str
+    key: str
+    captured_at: datetime
+    size: int
+    #: The sidecar as written, `file` included.
+    sidecar: Mapping[str, Any]
+
+
+class Storage(Protocol):
+    """What the capture path needs of a store. Every call is safe to await on the loop."""
+
+    async def save(self, frame: Frame) -> StoredFrame:
+        """Store atomically; raise StoreError (one line naming the place and the reason)."""
+
+    async def latest(self, camera_id: str) -> StoredFrame | None:
+        """The newest complete frame of a camera, so a restart stores no duplicate."""
+
+    async def recover(self, camera_id: str) -> int:
+        """Remove what an interrupted write left for this camera; return how many files."""
+
+
+#: Called after each stored frame (index, retention, push bookkeeping...). A failing hook is
+#: logged and counted by the caller; it never costs the frame, which is already stored.
+StoreHook = Callable[[StoredFrame], Awaitable[None]]

@@ -1,0 +1,146 @@
+"""The filesystem store: a per-camera dated tree of JPEGs, each with a JSON sidecar.
+
+Bytes are stored exactly as served (never re-encoded). Each file is written to a hidden
+temp file in its final folder, fsynced and renamed (atomic.py), so a reader or a crash
+never sees a partial frame under a real name. The blocking work of one frame (two writes,
+two fsyncs, two renames, a folder fsync) is done in one thread hop: aiofiles would take a
+hop for each of those calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import itertools
+import json
+import os
+import re
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+
+from lyoncam_daemon.atomic import TMP_MARK, fsync_dir, write_temp
+from lyoncam_daemon.storage import Frame, StoredFrame, StoreError
+from lyoncam_daemon.storage.layout import day_prefix, frame_key, parse_frame_stem
+
+_DIGITS = re.compile(r"^\d+$")
+
+
+class FilesystemStorage:
+    """Frames under `data_dir`; see the module docstring. Implements `storage.Storage`."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+
+    # -- the Storage protocol ---------------------------------------------------------------
+
+    async def save(self, frame: Frame) -> StoredFrame:
+        return await asyncio.to_thread(self.write, frame)
+
+    async def latest(self, camera_id: str) -> StoredFrame | None:
+        return await asyncio.to_thread(self.find_latest, camera_id)
+
+    async def recover(self, camera_id: str) -> int:
+        return await asyncio.to_thread(self.remove_incomplete, camera_id)
+
+    # -- blocking implementations (also for tools and tests) --------------------------------
+
+    def path_of(self, key: str) -> Path:
+        return self.data_dir / key
+
+    def write(self, frame: Frame) -> StoredFrame:
+        """Store the frame and its sidecar atomically.
+
+        Both files are written and fsynced under temp names first, then renamed JPEG
+        first: the only crash window is between two renames, and the orphan JPEG it can
+        leave is removed at the next start (`remove_incomplete`), since recovery only
+        trusts a frame whose sidecar exists. Raises StoreError (with the folder and the OS
+        reason) on any OS failure, after removing whatever it had written.
+        """
+        folder = self.data_dir / day_prefix(frame.camera_id, frame.captured_at)
+        temps: list[Path] = []
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            key = self._free_key(frame.camera_id, frame.captured_at)
+            final = self.path_of(key)
+            sidecar = {**frame.sidecar, "file": final.name}
+            meta = json.dumps(sidecar, indent=1, sort_keys=True, ensure_ascii=False).encode()
+            temps.append(write_temp(final, frame.data))
+            temps.append(write_temp(final.with_suffix(".json"), meta))
+            os.replace(temps[0], final)
+            try:
+                os.replace(temps[1], final.with_suffix(".json"))
+            except OSError:
+                final.unlink(missing_ok=True)
+                raise
+            fsync_dir(folder)
+        except OSError as exc:
+            for tmp in temps:
+                tmp.unlink(missing_ok=True)
+            reason = exc.strerror or errno.errorcode.get(exc.errno or 0, str(exc))
+            raise StoreError(
+                f"cannot write frame of {frame.camera_id} under {folder}: {reason}") from None
+        return StoredFrame(frame.camera_id, key, frame.captured_at, len(frame.data), sidecar)
+
+    def _free_key(self, camera_id: str, moment: datetime) -> str:
+        for n in itertools.count():
+            key = frame_key(camera_id, moment, n)
+            path = self.path_of(key)
+            if not path.exists() and not path.with_suffix(".json").exists():
+                return key
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def find_latest(self, camera_id: str) -> StoredFrame | None:
+        """The newest stored frame of a camera whose sidecar reads, or None.
+
+        Walks only the newest year/month/day folders (names sort by date), so start-up
+        costs a few directory listings per camera, not a scan of months of frames.
+        """
+        for day in self._days_newest_first(camera_id):
+            for sidecar in sorted(day.glob(f"{camera_id}_*.json"), reverse=True):
+                parsed = parse_frame_stem(sidecar.stem)
+                if sidecar.name.startswith(".") or parsed is None:
+                    continue
+                try:
+                    meta = json.loads(sidecar.read_text(encoding="utf-8"))
+                    jpg = sidecar.with_suffix(".jpg")
+                    size = jpg.stat().st_size
+                except (OSError, ValueError):
+                    continue
+                if isinstance(meta, dict):
+                    key = jpg.relative_to(self.data_dir).as_posix()
+                    return StoredFrame(camera_id, key, parsed[1], size, meta)
+        return None
+
+    def remove_incomplete(self, camera_id: str) -> int:
+        """Delete what a killed process can leave: temp files, and a JPEG without sidecar.
+
+        Only the two newest day folders are looked at (a crash hits the folder being
+        written, which is the newest, or yesterday's just after midnight UTC). The orphan
+        JPEG's scene is fetched again by the next poll, this time with its sidecar.
+        """
+        removed = 0
+        for day in itertools.islice(self._days_newest_first(camera_id), 2):
+            doomed = list(day.glob(f".*{TMP_MARK}*"))
+            doomed += [jpg for jpg in day.glob(f"{camera_id}_*.jpg")
+                       if not jpg.with_suffix(".json").exists()]
+            for path in doomed:
+                with contextlib.suppress(OSError):
+                    path.unlink()
+                    removed += 1
+        return removed
+
+    def _days_newest_first(self, camera_id: str) -> Iterator[Path]:
+        root = self.data_dir / camera_id
+        for year in _numeric_dirs(root):
+            for month in _numeric_dirs(year):
+                yield from _numeric_dirs(month)
+
+
+def _numeric_dirs(folder: Path) -> list[Path]:
+    try:
+        entries = [p for p in folder.iterdir() if _DIGITS.match(p.name) and p.is_dir()]
+    except OSError:
+        return []
+    return sorted(entries, key=lambda p: int(p.name), reverse=True)
