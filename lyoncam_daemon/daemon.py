@@ -37,10 +37,6 @@ from lyoncam_daemon.stats import Stats
 from lyoncam_daemon.storage import Storage, StoreHook, iso_utc
 from lyoncam_daemon.storage.filesystem import FilesystemStorage
 
-#: Slack after the longest interval before the first summary: by then every camera has
-#: been polled once, so a dead network is reported within a minute, not after 5.
-_FIRST_SUMMARY_SLACK_S = 5.0
-
 
 class StartupError(Exception):
     """The daemon cannot start; the message is one line naming the culprit."""
@@ -160,13 +156,16 @@ class Daemon:
     async def _report_loop(self) -> None:
         """The one-line summary and the health record a supervisor watches.
 
-        The first comes once every camera has been polled (one longest interval), not
-        after a whole `summary_interval`: a dead network shows within a minute.
+        The first comes once every camera has had its first poll (one interval for its
+        phase, one timeout for its answer), not after a whole `summary_interval`: a dead
+        network shows within about a minute, not five.
         """
         every = self.config.log.summary_interval
-        longest = max((c.interval for c in self.config.enabled_cameras), default=every)
+        cams = self.config.enabled_cameras
+        first_round = max((c.interval for c in cams), default=0.0) + max(
+            (c.timeout for c in cams), default=0.0)
         self._write_health()
-        await asyncio.sleep(min(every, longest + _FIRST_SUMMARY_SLACK_S))
+        await asyncio.sleep(min(every, first_round))
         while True:
             totals = self._write_health()
             self.log.info("summary", **totals)
