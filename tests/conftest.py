@@ -22,12 +22,6 @@ def _reset_structlog() -> Iterator[None]:
     structlog.reset_defaults()
 
 
-@pytest.fixture(scope="session")
-def night_frame() -> bytes:
-    """A real CriTer frame: CWL9018, 1920x1080, 283,964 bytes."""
-    return (FIXTURES / "CWL9018_night.jpg").read_bytes()
-
-
 def make_config(
     data_dir: Path,
     urls: Mapping[str, str],
