@@ -28,6 +28,7 @@ from pydantic import (
 )
 
 from lyoncam_daemon import __version__
+from lyoncam_daemon.shard import Shard, parse_shard
 
 #: Sub-10 s polling only re-downloads the same bytes (CriTer republishes once a minute) and
 #: the platform asks clients not to poll faster than the data set changes.
@@ -241,6 +242,9 @@ class Config(_Model):
     placeholder_sha256: tuple[str, ...] = ()
     defaults: Tuning = Tuning()
     cameras: tuple[CameraConfig, ...]
+    #: `I/N`: poll only the enabled cameras that shard I of N owns (shard.py), so N daemons
+    #: with the same file cover every camera once. `run --shard` overrides it.
+    shard: Shard | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -273,9 +277,20 @@ class Config(_Model):
                 raise ValueError(f"{s!r} is not 64 lowercase hex digits")
         return v
 
+    @field_validator("shard", mode="before")
+    @classmethod
+    def _shard(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            return parse_shard(v)
+        if v is not None and not isinstance(v, Shard):
+            raise ValueError("must be I/N, e.g. 2/3")
+        return v
+
     @property
     def enabled_cameras(self) -> tuple[CameraConfig, ...]:
-        return tuple(c for c in self.cameras if c.enabled)
+        """The cameras this daemon polls: enabled, and owned by its shard if it has one."""
+        return tuple(c for c in self.cameras
+                     if c.enabled and (self.shard is None or self.shard.owns(c.id)))
 
 
 class ConfigError(Exception):
