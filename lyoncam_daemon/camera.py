@@ -169,10 +169,17 @@ class CameraTask:
         if self._recovered:
             return
         self._recovered = True
-        removed = await self.rt.storage.recover(self.camera.id)
+        try:
+            removed = await self.rt.storage.recover(self.camera.id)
+            found = await self.rt.storage.latest(self.camera.id)
+        except StoreError as exc:
+            # An unreachable bucket must not keep the camera from capturing; the cost is at
+            # most one frame stored again.
+            self.log.warning("newest stored frame not read back; the next one may repeat it",
+                             error=str(exc))
+            return
         if removed:
             self.log.info("removed incomplete files from an interrupted run", files=removed)
-        found = await self.rt.storage.latest(self.camera.id)
         if found is None:
             return
         meta = found.sidecar

@@ -134,6 +134,49 @@ class RetrySettings(_Model):
         return self
 
 
+class StorageSettings(_Model):
+    """Where frames go: the dated tree under data_dir, or an S3-compatible bucket.
+
+    Credentials never live here: they come from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY in
+    the environment or from `credentials_file` (KEY=value lines, as systemd's
+    EnvironmentFile and `docker --env-file` read them).
+    """
+
+    kind: Literal["filesystem", "s3"] = "filesystem"
+    #: The S3 server's URL (SeaweedFS, MinIO, Garage...); unset means AWS itself.
+    endpoint: str | None = None
+    bucket: str | None = None
+    #: Keys are `<prefix>/<camera>/<YYYY>/<MM>/<DD>/<camera>_<UTC>.jpg`, as in the tree.
+    prefix: str = ""
+    region: str = "us-east-1"
+    credentials_file: FilePath | None = None
+    #: Frames kept on local disk (data_dir/.lyoncam/spool) while the bucket is unreachable,
+    #: uploaded in order when it is back; beyond this, frames are refused and counted.
+    spool_max_bytes: ByteSize = Field(2_000_000_000, ge=0)
+    #: Seconds for one upload before the frame goes to the spool instead.
+    timeout: Duration = Field(20.0, gt=0)
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, v: str | None) -> str | None:
+        if v is not None:
+            parts = urlsplit(v)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise ValueError("must be an http:// or https:// URL")
+        return v
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, v: str) -> str:
+        return v.strip("/")
+
+    @model_validator(mode="after")
+    def _s3_needs_a_bucket(self) -> StorageSettings:
+        if self.kind == "s3" and not self.bucket:
+            raise ValueError("kind s3 needs a bucket")
+        return self
+
+
 class LogSettings(_Model):
     #: auto: JSON lines when stderr is not a terminal, readable console otherwise.
     format: Literal["auto", "json", "console"] = "auto"
@@ -235,6 +278,7 @@ class Config(_Model):
     #: Seconds to let in-flight fetches and writes finish on SIGTERM before cancelling.
     shutdown_grace: Duration = Field(10.0, ge=0)
     http: HttpSettings = HttpSettings()
+    storage: StorageSettings = StorageSettings()
     retry: RetrySettings = RetrySettings()
     log: LogSettings = LogSettings()
     dedup: DedupSettings = DedupSettings()
@@ -414,8 +458,12 @@ def _resolve_paths(config: Config, base_dir: Path) -> Config:
     dedup = config.dedup.model_copy(
         update={"placeholder_images": tuple(rel(p) for p in config.dedup.placeholder_images)}
     )
+    creds = config.storage.credentials_file
+    storage = config.storage.model_copy(
+        update={"credentials_file": rel(creds) if creds is not None else None})
     return config.model_copy(
-        update={"data_dir": rel(config.data_dir), "cameras": cams, "dedup": dedup}
+        update={"data_dir": rel(config.data_dir), "cameras": cams, "dedup": dedup,
+                "storage": storage}
     )
 
 

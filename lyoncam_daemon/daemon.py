@@ -33,7 +33,7 @@ from lyoncam_daemon.logs import configure_logging
 from lyoncam_daemon.registry import CameraRegistry
 from lyoncam_daemon.schedule import phase
 from lyoncam_daemon.state import StateDir, StateError
-from lyoncam_daemon.stats import Stats
+from lyoncam_daemon.stats import SpoolStats, Stats
 from lyoncam_daemon.storage import Storage, StoreHook, iso_utc
 from lyoncam_daemon.storage.filesystem import FilesystemStorage
 
@@ -58,6 +58,23 @@ def build_judge(config: Config, executor: Executor) -> Judge:
         raise SettingsError(f"dedup settings: {exc}") from None
 
 
+def build_storage(config: Config, state: StateDir, stats: Stats) -> Storage:
+    """The store `storage.kind` names; an object store gets a spool under the state folder."""
+    settings = config.storage
+    if settings.kind == "filesystem":
+        return FilesystemStorage(config.data_dir)
+    from lyoncam_daemon.storage.s3 import CredentialsError, S3Storage, load_credentials
+    from lyoncam_daemon.storage.spool import SpoolingStorage
+
+    try:
+        credentials = load_credentials(settings)
+    except CredentialsError as exc:
+        raise StartupError(f"storage: {exc}") from None
+    stats.spool = SpoolStats()
+    return SpoolingStorage(S3Storage(settings, credentials), state.path / "spool",
+                           settings.spool_max_bytes, stats.spool)
+
+
 class Daemon:
     """The capture daemon. `await run()` returns when stopped; `request_stop()` stops it.
 
@@ -75,8 +92,8 @@ class Daemon:
         self.stats = stats if stats is not None else Stats()
         self.enrichers = enrichers
         self.hooks = hooks
-        self.storage = storage if storage is not None else FilesystemStorage(config.data_dir)
         self.state = StateDir(config.data_dir)
+        self._storage = storage
         self.stop = asyncio.Event()
         self.log = structlog.get_logger("lyoncam.daemon")
         self.registry: CameraRegistry | None = None
@@ -101,12 +118,18 @@ class Daemon:
             if removed:
                 self.log.info("removed temp files of an interrupted run",
                               folder=str(self.state.path), files=removed)
+            storage = self._storage or build_storage(cfg, self.state, self.stats)
             with ThreadPoolExecutor(cfg.dedup.workers, thread_name_prefix="lyoncam-decode") as pool:
-                return await self._run_with(build_judge(cfg, pool))
+                judge = build_judge(cfg, pool)
+                await storage.open()
+                try:
+                    return await self._run_with(judge, storage)
+                finally:
+                    await storage.close()
         finally:
             self.state.release()
 
-    async def _run_with(self, judge: Judge) -> int:
+    async def _run_with(self, judge: Judge, storage: Storage) -> int:
         cfg = self.config
         # No connector limits: `Slots` decides how many requests run, before they start, so
         # queueing never eats into a camera's own deadline (fetch.py).
@@ -119,7 +142,7 @@ class Daemon:
                                          headers={"User-Agent": cfg.http.user_agent}) as session:
             rt = Runtime(config=cfg, session=session,
                          slots=Slots(cfg.http.max_concurrent, cfg.http.max_per_host),
-                         judge=judge, storage=self.storage, stats=self.stats,
+                         judge=judge, storage=storage, stats=self.stats,
                          enrichers=self.enrichers, hooks=self.hooks)
             registry = self.registry = CameraRegistry(rt)
             self._install_signal_handlers()  # before any camera: a SIGTERM then still exits 0

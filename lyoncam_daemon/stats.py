@@ -93,6 +93,24 @@ class CameraStats:
         return d
 
 
+@dataclass
+class SpoolStats:
+    """Frames waiting on local disk for an unreachable object store (spool.py)."""
+
+    frames: int = 0
+    bytes: int = 0
+    #: Capture time (Unix seconds) of the oldest frame waiting: the upload lag's start.
+    oldest_unix: float | None = None
+    uploaded: int = 0
+    #: Frames refused because the spool was full (counted, logged once).
+    refused: int = 0
+
+    def as_dict(self, now: float) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["lag_s"] = round(now - self.oldest_unix, 3) if self.oldest_unix is not None else 0.0
+        return d
+
+
 @dataclass(frozen=True)
 class Snapshot:
     """A consistent copy of every camera's stats at one moment."""
@@ -101,6 +119,7 @@ class Snapshot:
     cameras: Mapping[str, CameraStats]
     #: Why the store refuses frames right now (the latest write error), None while it works.
     storage_error: str | None = None
+    spool: SpoolStats | None = None
 
     def totals(self) -> dict[str, Any]:
         outcomes: Counter[str] = Counter()
@@ -123,9 +142,12 @@ class Snapshot:
         }
 
     def as_dict(self) -> dict[str, Any]:
+        storage: dict[str, Any] = {"ok": self.storage_error is None, "error": self.storage_error}
+        if self.spool is not None:
+            storage["spool"] = self.spool.as_dict(self.taken_unix)
         return {
             "totals": self.totals(),
-            "storage": {"ok": self.storage_error is None, "error": self.storage_error},
+            "storage": storage,
             "cameras": {cid: cam.as_dict() for cid, cam in self.cameras.items()},
         }
 
@@ -136,6 +158,8 @@ class Stats:
 
     cameras: dict[str, CameraStats] = field(default_factory=dict)
     storage_error: str | None = None
+    #: Set when frames go to an object store through a spool.
+    spool: SpoolStats | None = None
 
     def camera(self, camera_id: str) -> CameraStats:
         return self.cameras.setdefault(camera_id, CameraStats())
@@ -145,4 +169,5 @@ class Stats:
         self.cameras.pop(camera_id, None)
 
     def snapshot(self) -> Snapshot:
-        return Snapshot(time.time(), copy.deepcopy(self.cameras), self.storage_error)
+        return Snapshot(time.time(), copy.deepcopy(self.cameras), self.storage_error,
+                        copy.copy(self.spool))
