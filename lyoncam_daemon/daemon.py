@@ -23,7 +23,7 @@ import aiohttp
 import structlog
 
 from lyoncam_daemon import __version__
-from lyoncam_daemon.camera import Runtime
+from lyoncam_daemon.camera import Runtime, pipeline_size
 from lyoncam_daemon.config import Config
 from lyoncam_daemon.dedup import Judge
 from lyoncam_daemon.enrich import Enricher
@@ -143,6 +143,8 @@ class Daemon:
             rt = Runtime(config=cfg, session=session,
                          slots=Slots(cfg.http.max_concurrent, cfg.http.max_per_host),
                          judge=judge, storage=storage, stats=self.stats,
+                         pipeline=asyncio.Semaphore(
+                             pipeline_size(cfg.dedup.workers)),
                          enrichers=self.enrichers, hooks=self.hooks)
             registry = self.registry = CameraRegistry(rt)
             self._install_signal_handlers()  # before any camera: a SIGTERM then still exits 0
@@ -192,6 +194,10 @@ class Daemon:
         while True:
             totals = self._write_health()
             self.log.info("summary", **totals)
+            skipped = self.stats.take_skips()
+            if skipped:
+                self.log.warning("overloaded: polls skipped since the last summary",
+                                 skipped=skipped)
             if totals["polls"] and not totals["states"].get("ok"):
                 self.log.warning("no camera has answered", errors=totals["errors"],
                                  hint="check the network, a proxy, or the cameras' urls")

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+import structlog
+
 
 class State(StrEnum):
     """Reachability of a camera: starting → ok ⇄ failing → down."""
@@ -71,6 +73,8 @@ class CameraStats:
     fetched_bytes: int = 0
     stored_bytes: int = 0
     write_errors: int = 0
+    #: Polls not made because the daemon had no room for them before the next tick.
+    skipped: int = 0
     #: Enrichers or post-store hooks that failed: the frame was kept without their part.
     enrich_errors: int = 0
     hook_errors: int = 0
@@ -137,6 +141,7 @@ class Snapshot:
             "stored": outcomes.get("stored", 0),
             "stored_bytes": sum(c.stored_bytes for c in cams),
             "write_errors": sum(c.write_errors for c in cams),
+            "skipped": sum(c.skipped for c in cams),
             "outcomes": dict(outcomes),
             "errors": dict(errors),
         }
@@ -156,10 +161,32 @@ class Snapshot:
 class Stats:
     """Counters of every camera, shared by the camera tasks."""
 
+    _overload_logged: bool = field(default=False, repr=False)
+
     cameras: dict[str, CameraStats] = field(default_factory=dict)
     storage_error: str | None = None
     #: Set when frames go to an object store through a spool.
     spool: SpoolStats | None = None
+    #: Skipped polls not yet reported (see `overloaded`).
+    unreported_skips: int = 0
+
+    def overloaded(self) -> None:
+        """A poll was skipped. The first of an episode is logged at once, the rest are
+        summed up by the next summary: twenty thousand cameras never log twenty thousand
+        lines."""
+        if self.unreported_skips == 0 and not self._overload_logged:
+            self._overload_logged = True
+            structlog.get_logger("lyoncam.daemon").warning(
+                "overloaded: skipping polls", hint="fewer cameras per daemon (shard), longer "
+                "intervals, more dedup.workers, or a faster disk")
+        self.unreported_skips += 1
+
+    def take_skips(self) -> int:
+        """Skips since the last call; an episode ends with a summary that saw none."""
+        n, self.unreported_skips = self.unreported_skips, 0
+        if n == 0:
+            self._overload_logged = False
+        return n
 
     def camera(self, camera_id: str) -> CameraStats:
         return self.cameras.setdefault(camera_id, CameraStats())

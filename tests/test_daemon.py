@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import itertools
 import json
 import os
 import signal
@@ -580,3 +581,51 @@ async def test_a_second_stop_counts_the_polls_it_cancelled(tmp_path: Path) -> No
             assert await task == 0
     stopped = next(e for e in logs if e["event"] == "stopped")
     assert stopped["cancelled"] == 3
+
+
+async def test_overload_skips_polls_instead_of_piling_frames_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Decoding far slower than frames arrive: frames held stay bounded, polls are skipped
+    (counted, logged once) and never bunched together afterwards."""
+    import time
+
+    import lyoncam_daemon.camera as camera_module
+    from lyoncam_daemon.camera import pipeline_size
+    from lyoncam_daemon.dedup import Judge
+
+    real_judge = Judge.judge
+    judging = {"now": 0, "most": 0}
+
+    async def slow_judge(self: Judge, *args: object) -> object:
+        judging["now"] += 1
+        judging["most"] = max(judging["most"], judging["now"])
+        try:
+            await asyncio.sleep(0.3)  # a decode pool hopelessly behind
+            return await real_judge(self, *args)  # type: ignore[arg-type]
+        finally:
+            judging["now"] -= 1
+
+    real_fetch = camera_module.fetch_frame
+    starts: dict[str, list[float]] = {}
+
+    async def timed_fetch(session: object, url: str, **kw: object) -> object:
+        starts.setdefault(url, []).append(time.monotonic())
+        return await real_fetch(session, url, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Judge, "judge", slow_judge)
+    monkeypatch.setattr(camera_module, "fetch_frame", timed_fetch)
+    ids = camera_ids(12)
+    interval = 0.2
+    async with CriterSimulator(ids, period=0.1, etag=False) as sim:
+        config = make_config(tmp_path, {i: sim.url(i) for i in ids}, interval=interval,
+                             extra="dedup:\n  workers: 1")
+        with structlog.testing.capture_logs() as logs:
+            daemon = await run_for(config, 2.5)
+    assert judging["most"] <= pipeline_size(1)  # frames in memory stay bounded
+    totals = daemon.stats.snapshot().totals()
+    assert totals["skipped"] > 0 and totals["stored"] > 0
+    assert [e["event"] for e in logs].count("overloaded: skipping polls") == 1
+    for times in starts.values():  # a late camera skips ticks, it never catches up in a burst
+        gaps = [b - a for a, b in itertools.pairwise(times)]
+        assert min(gaps, default=interval) >= interval * 0.9, gaps
