@@ -158,9 +158,9 @@ def test_console_log_format_on_request(
 
 
 def test_tqdm_stream_passes_whole_lines(capsys: pytest.CaptureFixture[str]) -> None:
-    from lyoncam_daemon.labelstudio.cli import _TqdmStream
+    from lyoncam_daemon.labelstudio.progress import TqdmStream
 
-    stream = _TqdmStream()
+    stream = TqdmStream()
     for part in ("one", "\n", "two\nthr", "ee\n"):
         stream.write(part)
     stream.write("four")

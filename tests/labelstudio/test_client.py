@@ -32,7 +32,8 @@ from lyoncam_daemon.labelstudio.client import (
     redact_urls,
     strip_query,
 )
-from lyoncam_daemon.labelstudio.pull import Item, _fetch_one
+from lyoncam_daemon.labelstudio.pull.model import Item
+from lyoncam_daemon.labelstudio.pull.sync import fetch_image
 
 KEY = "feedfacefeedfacefeedfacefeedfacefeedface"
 
@@ -387,7 +388,7 @@ async def test_upload_falls_back_to_storage_data(standin: StandIn) -> None:
     standin.plans["/storage-data/uploaded/"] = [lambda: web.Response(body=b"JPEGBYTES")]
     item = Item(1, "/data/upload/4/ab12cd34-f.jpg", "f", ".jpg", "train", "")
     async with client(standin.url) as c:
-        assert await _fetch_one(c, item) == b"JPEGBYTES"
+        assert await fetch_image(c, item) == b"JPEGBYTES"
     assert standin.hits[1][0] == "/storage-data/uploaded/?filepath=upload/4/ab12cd34-f.jpg"
     assert standin.hits[1][1] == f"Token {KEY}"
 

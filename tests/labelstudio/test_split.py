@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from lyoncam_daemon.labelstudio.pull import PullOptions, Summary, plan
+from lyoncam_daemon.labelstudio.pull.model import PullOptions, Summary
+from lyoncam_daemon.labelstudio.pull.plan import plan
 from lyoncam_daemon.labelstudio.split import group_key, parse_frame_stem, side_of
 
 
@@ -99,7 +100,7 @@ def test_plan_keeps_uploaded_frames_of_an_underscore_camera_together() -> None:
     config = ('<View><Image name="image" value="$image"/><RectangleLabels name="label" '
               'toName="image"><Label value="Car"/></RectangleLabels></View>')
     opts = PullOptions(project=3, out=Path("unused"), val_fraction=0.5)
-    items = plan(tasks, config, opts, "http://127.0.0.1:1", Summary())
+    items = plan(tasks, config, opts, Summary())
     assert len(items) == 60
     assert all(item.stem.startswith("CAM_A_2026") for item in items)  # upload prefix stripped
     assert len({group_key(item.stem) for item in items}) == 1
