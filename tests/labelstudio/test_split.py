@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+import pytest
 
 from lyoncam_daemon.labelstudio.pull.model import PullOptions, Summary
 from lyoncam_daemon.labelstudio.pull.plan import plan
@@ -48,10 +51,39 @@ def test_adding_frames_never_moves_existing_ones() -> None:
     assert all(after[s] == before[s] for s in old)
 
 
+def documented_position(key: str) -> float:
+    """Where a group falls in [0, 1), by the rule split.py documents (and datasets already
+    pulled rely on): the first 8 bytes of SHA-256("lyoncam-split-v1:" + group key)."""
+    digest = hashlib.sha256(f"lyoncam-split-v1:{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+@pytest.mark.parametrize("stem", ["CWL9018_20250101T120000Z", "CAM_A_20261126T001503Z",
+                                  "night_shot"])
+def test_side_follows_the_documented_hash_rule(stem: str) -> None:
+    key = group_key(stem)
+    position = documented_position(key)
+    assert side_of(stem, min(position + 1e-6, 0.999999)) == "val"
+    assert side_of(stem, max(position - 1e-6, 0.0)) == "train"
+
+
+def test_known_groups_keep_their_side() -> None:
+    # Regression guard, values computed once: changing the salt, the key format or the hash
+    # would silently move frames of datasets already pulled between train and val.
+    assert group_key("CWL9018_20250101T010000Z") == "CWL9018@1h#482137"
+    assert group_key("CWL9018_20250101T015959Z") == "CWL9018@1h#482137"
+    sides = {f"CWL9018_20250101T{h:02d}0000Z": side_of(f"CWL9018_20250101T{h:02d}0000Z", 0.2)
+             for h in range(8)}
+    assert [h for h, stem in enumerate(sides) if sides[stem] == "val"] == [1, 6]
+    # the same groups at another fraction: a group's position (0.104 for 06h) is fixed
+    assert side_of("CWL9018_20250101T060000Z", 0.10) == "train"
+    assert side_of("CWL9018_20250101T060000Z", 0.11) == "val"
+
+
 def test_unparsed_names_are_their_own_group() -> None:
     assert group_key("night_shot") == "file:night_shot"
+    assert group_key("night_shot_2") == "file:night_shot_2"
     assert side_of("night_shot", 0.0) == "train"
-    assert side_of("night_shot", 0.999999) in ("train", "val")
 
 
 def test_block_size() -> None:
