@@ -1,8 +1,9 @@
 """The blocking file work of a pull: decode checks, hashes, atomic writes, moves, removals.
 
-Every function here reads, hashes or fsyncs, so sync calls them through ``asyncio.to_thread``,
-never on the event loop: a 2-core machine hashing a large dataset must not stall the requests
-in flight. Each call does all the work for one image, so an image costs one thread hop.
+The functions here read, hash, decode or fsync, so sync and run call them only through
+``asyncio.to_thread``, never on the event loop: a 2-core machine hashing a large dataset must not
+stall the requests in flight (tests/labelstudio/test_sync.py fails if one runs on the loop).
+Each call does all the work for one image, so an image costs one thread hop.
 """
 
 from __future__ import annotations
