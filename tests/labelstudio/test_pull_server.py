@@ -36,10 +36,12 @@ from lyoncam_daemon.labelstudio.client import LabelStudioClient
 from lyoncam_daemon.labelstudio.pull import PullOptions, Summary, run_pull
 from lyoncam_daemon.labelstudio.split import side_of
 
-from .conftest import REPO, LabelStudio
+from .conftest import REPO, START_TIMEOUT_S, LabelStudio
 from .helpers import Shown
 
-pytestmark = pytest.mark.labelstudio
+# The first test here also waits for the session's Label Studio to start: up to
+# conftest.START_TIMEOUT_S on a loaded machine, more than the suite's 120 s per test.
+pytestmark = [pytest.mark.labelstudio, pytest.mark.timeout(START_TIMEOUT_S + 120)]
 
 CLASSES = ["Car", "Truck", "Bus", "Motorbike", "Scooter", "Bicycle", "Pedestrian"]
 CONFIG = (
