@@ -14,6 +14,7 @@ import json
 import random
 from collections import Counter
 from pathlib import Path
+from typing import NamedTuple
 
 from PIL import Image
 
@@ -60,27 +61,61 @@ def write_config(path: Path, data_dir: Path, sim: CriterSimulator) -> None:
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-def leftovers(data_dir: Path) -> dict[str, list[Path]]:
-    """What a killed run left, by camera folder: temp files and JPEGs without a sidecar."""
-    found: dict[str, list[Path]] = {}
-    for path in sorted(data_dir.rglob("*")):
-        if not path.is_file() or STATE_DIR in path.relative_to(data_dir).parts:
-            continue
-        if TMP_MARK in path.name or (path.suffix == ".jpg"
-                                     and not path.with_suffix(".json").exists()):
-            found.setdefault(path.relative_to(data_dir).parts[0], []).append(path)
-    return found
+class Leftover(NamedTuple):
+    """A file a kill left; the inode tells a new file under a reused name from the old one."""
+
+    path: Path
+    inode: int
 
 
-def repairs_logged(daemon: DaemonProcess) -> dict[str, int]:
-    """Files the daemon says it removed at start, by camera (logged before "started")."""
+class Snapshot(NamedTuple):
+    """The tree after a run, by camera: what a kill left, and the complete frames."""
+
+    left: dict[str, set[Leftover]]
+    frames: dict[str, set[Path]]
+
+
+def snapshot(data_dir: Path, ids: list[str]) -> Snapshot:
+    """Leftovers are temp files and JPEGs without a sidecar (the state folder is checked at
+    the end); a frame is complete once its sidecar exists (it is renamed last)."""
+    left: dict[str, set[Leftover]] = {cid: set() for cid in ids}
+    frames: dict[str, set[Path]] = {cid: set() for cid in ids}
+    for cid in ids:
+        for path in (data_dir / cid).rglob("*"):
+            if TMP_MARK in path.name or (path.suffix == ".jpg"
+                                         and not path.with_suffix(".json").exists()):
+                left[cid].add(Leftover(path, path.stat().st_ino))
+            elif path.suffix == ".json":
+                frames[cid].add(path)
+    return Snapshot(left, frames)
+
+
+def repairs_logged(daemon: DaemonProcess) -> Counter[str]:
+    """Files the daemon says it removed at start, by camera."""
     logged: Counter[str] = Counter()
     for event in daemon.events():
-        if event.get("event") == "started":
-            break
         if str(event.get("event", "")).startswith(REPAIR_EVENT):
             logged[str(event["camera"])] += int(event["files"])
-    return dict(logged)
+    return logged
+
+
+def check_repairs(before: Snapshot, after: Snapshot, logged: Counter[str]) -> int:
+    """What one run did with what the previous kill left; returns the files it verified.
+
+    A camera repairs before its first poll, so one that stored a new frame in this run has
+    removed all it had left and logged exactly that. A camera the kill caught before its
+    first frame may have repaired or not; it never claims more than it removed.
+    """
+    verified = 0
+    for cid, was_left in before.left.items():
+        gone = was_left - after.left[cid]
+        if after.frames[cid] - before.frames[cid]:
+            assert gone == was_left, f"{cid}: left after a start: {was_left - gone}"
+            assert logged[cid] == len(was_left), (cid, logged[cid], was_left)
+            verified += len(was_left)
+        else:
+            assert logged[cid] <= len(gone), (cid, logged[cid], gone)
+    return verified
 
 
 async def test_sigkill_at_random_moments_leaves_a_clean_tree_without_duplicates(
@@ -90,22 +125,16 @@ async def test_sigkill_at_random_moments_leaves_a_clean_tree_without_duplicates(
     data = tmp_path / "data"
     config = tmp_path / "cameras.yaml"
     ids = camera_ids(CAMERAS)
-    rounds_with_leftovers = 0
+    rounds_with_leftovers = verified = 0
     async with CriterSimulator(ids, period=PERIOD, frame=small_frame(),
                                variants=VARIANTS) as sim:
         write_config(config, data, sim)
+        before = snapshot(data, ids)
         for run in range(KILLS + 1):
-            left = leftovers(data) if data.exists() else {}
-            rounds_with_leftovers += bool(left)
             daemon = DaemonProcess(config, tmp_path / f"run{run:02d}.log")
             await daemon.start()
             try:
                 await daemon.wait_started()
-                # Repaired at start, and said so: exactly what the kill left, camera by camera.
-                expected = {cam: len(paths) for cam, paths in left.items()}
-                assert repairs_logged(daemon) == expected, (run, left)
-                temps = [p for paths in left.values() for p in paths if TMP_MARK in p.name]
-                assert not [p for p in temps if p.exists()], f"run {run}: temp files survived"
                 if run < KILLS:
                     await asyncio.sleep(rng.uniform(*KILL_WINDOW))
                     await daemon.kill()
@@ -114,13 +143,17 @@ async def test_sigkill_at_random_moments_leaves_a_clean_tree_without_duplicates(
                     assert await daemon.stop() == 0, daemon.tail()
             finally:
                 await daemon.ensure_dead()
+            after = snapshot(data, ids)
+            verified += check_repairs(before, after, repairs_logged(daemon))
+            rounds_with_leftovers += any(after.left.values())
+            before = after
         # A camera shows its cycle of distinct frames once at most: any repeat is the daemon's.
         assert max(sim.tick(cid) for cid in ids) < VARIANTS
         served = {cid: set(sim.stats[cid].served_sha256) for cid in ids}
 
     assert log_events(tmp_path / f"run{KILLS:02d}.log")[-1]["event"] == "stopped"
-    # The kills did land mid-write: otherwise this test proves nothing about crash windows.
-    assert rounds_with_leftovers >= 3, rounds_with_leftovers
+    # The kills did land mid-write, and repairs were checked: else this proves nothing.
+    assert rounds_with_leftovers >= 3 and verified >= 3, (rounds_with_leftovers, verified)
     await asyncio.to_thread(check_tree, data, ids, served)
 
 
