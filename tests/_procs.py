@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ STATE_DIR = ".lyoncam"
 TMP_MARK = ".tmp-"
 
 #: Generous limits for a loaded 2-core machine: they only turn a hang into a failure.
-START_LIMIT_S = 60
+WAIT_LIMIT_S = 60
 EXIT_LIMIT_S = 30
 
 #: `run` with the test context, which allows the sub-second intervals a real file may not
@@ -84,18 +85,22 @@ class DaemonProcess:
         return log_events(self.log)
 
     async def wait_started(self) -> None:
-        """Until the daemon logs "started"; fails with its log tail if it exits or hangs."""
+        """Until the daemon logs "started" (recovery may still run in camera tasks)."""
+        await self.until(lambda: any(e.get("event") == "started" for e in self.events()),
+                         'a "started" line')
+        self.started_at = time.monotonic()
+
+    async def until(self, condition: Callable[[], bool], what: str) -> None:
+        """Until `condition()` holds; fails with the log tail if the daemon exits or hangs."""
         proc = self._running()
-        deadline = time.monotonic() + START_LIMIT_S
-        while time.monotonic() < deadline:
-            if any(e.get("event") == "started" for e in self.events()):
-                self.started_at = time.monotonic()
-                return
+        deadline = time.monotonic() + WAIT_LIMIT_S
+        while not condition():
             if proc.returncode is not None:
-                raise AssertionError(f"daemon exited {proc.returncode} before starting:\n"
+                raise AssertionError(f"daemon exited {proc.returncode} before {what}:\n"
                                      + self.tail())
-            await asyncio.sleep(0.02)
-        raise AssertionError(f"daemon not started after {START_LIMIT_S} s:\n" + self.tail())
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no {what} after {WAIT_LIMIT_S} s:\n" + self.tail())
+            await asyncio.sleep(0.01)
 
     async def kill(self) -> None:
         """SIGKILL: no handler, no grace, no flush; what is on disk afterwards is final."""

@@ -13,6 +13,7 @@ import io
 import json
 import random
 from collections import Counter
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import NamedTuple
 
@@ -25,15 +26,20 @@ from ._procs import STATE_DIR, TMP_MARK, DaemonProcess, log_events
 CAMERAS = 50
 KILLS = 20
 SEED = 7
-#: Every camera publishes a new frame each PERIOD s and is polled every INTERVAL s: with 50
-#: cameras that is ~50 frame writes a second, so a random kill often lands mid-write.
-PERIOD = 1.0
-INTERVAL = 0.4
+#: Every camera publishes a new frame each PERIOD s and is polled every INTERVAL s, with no
+#: ETag (the real server's is unconfirmed), so only the recovered SHA-256 tells a restarted
+#: daemon that the frame on show is stored already. A restart takes one or two seconds, so
+#: about half the cameras still show the frame they showed when the daemon was killed.
+PERIOD = 3.0
+INTERVAL = 0.5
 #: A camera walks a cycle of this many distinct frames; the run must stay inside one cycle
 #: (checked), or a legitimately republished old frame would look like a duplicate.
-VARIANTS = 256
-#: A kill comes this many seconds (uniformly at random) after the daemon says "started".
-KILL_WINDOW = (0.0, 1.0)
+VARIANTS = 128
+#: A kill comes once the daemon has fetched a random number of new frames in its run, plus
+#: a short random delay: tied to the writes rather than the clock, so that on a loaded
+#: machine too it lands among frames being checked, written, fsynced and renamed.
+KILL_AFTER_FRAMES = (1, 20)
+KILL_JITTER_S = (0.0, 0.05)
 #: What the daemon logs when it deletes what a killed run left (camera.py `recover`).
 REPAIR_EVENT = "removed incomplete files"
 
@@ -126,9 +132,10 @@ async def test_sigkill_at_random_moments_leaves_a_clean_tree_without_duplicates(
     config = tmp_path / "cameras.yaml"
     ids = camera_ids(CAMERAS)
     rounds_with_leftovers = verified = 0
-    async with CriterSimulator(ids, period=PERIOD, frame=small_frame(),
+    async with CriterSimulator(ids, period=PERIOD, frame=small_frame(), etag=False,
                                variants=VARIANTS) as sim:
         write_config(config, data, sim)
+        new = NewFrames(sim)
         before = snapshot(data, ids)
         for run in range(KILLS + 1):
             daemon = DaemonProcess(config, tmp_path / f"run{run:02d}.log")
@@ -136,11 +143,9 @@ async def test_sigkill_at_random_moments_leaves_a_clean_tree_without_duplicates(
             try:
                 await daemon.wait_started()
                 if run < KILLS:
-                    await asyncio.sleep(rng.uniform(*KILL_WINDOW))
-                    await daemon.kill()
+                    await kill_among_writes(daemon, new, rng)
                 else:
-                    await asyncio.sleep(2.0)  # a clean run after the last kill
-                    assert await daemon.stop() == 0, daemon.tail()
+                    await stop_after_a_new_frame_each(daemon, new)
             finally:
                 await daemon.ensure_dead()
             after = snapshot(data, ids)
@@ -152,9 +157,45 @@ async def test_sigkill_at_random_moments_leaves_a_clean_tree_without_duplicates(
         served = {cid: set(sim.stats[cid].served_sha256) for cid in ids}
 
     assert log_events(tmp_path / f"run{KILLS:02d}.log")[-1]["event"] == "stopped"
-    # The kills did land mid-write, and repairs were checked: else this proves nothing.
+    # Some kills did land mid-write (8-17 of 20 in trials), and their repairs were checked
+    # exactly: else this run proved nothing about crash windows.
     assert rounds_with_leftovers >= 3 and verified >= 3, (rounds_with_leftovers, verified)
     await asyncio.to_thread(check_tree, data, ids, served)
+
+
+class NewFrames:
+    """Distinct frames the simulator has sent in full, all cameras together. With no ETag a
+    frame is sent again at every poll; only one never sent before leads to a write."""
+
+    def __init__(self, sim: CriterSimulator) -> None:
+        self.sim = sim
+        self.seen: dict[str, set[str]] = {cid: set() for cid in sim.camera_ids}
+        self.read = dict.fromkeys(sim.camera_ids, 0)
+
+    def count(self, camera_id: str | None = None) -> int:
+        for cid, stats in self.sim.stats.items():
+            fresh = stats.served_sha256[self.read[cid]:]
+            self.read[cid] += len(fresh)
+            self.seen[cid].update(fresh)
+        if camera_id is not None:
+            return len(self.seen[camera_id])
+        return sum(len(shas) for shas in self.seen.values())
+
+
+async def kill_among_writes(daemon: DaemonProcess, new: NewFrames, rng: random.Random) -> None:
+    goal = new.count() + rng.randint(*KILL_AFTER_FRAMES)
+    await daemon.until(lambda: new.count() >= goal, f"{goal} new frames served")
+    await asyncio.sleep(rng.uniform(*KILL_JITTER_S))
+    await daemon.kill()
+
+
+async def stop_after_a_new_frame_each(daemon: DaemonProcess, new: NewFrames) -> None:
+    """The clean run after the last kill: every camera fetches a new frame, so each one's
+    repair is checked exactly, then a normal stop (which lets that frame be written)."""
+    was = {cid: new.count(cid) for cid in new.seen}
+    await daemon.until(lambda: all(new.count(cid) > n for cid, n in was.items()),
+                       "a new frame for every camera")
+    assert await daemon.stop() == 0, daemon.tail()
 
 
 def check_tree(data: Path, ids: list[str], served: dict[str, set[str]]) -> None:
@@ -164,7 +205,7 @@ def check_tree(data: Path, ids: list[str], served: dict[str, set[str]]) -> None:
     for cid in ids:
         jpgs = sorted((data / cid).rglob("*.jpg"))
         sidecars = sorted((data / cid).rglob("*.json"))
-        assert len(jpgs) >= 5, f"{cid}: only {len(jpgs)} frames stored in the whole run"
+        assert jpgs, f"{cid}: no frame stored in the whole run"
         assert [p.with_suffix(".json") for p in jpgs] == sidecars, f"{cid}: unpaired files"
         seen: dict[str, Path] = {}
         for jpg in jpgs:
@@ -180,23 +221,39 @@ def check_tree(data: Path, ids: list[str], served: dict[str, set[str]]) -> None:
                     img.load()  # raises on a truncated or corrupt JPEG
 
 
-async def test_a_temp_file_left_in_the_state_folder_is_removed_at_start(tmp_path: Path) -> None:
-    """The health record is written atomically too: a kill mid-write leaves its hidden temp
-    file beside it (the random kills above hit this now and then). README: temp files left
-    by a killed process are removed at the next start — all of them, not only the frames'."""
+async def test_what_a_kill_can_leave_anywhere_is_removed_at_start_and_said_so(
+    tmp_path: Path,
+) -> None:
+    """The leftovers random kills rarely produce, planted as a kill leaves them.
+
+    A JPEG without its sidecar needs a kill between two renames microseconds apart, and the
+    health record's temp file a kill inside its short unsynced write: the random test above
+    meets them only now and then. README: temp files and a JPEG left without its sidecar
+    are removed at the next start — the health record's temp file too.
+    """
     data = tmp_path / "data"
     config = tmp_path / "cameras.yaml"
-    state = data / STATE_DIR
-    state.mkdir(parents=True)
-    left = state / f".health.json{TMP_MARK}0badcafe"
-    left.write_bytes(b'{"pid": 1, "heartbe')  # as a kill mid-write leaves it
-    async with CriterSimulator(["TMP1"], period=60) as sim:
+    moment = datetime.now(UTC) - timedelta(minutes=1)
+    day = data / "LEFT1" / f"{moment:%Y}" / f"{moment:%m}" / f"{moment:%d}"
+    orphan = day / f"LEFT1_{moment:%Y%m%dT%H%M%S}Z.jpg"
+    day.mkdir(parents=True)
+    orphan.write_bytes(small_frame())  # renamed; its sidecar's rename never came
+    frame_temp = day / f".{orphan.name}{TMP_MARK}0badcafe"
+    frame_temp.write_bytes(small_frame()[:1000])  # killed mid-write
+    (data / STATE_DIR).mkdir()
+    health_temp = data / STATE_DIR / f".health.json{TMP_MARK}0badcafe"
+    health_temp.write_bytes(b'{"pid": 1, "heartbe')
+    async with CriterSimulator(["LEFT1"], period=60, etag=False) as sim:
         write_config(config, data, sim)
         daemon = DaemonProcess(config, tmp_path / "run.log")
         await daemon.start()
         try:
             await daemon.wait_started()
+            # A camera repairs before its first poll: once it stored a frame, it has.
+            await daemon.until(lambda: any(day.parent.parent.rglob("*.json")), "a new frame")
             assert await daemon.stop() == 0, daemon.tail()
         finally:
             await daemon.ensure_dead()
+    assert not orphan.exists() and not frame_temp.exists()
+    assert repairs_logged(daemon) == {"LEFT1": 2}
     assert [p.name for p in data.rglob(f"*{TMP_MARK}*")] == []
