@@ -42,6 +42,8 @@ FAILING = {f"BAD-{mode}-{i}": mode for mode in EXPECTED_COUNT for i in range(1, 
 #: polls, so only a camera kept from polling for a whole period can lose one.
 PERIOD = 1.0
 INTERVAL = 0.3
+#: Generous for a loaded machine: a healthy frame takes 5-200 ms here. (Scaled like the
+#: retry settings it would be 0.33 s, and a start-up wait would then cost no frame.)
 TIMEOUT = 2.0
 SLOW_SECONDS = 10.0  # well past TIMEOUT: every poll of the slow camera times out
 RUN_S = 40.0
@@ -125,6 +127,7 @@ async def test_failures_beside_healthy_cameras_are_counted_and_cost_them_nothing
             for task in watchers:
                 task.cancel()
             await daemon.ensure_dead()
+        assert max(sim.tick(cid) for cid in HEALTHY) < VARIANTS  # no frame came back
 
     # Frames shown wholly between the end of start-up and SIGTERM; the frames on show at
     # either edge are partial periods and are left out of the count. Start-up ends when
