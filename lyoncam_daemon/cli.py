@@ -10,9 +10,15 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lyoncam_daemon import __version__
-from lyoncam_daemon.config import Config, ConfigError, load_config
+
+if TYPE_CHECKING:
+    from lyoncam_daemon.config import Config
+
+# Only argparse and cheap modules at import time: `--help` must not load pydantic, aiohttp,
+# Pillow or numpy (tests/test_cli.py checks). Each command imports what it needs.
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -20,6 +26,8 @@ EXIT_USAGE = 2
 
 
 def _load(path: Path) -> Config | None:
+    from lyoncam_daemon.config import ConfigError, load_config
+
     try:
         return load_config(path)
     except ConfigError as exc:
@@ -40,8 +48,13 @@ def _no_camera(args: argparse.Namespace, config: Config) -> bool:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    from lyoncam_daemon.config import data_dir_problem
+
     config = _load(args.config)
     if config is None or _no_camera(args, config):
+        return EXIT_USAGE
+    if problem := data_dir_problem(config.data_dir):
+        print(f"error: {args.config}: {problem}", file=sys.stderr)
         return EXIT_USAGE
     from concurrent.futures import ThreadPoolExecutor
 
@@ -127,11 +140,11 @@ def build_parser() -> argparse.ArgumentParser:
     simulator.add_arguments(p)
     p.set_defaults(func=cmd_simulate)
 
-    from lyoncam_daemon.labelstudio import cli as ls_cli
+    from lyoncam_daemon.labelstudio import arguments as pull_arguments
 
     p = sub.add_parser("pull", help="download a labelled Label Studio project as a YOLO dataset",
-                       description=ls_cli.__doc__)
-    ls_cli.add_arguments(p)
+                       description=pull_arguments.__doc__)
+    pull_arguments.add_arguments(p)
     p.set_defaults(func=cmd_pull)
     return parser
 
