@@ -427,11 +427,11 @@ class _Loader(yaml.SafeLoader):
         return super().compose_node(parent, index)
 
     def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
-        # An explicit tag on a value that does not fit it (`!!int abc`, `!!timestamp x`)
-        # makes PyYAML raise ValueError or worse, not a YAMLError with a line.
+        # An explicit tag on a value that does not fit it (`!!int abc`, `!!timestamp x`,
+        # `!!bool maybe`) makes PyYAML raise ValueError or worse, not a YAMLError with a line.
         try:
             return super().construct_object(node, deep)
-        except (ValueError, TypeError, AttributeError, OverflowError):
+        except (ValueError, TypeError, AttributeError, LookupError, OverflowError):
             raise _Shape(node.start_mark.line + 1,
                          f"{shown(node.value)} is not a valid {node.tag.rsplit(':', 1)[-1]}"
                          ) from None
