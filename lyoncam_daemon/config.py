@@ -34,8 +34,8 @@ from lyoncam_daemon import __version__
 #: Sub-10 s polling only re-downloads the same bytes (CriTer republishes once a minute) and
 #: the platform asks clients not to poll faster than the data set changes.
 MIN_INTERVAL_S = 10.0
-#: No setting needs more than a week; far larger values (1e300) overflow date arithmetic at
-#: run time, so they are refused here where the line number is known.
+#: No setting needs more than a week: a larger one is a typo (or `1e300`), refused here with
+#: its line rather than left for the schedule and the health record to cope with.
 MAX_DURATION_S = 7 * 24 * 3600.0
 #: JPEG dimensions are 16-bit: an ignore rectangle beyond this can only be a typo.
 MAX_PIXEL_COORD = 65535
@@ -167,14 +167,6 @@ class HttpSettings(_Model):
 
     user_agent: str = f"lyoncam/{__version__} (+https://github.com/lyoncam/lyoncam)"
 
-    @field_validator("user_agent")
-    @classmethod
-    def _header_safe(cls, v: str) -> str:
-        # aiohttp refuses a header with a line break on every request: refuse it here instead.
-        if not v.isprintable():
-            raise ValueError(f"must be printable text on one line, not {shown(v)}")
-        return v
-
     #: Requests in flight across all cameras.
     max_concurrent: int = Field(8, ge=1)
     #: All CriTer cameras share one host, which "is not sized for heavy load".
@@ -182,6 +174,14 @@ class HttpSettings(_Model):
     #: A body over this is an error, not a memory spike (CriTer frames are 280-610 KB).
     max_frame_bytes: ByteSize = Field(8_000_000, ge=1024)
     connect_timeout: Duration = Field(10.0, gt=0)
+
+    @field_validator("user_agent")
+    @classmethod
+    def _header_safe(cls, v: str) -> str:
+        # aiohttp refuses a header with a line break on every request: refuse it here instead.
+        if not v.isprintable():
+            raise ValueError(f"must be printable text on one line, not {shown(v)}")
+        return v
 
 
 class RetrySettings(_Model):
@@ -492,11 +492,6 @@ def _field(loc: _Path) -> str:
 
 def _message(source: str, data: Mapping[str, Any], lines: Mapping[_Path, int], loc: _Path,
              msg: str) -> str:
-    return _one_line(_raw_message(source, data, lines, loc, msg))
-
-
-def _raw_message(source: str, data: Mapping[str, Any], lines: Mapping[_Path, int], loc: _Path,
-                 msg: str) -> str:
     line = _line_for(lines, loc)
     where = f"{source}:{line}" if line else source
     msg = msg.removeprefix("Value error, ").replace("Input should be", "must be")
@@ -660,9 +655,9 @@ def data_dir_problem(data_dir: Path) -> str | None:
     permission test, so for root only a file in the way is found here.
     """
     existing = data_dir
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
     try:
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
         if not existing.is_dir():
             what = "is" if existing == data_dir else f"would be inside {existing}, which is"
             return f"data_dir {data_dir} {what} not a folder"
