@@ -337,14 +337,6 @@ class Config(_Model):
             raise ValueError("must be a list of cameras")
         return v
 
-    @field_validator("placeholder_sha256")
-    @classmethod
-    def _sha(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        for s in v:
-            if not SHA256_RE.fullmatch(s):
-                raise ValueError(f"{s!r} is not 64 lowercase hex digits")
-        return v
-
     @model_validator(mode="after")
     def _threshold_within_bits(self) -> Config:
         """A threshold at or over the fingerprint's bits makes every frame a near-duplicate:
@@ -374,6 +366,14 @@ class Config(_Model):
         if errors:
             raise ValidationError.from_exception_data(type(self).__name__, errors)
         return self
+
+    @field_validator("placeholder_sha256")
+    @classmethod
+    def _sha(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for s in v:
+            if not SHA256_RE.fullmatch(s):
+                raise ValueError(f"{s!r} is not 64 lowercase hex digits")
+        return v
 
     @property
     def enabled_cameras(self) -> tuple[CameraConfig, ...]:

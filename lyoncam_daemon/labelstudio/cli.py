@@ -17,7 +17,6 @@ import structlog
 from tqdm import tqdm
 
 from lyoncam_daemon import observe
-from lyoncam_daemon.labelstudio.arguments import add_arguments as add_arguments
 from lyoncam_daemon.labelstudio.auth import ENV_KEY, AuthError, Credentials, load_token
 from lyoncam_daemon.labelstudio.client import (
     HTTPError,
