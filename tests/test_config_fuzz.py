@@ -14,14 +14,16 @@ import math
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 import yaml
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+from pydantic import BaseModel
 
 from lyoncam_daemon.cli import main
+from lyoncam_daemon.config import CameraConfig, Config
 
 FUZZ = settings(max_examples=500, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture,
@@ -141,6 +143,19 @@ FIELD_ERRORS: list[tuple[str, str, st.SearchStrategy[Any]]] = [
 Mutation = Callable[[Doc], None]
 
 
+def _field_names(model: type[BaseModel]) -> set[str]:
+    names = set(model.model_fields)
+    for info in model.model_fields.values():
+        for arg in (info.annotation, *get_args(info.annotation)):
+            if isinstance(arg, type) and issubclass(arg, BaseModel):
+                names |= _field_names(arg)
+    return names
+
+
+#: Every key the schema knows, at any level: an "unknown key" mutation must not hit one.
+KNOWN_KEYS = _field_names(Config) | _field_names(CameraConfig)
+
+
 @st.composite
 def field_mutation(draw: st.DrawFn) -> Mutation:
     where, key, values = draw(st.sampled_from(FIELD_ERRORS))
@@ -175,16 +190,7 @@ def shape_mutation(draw: st.DrawFn) -> Mutation:
         "no_cameras", "cameras_not_list", "camera_not_mapping", "section_not_mapping",
         "duplicate_id", "none_enabled", "empty_cameras",
     ]))
-    word = draw(st.text(min_size=1, max_size=12).filter(
-        lambda s: s not in {"data_dir", "shutdown_grace", "http", "retry", "log", "dedup",
-                            "placeholder_sha256", "defaults", "cameras", "id", "url", "name",
-                            "lat", "lon", "enabled", "interval", "timeout", "threshold",
-                            "truncated", "stale_after", "ignore", "mask", "user_agent",
-                            "max_concurrent", "max_per_host", "max_frame_bytes",
-                            "connect_timeout", "format", "level", "summary_interval", "hash",
-                            "hash_size", "workers", "max_pixels", "placeholder_images",
-                            "backoff_initial", "backoff_max", "down_after",
-                            "down_probe_interval"}))
+    word = draw(st.text(min_size=1, max_size=12).filter(lambda s: s not in KNOWN_KEYS))
     junk = draw(st.one_of(st.integers(), st.text(max_size=5), st.none(),
                           st.lists(st.integers(), max_size=2)))
     section = draw(st.sampled_from(["http", "retry", "log", "dedup", "defaults"]))
