@@ -294,10 +294,11 @@ def test_a_hash_size_too_small_for_the_default_threshold_names_the_fix() -> None
 
 
 @pytest.mark.parametrize("algo", ["phash", "dhash", "ahash", "whash"])
-def test_fingerprint_bits_is_what_frames_computes(algo: str, night_frame: bytes) -> None:
+def test_fingerprint_bits_is_what_frames_computes(algo: str) -> None:
     from lyoncam_daemon.config import fingerprint_bits
     from lyoncam_daemon.frames import Fingerprint, fingerprint
 
+    night_frame = (REPO / "tests/fixtures/CWL9018_night.jpg").read_bytes()
     for size in (8, 16):
         fp = fingerprint(night_frame, algo, size)
         # The farthest fingerprint possible differs in every bit.
