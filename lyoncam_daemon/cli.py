@@ -107,7 +107,9 @@ def cmd_pull(args: argparse.Namespace) -> int:
     return ls_cli.main(args)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line; given the `command` about to run, only what it needs (`--help`
+    and `run` must not import Label Studio's client, hence aiohttp)."""
     parser = argparse.ArgumentParser(
         prog="python -m lyoncam_daemon",
         description="Capture Grand Lyon CriTer traffic cameras into a detection dataset.",
@@ -140,18 +142,27 @@ def build_parser() -> argparse.ArgumentParser:
     simulator.add_arguments(p)
     p.set_defaults(func=cmd_simulate)
 
-    from lyoncam_daemon.labelstudio import arguments as pull_arguments
+    p = sub.add_parser("pull", help="download a labelled Label Studio project as a YOLO dataset")
+    if command in (None, "pull"):
+        # pull's flags live beside its code, which imports aiohttp: only `pull` loads them.
+        from lyoncam_daemon.labelstudio import cli as ls_cli
 
-    p = sub.add_parser("pull", help="download a labelled Label Studio project as a YOLO dataset",
-                       description=pull_arguments.__doc__)
-    pull_arguments.add_arguments(p)
+        p.description = ls_cli.__doc__
+        ls_cli.add_arguments(p)
     p.set_defaults(func=cmd_pull)
     return parser
 
 
+def _command(argv: Sequence[str]) -> str:
+    """The subcommand named in `argv` ("" if none): the top level has no option taking a
+    value, so it is the first word that is not an option."""
+    return next((a for a in argv if not a.startswith("-")), "")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        args = build_parser().parse_args(argv)
+        words = sys.argv[1:] if argv is None else argv
+        args = build_parser(_command(words)).parse_args(words)
         return int(args.func(args))
     except KeyboardInterrupt:
         return 130

@@ -1,7 +1,17 @@
-"""`pull`: run a Label Studio project download from the parsed arguments.
+"""Download a labelled Label Studio project as a YOLO dataset that ultralytics can train on.
 
-What `pull` does, its arguments and `--help` text live in labelstudio/arguments.py, which
-imports nothing heavy, so `python -m lyoncam_daemon --help` does not load aiohttp.
+Reads the tasks API page by page (not the export endpoint, which times out on large projects),
+takes the latest non-cancelled annotation of each task, converts its rectangles to YOLO lines and
+fetches every image, rate limited, retried and decode-checked, into DIR/images/{train,val},
+DIR/labels/{train,val}, DIR/data.yaml and DIR/classes.txt. Frames of one camera in one time block
+stay on one side of the split. A second run only fetches what is missing and prints what changed.
+
+The key comes from LABEL_STUDIO_API_KEY (or --token-file): a personal access token or a legacy
+token. With --labels-dir, the labels folder of a Label Studio YOLO export is used instead of the
+annotations, and only the matching images are fetched. Log lines go to stderr like the daemon's:
+JSON unless stderr is a terminal (--log-format). Exit status: 0 all images present, 1 some image
+failed (or the server refused the key, or cannot be reached), 2 bad usage (e.g. no key, a --url
+without http:// or https://).
 """
 
 from __future__ import annotations
@@ -10,6 +20,7 @@ import argparse
 import asyncio
 import re
 import sys
+from pathlib import Path
 from typing import Any, TextIO, cast
 from urllib.parse import urlsplit
 
@@ -35,6 +46,55 @@ from lyoncam_daemon.labelstudio.pull import (
 )
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+DEFAULT_RATE = 5.0
+"""Requests a second: well under the hosted service's 15 req/s API limit, and kind to a
+self-hosted server other people are labelling on."""
+
+
+def _number(text: str, kind: type[int] | type[float]) -> float:
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
+    if value != value:  # NaN
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(_number(text, int))
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, not {text}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(_number(text, int))
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {text}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = _number(text, float)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = _number(text, float)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, not {text}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    value = _number(text, float)
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be at least 0 and less than 1, not {text}")
+    return value
 
 
 def url_problem(url: str) -> str | None:
@@ -55,6 +115,47 @@ def shown_argument(text: str) -> str:
     """A --url value as given, for a usage error, without a query or a user:password@ part."""
     text = re.split(r"[?#]", text, maxsplit=1)[0]
     return re.sub(r"^([a-zA-Z][a-zA-Z0-9+.-]*://)?[^/]*@", r"\1***@", text)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--url", required=True,
+                        help="Label Studio base URL, e.g. http://localhost:8080")
+    parser.add_argument("--project", type=_positive_int, required=True, help="project id")
+    parser.add_argument("--out", type=Path, required=True, help="dataset directory")
+    parser.add_argument("--token-file", type=Path, default=None,
+                        help="file holding the key (default: env LABEL_STUDIO_API_KEY)")
+    parser.add_argument("--classes", default=None,
+                        help="comma-separated class names in id order (default: the project's "
+                        "label config order; with --labels-dir, the export's classes.txt)")
+    parser.add_argument("--include-unlabelled", action="store_true",
+                        help="also fetch images of tasks with no annotation, into "
+                        "images/unlabelled/ (not part of train/val)")
+    parser.add_argument("--val-fraction", type=_fraction, default=0.2,
+                        help="share of camera/time-block groups put in val (default 0.2)")
+    parser.add_argument("--split-hours", type=_positive_float, default=1.0,
+                        help="time block grouping frames of one camera on one side (default 1)")
+    parser.add_argument("--rate", type=_non_negative_float, default=DEFAULT_RATE,
+                        help=f"requests per second, 0 for no limit (default {DEFAULT_RATE:g})")
+    parser.add_argument("--concurrency", type=_positive_int, default=4,
+                        help="requests in flight at most (default 4)")
+    parser.add_argument("--timeout", type=_positive_float, default=60.0,
+                        help="seconds per request (default 60)")
+    parser.add_argument("--retries", type=_non_negative_int, default=5,
+                        help="retries after a 429, 5xx or timeout (default 5)")
+    parser.add_argument("--rotated", choices=["enclose", "skip"], default="enclose",
+                        help="rotated boxes: replace by the enclosing axis-aligned box "
+                        "(default) or drop; either way each one is reported")
+    parser.add_argument("--labels-dir", type=Path, default=None,
+                        help="labels folder of a Label Studio YOLO export: fetch the matching "
+                        "images instead of converting annotations")
+    parser.add_argument("--page-size", type=_positive_int, default=100,
+                        help="tasks per API page")
+    parser.add_argument("--progress", choices=["auto", "bar", "log"], default="auto",
+                        help="progress bar (auto: when stderr is a terminal) or log lines")
+    parser.add_argument("--log-format", choices=["auto", "json", "console"], default="auto",
+                        help="log lines as JSON or for a person (auto: JSON unless stderr is a "
+                        "terminal)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug log lines")
 
 
 class _TqdmStream:
