@@ -27,7 +27,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_core import InitErrorDetails, PydanticCustomError
+from pydantic_core import ErrorDetails, InitErrorDetails, PydanticCustomError
 
 from lyoncam_daemon import __version__
 
@@ -49,7 +49,11 @@ MAX_CONFIG_NODES = 300_000
 
 CAMERA_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
-#: A number as YAML 1.2 and JSON write it: `1e9`, `2.5E+3`, `.5` (PyYAML's YAML 1.1 needs a dot).
+#: A number as YAML 1.2 and JSON write it: `1e9`, `2.5E+3`, `.5`. PyYAML follows YAML 1.1,
+#: whose floats need a dot and a signed exponent, so it hands `interval: 1e9` over as the
+#: string "1e9": durations, sizes and counts accept such strings. (Reading them as numbers in
+#: the loader instead would turn `name: 1e5`, which PyYAML's own dumper writes unquoted, into
+#: a float.)
 _NUMBER = r"(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?"
 _DURATION_RE = re.compile(rf"^\s*({_NUMBER})\s*(ms|s|m|h)?\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
@@ -105,6 +109,16 @@ def parse_size(value: object) -> int:
     return int(size)
 
 
+def parse_count(value: object) -> object:
+    """An integer written with an exponent (`5e7`, as a string, see _NUMBER) as that integer;
+    anything else is left for pydantic's own integer check."""
+    if isinstance(value, str) and re.fullmatch(rf"\s*{_NUMBER}\s*", value):
+        number = float(value)
+        if number.is_integer():
+            return int(number)
+    return value
+
+
 def _usable_path(path: Path) -> Path:
     """No NUL byte (every OS call would refuse it), and `~` expanded now: `~nobody/x` is an
     error with its line here, not a crash when the path is used."""
@@ -146,6 +160,7 @@ def fingerprint_bits(hash_size: int) -> int:
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 FilePath = Annotated[Path, AfterValidator(_usable_path)]
 ByteSize = Annotated[int, BeforeValidator(parse_size)]
+Count = Annotated[int, BeforeValidator(parse_count)]
 #: A rectangle in full-frame pixels: x, y, width, height.
 Rect = tuple[int, int, int, int]
 
@@ -168,9 +183,9 @@ class HttpSettings(_Model):
     user_agent: str = f"lyoncam/{__version__} (+https://github.com/lyoncam/lyoncam)"
 
     #: Requests in flight across all cameras.
-    max_concurrent: int = Field(8, ge=1)
+    max_concurrent: Count = Field(8, ge=1)
     #: All CriTer cameras share one host, which "is not sized for heavy load".
-    max_per_host: int = Field(4, ge=1)
+    max_per_host: Count = Field(4, ge=1)
     #: A body over this is an error, not a memory spike (CriTer frames are 280-610 KB).
     max_frame_bytes: ByteSize = Field(8_000_000, ge=1024)
     connect_timeout: Duration = Field(10.0, gt=0)
@@ -223,11 +238,11 @@ class DedupSettings(_Model):
     #: re-encodes, noise and flicker stay within 56 bits, a car-sized change starts at 78
     #: (124 in the benchmark's own labelled set);
     #: a 16x16 phash overlaps (copies up to 4 bits, some new scenes at 0).
-    hash_size: int = Field(64, ge=4, le=64)
+    hash_size: Count = Field(64, ge=4, le=64)
     #: Threads decoding and hashing frames off the event loop.
-    workers: int = Field(2, ge=1, le=64)
+    workers: Count = Field(2, ge=1, le=64)
     #: Frames with more pixels than this are refused before decoding (decompression bombs).
-    max_pixels: int = Field(50_000_000, ge=1)
+    max_pixels: Count = Field(50_000_000, ge=1)
     #: Extra "camera unavailable" images matched perceptually (paths relative to this file).
     placeholder_images: tuple[FilePath, ...] = ()
 
@@ -248,7 +263,7 @@ class Tuning(_Model):
     #: Hamming distance at or below which a frame is a near-duplicate of the last stored one.
     #: 64 of 4096 bits sits between the worst copy (56) and the weakest new scene (78), erring
     #: towards keeping: an occasional duplicate is cheaper than a lost vehicle.
-    threshold: int = Field(64, ge=0)
+    threshold: Count = Field(64, ge=0)
     #: `drop` truncated JPEGs (no end-of-image marker), or `keep` them flagged in the sidecar.
     truncated: Literal["drop", "keep"] = "drop"
     #: Report the camera `stale` when its frame has not changed for this many intervals.
@@ -437,15 +452,6 @@ class _Loader(yaml.SafeLoader):
                          ) from None
 
 
-# YAML 1.2 and JSON read `1e9` as a number; PyYAML's YAML 1.1 rules need a dot (`1.0e+9`)
-# and would hand `interval: 1e3` over as the string "1e3".
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
-    list("-+.0123456789"),
-)
-
-
 def _line_map(node: yaml.Node) -> dict[_Path, int]:
     """Map each key path of the document to the 1-based line it starts on.
 
@@ -516,6 +522,15 @@ _FRIENDLY = {
     "dict_type": "must be a mapping",
     "path_type": "must be a path",
 }
+
+
+def _friendly(error: ErrorDetails) -> str:
+    """pydantic's message in our words; a value that is not of the field's type is named."""
+    msg = _FRIENDLY.get(error["type"], error["msg"])
+    if error["type"].endswith(("_parsing", "_type", "_from_float")) and error["type"] not in \
+            _FRIENDLY:
+        msg += f", not {shown(error['input'])}"
+    return msg
 
 
 def _from_defaults(data: Mapping[str, Any], loc: _Path) -> bool:
@@ -593,7 +608,7 @@ def parse_config(
         config = Config.model_validate(data, context=dict(context or {}))
     except ValidationError as exc:
         found += [
-            (tuple(e["loc"]), _FRIENDLY.get(e["type"], e["msg"]))
+            (tuple(e["loc"]), _friendly(e))
             for e in exc.errors()
             if not _from_defaults(data, tuple(e["loc"]))
         ]

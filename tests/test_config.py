@@ -191,7 +191,7 @@ def test_errors_come_in_file_order() -> None:
     errors = errors_of(text)
     assert [int(e.split(":")[1]) for e in errors] == [4, 6, 7]
     assert errors[2] == "cameras.yaml:7: camera 'B': lat: must be a valid number, unable to " \
-        "parse string as a number"
+        "parse string as a number, not 'north'"
 
 
 def test_billion_laughs_is_refused_before_it_is_built() -> None:
@@ -333,6 +333,7 @@ def test_a_lone_anchor_is_refused_too() -> None:
 
 def test_numbers_with_an_exponent_are_numbers() -> None:
     # PyYAML (YAML 1.1) reads an unquoted 1e3 as the string "1e3"; YAML 1.2 and JSON do not.
+    # Where a number is expected, the string is read as one.
     text = ("http:\n  max_frame_bytes: 8e6\ndedup:\n  max_pixels: 5e7\n" + CAM
             + "    interval: 1.5e2\n    timeout: '2e1s'\n    threshold: 1E2\n    lat: 4.5e1\n")
     config = parse_config(text)
@@ -341,8 +342,28 @@ def test_numbers_with_an_exponent_are_numbers() -> None:
     assert config.http.max_frame_bytes == 8_000_000 and config.dedup.max_pixels == 50_000_000
 
 
+def test_text_that_looks_like_a_number_stays_text() -> None:
+    # What PyYAML's own dumper writes unquoted (found by the fuzzing) must read back the same.
+    import yaml
+
+    doc = {"data_dir": "1e5", "cameras": [{"id": "1E5", "url": "http://x/a", "name": "0e0"}]}
+    config = parse_config(yaml.safe_dump(doc), base_dir=Path("/base"))
+    assert (config.data_dir, config.cameras[0].id, config.cameras[0].name) == (
+        Path("/base/1e5"), "1E5", "0e0")
+
+
+def test_a_count_with_a_fraction_is_named() -> None:
+    assert errors_of(CAM + "    threshold: 12.5\n") == [
+        "cameras.yaml:4: camera 'A': threshold: must be a valid integer, got a number with a "
+        "fractional part, not 12.5"]
+    assert errors_of(CAM + "    threshold: 1.25e1\n") == [
+        "cameras.yaml:4: camera 'A': threshold: must be a valid integer, unable to parse string "
+        "as an integer, not '1.25e1'"]
+    assert parse_config(CAM + "    threshold: 1.5e1\n").cameras[0].threshold == 15
+
+
 @pytest.mark.parametrize(("value", "expected"), [
-    ("1e9", "interval: must be at most 604800 s (a week), not 1000000000.0"),
+    ("1e9", "interval: must be at most 604800 s (a week), not '1e9'"),
     ("'10 parsecs'", "interval: must be a number of seconds or a duration such as '90s' or '2m',"
      " not '10 parsecs'"),
     ("1" + "0" * 400, "interval: must be a finite number of seconds, not 1" + "0" * 36 + "..."),
