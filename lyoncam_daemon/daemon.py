@@ -231,8 +231,11 @@ def run_daemon(config: Config) -> int:
     Exit 0 after a stop, 2 for unusable settings (like `check`), 1 when it cannot start.
     """
     configure_logging(config.log.format, config.log.level)
+    from lyoncam_daemon.enrichers import build_enrichers
+
     try:
-        return asyncio.run(Daemon(config, owns_process=True).run())
+        return asyncio.run(Daemon(config, owns_process=True,
+                                  enrichers=build_enrichers(config)).run())
     except StartupError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2 if isinstance(exc, SettingsError) else 1
