@@ -6,9 +6,12 @@ from lyoncam_daemon.config import Config
 from lyoncam_daemon.enrich import Enricher
 from lyoncam_daemon.enrichers.daylight import DaylightEnricher
 from lyoncam_daemon.enrichers.imagestats import ImageStatsEnricher
+from lyoncam_daemon.enrichers.weather import WeatherEnricher
 
 
 def build_enrichers(config: Config) -> list[Enricher]:
     """What `run` adds to every sidecar."""
     enrichers: list[Enricher] = [DaylightEnricher(), ImageStatsEnricher()]
+    if config.weather.enabled:
+        enrichers.append(WeatherEnricher(config.weather, user_agent=config.http.user_agent))
     return enrichers
