@@ -151,6 +151,14 @@ def build_parser() -> argparse.ArgumentParser:
                        description=ls_cli.__doc__)
     ls_cli.add_arguments(p)
     p.set_defaults(func=cmd_pull)
+
+    from lyoncam_daemon import curate_cli
+
+    p = sub.add_parser("index", help="bring the frame index up to date with the sidecars",
+                       description="Add frames the index lacks, drop deleted ones; --rebuild "
+                       "re-reads every sidecar. The daemon keeps the index current itself.")
+    curate_cli.add_index_arguments(p)
+    p.set_defaults(func=curate_cli.cmd_index)
     return parser
 
 

@@ -232,10 +232,14 @@ def run_daemon(config: Config) -> int:
     """
     configure_logging(config.log.format, config.log.level)
     from lyoncam_daemon.enrichers import build_enrichers
+    from lyoncam_daemon.index import IndexHook
 
+    index = IndexHook(config.data_dir)
     try:
-        return asyncio.run(Daemon(config, owns_process=True,
-                                  enrichers=build_enrichers(config)).run())
+        return asyncio.run(Daemon(config, owns_process=True, enrichers=build_enrichers(config),
+                                  hooks=[index]).run())
     except StartupError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2 if isinstance(exc, SettingsError) else 1
+    finally:
+        index.close()
