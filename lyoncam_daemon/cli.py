@@ -159,6 +159,18 @@ def build_parser() -> argparse.ArgumentParser:
                        "re-reads every sidecar. The daemon keeps the index current itself.")
     curate_cli.add_index_arguments(p)
     p.set_defaults(func=curate_cli.cmd_index)
+
+    p = sub.add_parser("report", help="what the frames cover: camera x daypart x weather, days",
+                       description="Frames per camera, daypart and weather, frames per day, "
+                       "empty and thin cells; --json or --html FILE.")
+    curate_cli.add_report_arguments(p)
+    p.set_defaults(func=curate_cli.cmd_report)
+
+    p = sub.add_parser("sample", help="pick a balanced set of frames to label",
+                       description="Stratified by camera, daypart and weather, spread in time, "
+                       "without near-duplicates or frames already pushed.")
+    curate_cli.add_sample_arguments(p)
+    p.set_defaults(func=curate_cli.cmd_sample)
     return parser
 
 

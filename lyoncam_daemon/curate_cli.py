@@ -7,8 +7,11 @@ They read the frames of the data directory of `--config` (default `cameras.yaml`
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from lyoncam_daemon.config import ConfigError, load_config
 
@@ -67,4 +70,111 @@ def cmd_index(args: argparse.Namespace) -> int:
         say(f"warning: skipped {where}: {why}")
     print(f"{index_path(data_dir)}: {done.total} frames ({done.indexed} read from sidecars, "
           f"{done.removed} removed, {len(done.skipped)} skipped)")
+    return EXIT_OK
+
+
+# --- report --------------------------------------------------------------------------------
+
+
+def add_report_arguments(p: argparse.ArgumentParser) -> None:
+    add_data_arguments(p)
+    p.add_argument("--json", action="store_true", help="print the counts as one JSON object")
+    p.add_argument("--html", type=Path, default=None, metavar="FILE",
+                   help="write a self-contained page: heatmap, frames per day, thumbnails")
+    p.add_argument("--thin", type=int, default=None, metavar="N",
+                   help="a cell with fewer frames is thin (default 20)")
+    p.add_argument("--thumbnails", type=int, default=2, metavar="N",
+                   help="example frames per cell in the page (default 2)")
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    import json
+
+    from lyoncam_daemon.atomic import write_atomic
+    from lyoncam_daemon.dataset import THIN_BELOW, report
+    from lyoncam_daemon.index import IndexFileError, open_current
+    from lyoncam_daemon.report_html import render
+
+    data_dir = data_dir_of(args)
+    if data_dir is None:
+        return EXIT_USAGE
+    try:
+        db = open_current(data_dir, say)
+    except IndexFileError as exc:
+        say(f"error: {exc}")
+        return EXIT_FAILED
+    with contextlib.closing(db):
+        rep = report(db, args.thin if args.thin is not None else THIN_BELOW)
+        if args.html is not None:
+            page = render(db, data_dir, rep, args.thumbnails)
+            try:
+                write_atomic(args.html, page.encode())
+            except OSError as exc:
+                say(f"error: cannot write {args.html}: {exc.strerror or exc}")
+                return EXIT_FAILED
+            say(f"wrote {args.html}")
+    if args.json:
+        print(json.dumps(rep, indent=1))
+    elif args.html is None:
+        _print_table(rep)
+    return EXIT_OK
+
+
+def _print_table(rep: Mapping[str, Any]) -> None:
+    cells: list[Mapping[str, Any]] = rep["cells"]
+    print(f"{rep['total']} frames; {rep['empty']} empty cells, {rep['thin']} thin "
+          f"(under {rep['thin_below']} frames)")
+    for c in cells:
+        if c["frames"]:
+            print(f"  {c['camera']:<16} {c['daypart']:<8} {c['weather']:<14} {c['frames']:>8}"
+                  f"{'  thin' if c['status'] == 'thin' else ''}")
+
+
+# --- sample --------------------------------------------------------------------------------
+
+
+def add_sample_arguments(p: argparse.ArgumentParser) -> None:
+    add_data_arguments(p)
+    p.add_argument("--n", type=int, required=True, help="how many frames to pick")
+    p.add_argument("--out", type=Path, default=None, metavar="FILE",
+                   help="write the sample here (JSON) instead of printing it")
+    p.add_argument("--threshold", type=int, default=64, metavar="BITS",
+                   help="frames of a camera this close to a picked one are skipped (default 64)")
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    import json
+
+    from lyoncam_daemon.atomic import write_atomic
+    from lyoncam_daemon.dataset import sample
+    from lyoncam_daemon.index import IndexFileError, open_current
+
+    if args.n < 1:
+        say(f"error: --n must be at least 1, not {args.n}")
+        return EXIT_USAGE
+    data_dir = data_dir_of(args)
+    if data_dir is None:
+        return EXIT_USAGE
+    try:
+        db = open_current(data_dir, say)
+    except IndexFileError as exc:
+        say(f"error: {exc}")
+        return EXIT_FAILED
+    with contextlib.closing(db):
+        picked = sample(db, args.n, args.threshold)
+    doc = json.dumps({"data_dir": str(data_dir), "frames": [c.as_json() for c in picked]},
+                     indent=1)
+    if args.out is None:
+        print(doc)
+    else:
+        try:
+            write_atomic(args.out, doc.encode())
+        except OSError as exc:
+            say(f"error: cannot write {args.out}: {exc.strerror or exc}")
+            return EXIT_FAILED
+    if len(picked) < args.n:
+        say(f"warning: only {len(picked)} frames could be picked (of {args.n} asked): the "
+            "rest are near-duplicates or already pushed")
+    elif args.out is not None:
+        say(f"wrote {len(picked)} frames to {args.out}")
     return EXIT_OK
