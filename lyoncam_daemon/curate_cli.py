@@ -146,7 +146,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     import json
 
     from lyoncam_daemon.atomic import write_atomic
-    from lyoncam_daemon.dataset import sample
+    from lyoncam_daemon.dataset import sample, sidecar_fingerprints
     from lyoncam_daemon.index import IndexFileError, open_current
 
     if args.n < 1:
@@ -161,7 +161,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         say(f"error: {exc}")
         return EXIT_FAILED
     with contextlib.closing(db):
-        picked = sample(db, args.n, args.threshold)
+        picked = sample(db, args.n, sidecar_fingerprints(data_dir), args.threshold)
     doc = json.dumps({"data_dir": str(data_dir), "frames": [c.as_json() for c in picked]},
                      indent=1)
     if args.out is None:

@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from lyoncam_daemon.enrichers.daylight import DAYPARTS
@@ -99,7 +100,6 @@ class Candidate:
     captured_at: str
     daypart: str
     weather: str
-    fingerprint: Fingerprint | None
 
     def as_json(self) -> dict[str, str]:
         return {"key": self.key, "camera": self.camera, "captured_at": self.captured_at,
@@ -138,44 +138,52 @@ def quotas(sizes: Sequence[int], n: int) -> list[int]:
     return quota
 
 
-def _fingerprint(raw: str | None) -> Fingerprint | None:
-    if raw is None:
-        return None
-    try:
-        return Fingerprint.from_json(json.loads(raw))
-    except ValueError:
-        return None
+#: A frame's fingerprint by key, None when it has none (or it cannot be read).
+FingerprintOf = Callable[[str], Fingerprint | None]
+
+
+def sidecar_fingerprints(data_dir: Path) -> FingerprintOf:
+    """Read from the frame's sidecar: the index stays slim (a 4096-bit phash is 1 KB of hex,
+    a gigabyte over a million frames), and a sample only looks at a few frames per pick."""
+    def load(key: str) -> Fingerprint | None:
+        try:
+            meta = json.loads((data_dir / key).with_suffix(".json").read_bytes())
+            return Fingerprint.from_json(meta["fingerprint"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+    return load
 
 
 def _strata(db: sqlite3.Connection) -> list[_Stratum]:
     """Every non-empty cell's frames not pushed yet, oldest first."""
     groups: dict[CellKey, list[Candidate]] = defaultdict(list)
-    for key, camera, captured, daypart, weather, fp in db.execute(
-            "SELECT key, camera, captured_at, daypart, weather, fingerprint FROM frames "
+    for key, camera, captured, daypart, weather in db.execute(
+            "SELECT key, camera, captured_at, daypart, weather FROM frames "
             "WHERE key NOT IN (SELECT key FROM pushed) ORDER BY captured_at"):
         cell = (camera, _name(daypart), _name(weather))
-        groups[cell].append(Candidate(key, camera, captured, cell[1], cell[2], _fingerprint(fp)))
+        groups[cell].append(Candidate(key, camera, captured, cell[1], cell[2]))
     return [_Stratum(cell, groups[cell]) for cell in sorted(groups)]
 
 
 class _Picked:
     """The chosen frames, and their fingerprints per camera for the near-duplicate test."""
 
-    def __init__(self, threshold: int) -> None:
+    def __init__(self, threshold: int, fingerprint_of: FingerprintOf) -> None:
         self.threshold = threshold
+        self.fingerprint_of = fingerprint_of
         self.frames: list[Candidate] = []
         self.fingerprints: dict[str, list[Fingerprint]] = defaultdict(list)
 
-    def near_duplicate(self, c: Candidate) -> bool:
-        fp = c.fingerprint
-        return fp is not None and any(
-            other.compatible(fp) and other.distance(fp) <= self.threshold
-            for other in self.fingerprints[c.camera])
-
-    def take(self, c: Candidate) -> None:
+    def offer(self, c: Candidate) -> bool:
+        """Take the frame unless it is a near-duplicate of one taken from its camera."""
+        fp = self.fingerprint_of(c.key)
+        if fp is not None and any(other.compatible(fp) and other.distance(fp) <= self.threshold
+                                  for other in self.fingerprints[c.camera]):
+            return False
         self.frames.append(c)
-        if c.fingerprint is not None:
-            self.fingerprints[c.camera].append(c.fingerprint)
+        if fp is not None:
+            self.fingerprints[c.camera].append(fp)
+        return True
 
 
 def _pick(stratum: _Stratum, k: int, picked: _Picked) -> int:
@@ -190,9 +198,7 @@ def _pick(stratum: _Stratum, k: int, picked: _Picked) -> int:
             if i in stratum.taken:
                 continue
             stratum.taken.add(i)  # looked at: a near-duplicate stays out for good
-            c = stratum.candidates[i]
-            if not picked.near_duplicate(c):
-                picked.take(c)
+            if picked.offer(stratum.candidates[i]):
                 got += 1
                 break
     return got
@@ -206,7 +212,8 @@ def _outwards(start: int, n: int) -> Iterable[int]:
                 yield i
 
 
-def sample(db: sqlite3.Connection, n: int, threshold: int = 64) -> list[Candidate]:
+def sample(db: sqlite3.Connection, n: int, fingerprint_of: FingerprintOf,
+           threshold: int = 64) -> list[Candidate]:
     """A balanced set of `n` frames (fewer if the index has fewer usable ones).
 
     Stratified by camera x daypart x weather (equal shares, small cells give all they have),
@@ -214,7 +221,7 @@ def sample(db: sqlite3.Connection, n: int, threshold: int = 64) -> list[Candidat
     already picked from the same camera, and frames already pushed to Label Studio.
     """
     strata = _strata(db)
-    picked = _Picked(threshold)
+    picked = _Picked(threshold, fingerprint_of)
     for stratum, k in zip(strata, quotas([len(s.candidates) for s in strata], n), strict=True):
         if k:
             _pick(stratum, k, picked)

@@ -45,7 +45,6 @@ CREATE TABLE IF NOT EXISTS frames (
     brightness REAL,
     contrast REAL,
     sha256 TEXT,
-    fingerprint TEXT,
     width INTEGER,
     height INTEGER,
     bytes INTEGER,
@@ -64,7 +63,7 @@ CREATE TABLE IF NOT EXISTS pushed (
 """
 
 COLUMNS = ("key", "camera", "captured_at", "day", "daypart", "weather", "sun_elevation",
-           "brightness", "contrast", "sha256", "fingerprint", "width", "height", "bytes",
+           "brightness", "contrast", "sha256", "width", "height", "bytes",
            "indexed_at")
 _UPSERT = (f"INSERT OR REPLACE INTO frames ({', '.join(COLUMNS)}) "
            f"VALUES ({', '.join('?' * len(COLUMNS))})")
@@ -92,12 +91,10 @@ def row_of(key: str, sidecar: Mapping[str, Any], now: float) -> Row:
     except ValueError:
         raise ValueError(f"captured_at {captured!r} is not ISO 8601") from None
     weather = sidecar.get("weather")
-    fp = sidecar.get("fingerprint")
     return (key, camera, captured, day, _text(sidecar.get("daypart")),
             _text(weather.get("label")) if isinstance(weather, Mapping) else None,
             _number(sidecar.get("sun_elevation")), _number(sidecar.get("brightness")),
             _number(sidecar.get("contrast")), _text(sidecar.get("sha256")),
-            json.dumps(fp, sort_keys=True) if isinstance(fp, Mapping) else None,
             _integer(sidecar.get("width")), _integer(sidecar.get("height")),
             _integer(sidecar.get("bytes")), now)
 

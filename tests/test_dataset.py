@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from lyoncam_daemon.cli import main
-from lyoncam_daemon.dataset import quotas, report, sample, spread
+from lyoncam_daemon.dataset import quotas, report, sample, sidecar_fingerprints, spread
 from lyoncam_daemon.index import connect, index_path, refresh
 
 from .curation import T0, Spec, make_tree
@@ -134,7 +134,7 @@ def test_sample_is_balanced_spread_and_skips_near_duplicates_and_pushed(
     refresh(tmp_path)
     with connect(index_path(tmp_path)) as db:
         db.execute("INSERT INTO pushed VALUES (?, 'http://ls', 1, 5, 0)", (stored[50].key,))
-        picked = sample(db, 9)
+        picked = sample(db, 9, sidecar_fingerprints(tmp_path))
     cells = Counter((c.camera, c.daypart, c.weather) for c in picked)
     # The copies count once; the small cell gives all three; the rest goes to the big cell.
     assert cells == {("A", "day", "rain"): 1, ("B", "dusk", "fog"): 3,
