@@ -171,6 +171,12 @@ def build_parser() -> argparse.ArgumentParser:
                        "without near-duplicates or frames already pushed.")
     curate_cli.add_sample_arguments(p)
     p.set_defaults(func=curate_cli.cmd_sample)
+
+    p = sub.add_parser("enrich", help="fill daylight and weather of frames stored without them",
+                       description="--backfill: sun_elevation/daypart computed, weather from "
+                       "the Open-Meteo archive (in batches, resumable).")
+    curate_cli.add_enrich_arguments(p)
+    p.set_defaults(func=curate_cli.cmd_enrich)
     return parser
 
 

@@ -178,3 +178,42 @@ def cmd_sample(args: argparse.Namespace) -> int:
     elif args.out is not None:
         say(f"wrote {len(picked)} frames to {args.out}")
     return EXIT_OK
+
+
+# --- enrich --backfill ---------------------------------------------------------------------
+
+
+def add_enrich_arguments(p: argparse.ArgumentParser) -> None:
+    add_data_arguments(p)
+    p.add_argument("--backfill", action="store_true", required=True,
+                   help="fill sun_elevation/daypart and weather of frames stored without them")
+    p.add_argument("--no-weather", action="store_true",
+                   help="daylight only: no request to the weather archive")
+
+
+def cmd_enrich(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from lyoncam_daemon.backfill import Backfill
+    from lyoncam_daemon.config import WeatherSettings
+
+    data_dir = data_dir_of(args)
+    if data_dir is None:
+        return EXIT_USAGE
+    weather: WeatherSettings | None = None
+    if not args.no_weather:
+        weather = WeatherSettings()
+        if args.config.exists():  # its weather: settings (archive_url, limits, enabled)
+            try:
+                loaded = load_config(args.config).weather
+            except ConfigError as exc:
+                for line in exc.errors:
+                    say(f"error: {line}")
+                return EXIT_USAGE
+            weather = loaded if loaded.enabled else None
+    done = asyncio.run(Backfill(data_dir, weather, say).run())
+    for problem in done.problems:
+        say(f"warning: {problem}")
+    print(f"{data_dir}: daylight added to {done.daylight} frames, weather to {done.weather}"
+          f"{f', {done.missing_weather} still without weather' if done.missing_weather else ''}")
+    return EXIT_FAILED if done.problems else EXIT_OK

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -12,9 +13,11 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from lyoncam_daemon.cli import main
 from lyoncam_daemon.config import ConfigError, WeatherSettings, parse_config
 from lyoncam_daemon.daemon import Daemon
 from lyoncam_daemon.enrichers import build_enrichers
+from lyoncam_daemon.enrichers.daylight import daylight_fields
 from lyoncam_daemon.enrichers.weather import (
     RateLimit,
     WeatherEnricher,
@@ -22,9 +25,12 @@ from lyoncam_daemon.enrichers.weather import (
     label,
     parse_current,
 )
+from lyoncam_daemon.index import index_path, refresh
 from lyoncam_daemon.simulator import CriterSimulator
+from lyoncam_daemon.storage import StoredFrame
 
 from .conftest import make_config, stored_frames, until
+from .curation import Spec, make_tree
 
 WHEN = datetime(2026, 11, 26, 7, 3, tzinfo=UTC)
 NEXT_SLOT = WHEN + timedelta(minutes=15)
@@ -201,3 +207,118 @@ async def test_run_writes_weather_and_survives_its_outage(
     assert sum(meta["weather"] == RAIN for meta in sidecars) >= len(sidecars) - 2
     assert len(stand_in.requests) <= 2  # one cell: one per slot (a run may straddle two)
     assert all(daemon.stats.cameras[c].enrich_errors == 0 for c in ("W1", "W2"))
+
+
+# --- enrich --backfill: the archive endpoint ---------------------------------------------------
+
+
+class Archive:
+    """The archive endpoint on 127.0.0.1: hourly codes, 3 (overcast) on even hours and 61
+    (rain) on odd ones; `fail` answers 502."""
+
+    def __init__(self) -> None:
+        self.fail = False
+        self.requests: list[dict[str, str]] = []
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.requests.append(dict(request.query))
+        if self.fail:
+            return web.Response(status=502, text="bad gateway")
+        day = datetime.fromisoformat(request.query["start_date"])
+        end = datetime.fromisoformat(request.query["end_date"]) + timedelta(days=1)
+        times = []
+        while day < end:
+            times.append(day.strftime("%Y-%m-%dT%H:%M"))
+            day += timedelta(hours=1)
+        hours = [int(t[11:13]) for t in times]
+        return web.json_response({"hourly": {
+            "time": times, "weather_code": [61 if h % 2 else 3 for h in hours],
+            "cloud_cover": [100] * len(times), "precipitation": [0.0] * len(times),
+            "is_day": [int(8 <= h < 16) for h in hours]}})
+
+
+@pytest.fixture
+async def archive() -> AsyncIterator[tuple[Archive, str]]:
+    stand_in = Archive()
+    app = web.Application()
+    app.router.add_get("/v1/archive", stand_in.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    yield stand_in, f"http://127.0.0.1:{port}/v1/archive"
+    await runner.cleanup()
+
+
+def bare_tree(data_dir: Path) -> list[StoredFrame]:
+    """Frames stored before the enrichers: no daylight, no weather (B has no location)."""
+    specs = [Spec("A", m) for m in (7 * 60 + 40, 7 * 60 + 50, 13 * 60 + 10)]
+    specs += [Spec("A", 40 * 1440 + 60), Spec("B", 100)]
+    stored = make_tree(data_dir, specs)
+    for frame in stored:
+        sidecar = (data_dir / frame.key).with_suffix(".json")
+        meta = json.loads(sidecar.read_text())
+        for field in ("sun_elevation", "daypart", "weather"):
+            del meta[field]
+        if meta["camera_id"] == "B":
+            meta["lat"] = meta["lon"] = None
+        sidecar.write_text(json.dumps(meta))
+    return stored
+
+
+def backfill(data_dir: Path, config: Path) -> int:
+    return main(["enrich", "--backfill", "--data-dir", str(data_dir), "--config", str(config)])
+
+
+async def test_backfill_fills_daylight_and_weather_in_batches_and_resumes(
+    tmp_path: Path, archive: tuple[Archive, str], capsys: pytest.CaptureFixture[str],
+) -> None:
+    stand_in, url = archive
+    data = tmp_path / "data"
+    stored = bare_tree(data)
+    refresh(data)
+    config = tmp_path / "cameras.yaml"
+    config.write_text(f"weather:\n  archive_url: {url}\n"
+                      "cameras:\n  - id: A\n    url: http://127.0.0.1:9/a.jpg\n")
+    assert await asyncio.to_thread(backfill, data, config) == 0
+    assert "daylight added to 4 frames, weather to 4" in capsys.readouterr().out
+    # Two batches: the first day, and 40 days later (over BATCH_DAYS apart).
+    assert [(r["start_date"], r["end_date"]) for r in stand_in.requests] == [
+        ("2026-11-20", "2026-11-20"), ("2026-12-30", "2026-12-30")]
+    metas = [json.loads((data / s.key).with_suffix(".json").read_text()) for s in stored]
+    for meta in metas[:4]:
+        when = datetime.fromisoformat(meta["captured_at"])
+        assert meta["sun_elevation"] == daylight_fields(45.76, 4.84, when)["sun_elevation"]
+    # 07:40 and 07:50 take the 08:00 value (overcast); 13:10 the 13:00 one (rain).
+    assert [m["weather"]["label"] for m in metas[:3]] == ["overcast", "overcast", "rain"]
+    assert metas[0]["weather"]["observed_at"] == "2026-11-20T08:00:00Z"
+    assert "sun_elevation" not in metas[4] and "weather" not in metas[4]  # B: no location
+    with sqlite3.connect(index_path(data)) as db:  # the index follows
+        labels = dict(db.execute("SELECT key, weather FROM frames"))
+    assert labels[stored[2].key] == "rain"
+    # A rerun finds nothing missing: no request at all.
+    assert await asyncio.to_thread(backfill, data, config) == 0
+    assert "daylight added to 0 frames, weather to 0" in capsys.readouterr().out
+    assert len(stand_in.requests) == 2
+
+
+async def test_backfill_with_the_archive_down_keeps_what_it_can(
+    tmp_path: Path, archive: tuple[Archive, str], capsys: pytest.CaptureFixture[str],
+) -> None:
+    stand_in, url = archive
+    stand_in.fail = True
+    data = tmp_path / "data"
+    stored = bare_tree(data)
+    config = tmp_path / "cameras.yaml"
+    config.write_text(f"weather:\n  archive_url: {url}\n"
+                      "cameras:\n  - id: A\n    url: http://127.0.0.1:9/a.jpg\n")
+    assert await asyncio.to_thread(backfill, data, config) == 1
+    captured = capsys.readouterr()
+    assert "4 still without weather" in captured.out
+    assert "warning: weather for cell 45.75,4.85 2026-11-20..2026-11-20: HTTP 502" in captured.err
+    meta = json.loads((data / stored[0].key).with_suffix(".json").read_text())
+    assert "sun_elevation" in meta and "weather" not in meta
+    stand_in.fail = False
+    assert await asyncio.to_thread(backfill, data, config) == 0
+    assert "daylight added to 0 frames, weather to 4" in capsys.readouterr().out

@@ -116,13 +116,19 @@ class RateLimit:
         self._calls: deque[float] = deque()
 
     def take(self) -> bool:
+        if self.wait_s() > 0:
+            return False
+        self._calls.append(self.clock())
+        return True
+
+    def wait_s(self) -> float:
+        """Seconds until a call may go (0: now)."""
         now = self.clock()
         while self._calls and now - self._calls[0] >= 60:
             self._calls.popleft()
-        if len(self._calls) >= self.per_minute:
-            return False
-        self._calls.append(now)
-        return True
+        if len(self._calls) < self.per_minute:
+            return 0.0
+        return 60 - (now - self._calls[0])
 
 
 class WeatherEnricher:
