@@ -177,6 +177,12 @@ def build_parser() -> argparse.ArgumentParser:
                        "the Open-Meteo archive (in batches, resumable).")
     curate_cli.add_enrich_arguments(p)
     p.set_defaults(func=curate_cli.cmd_enrich)
+
+    p = sub.add_parser("push", help="send frames to Label Studio as tasks, with predictions",
+                       description="Upload a balanced sample (or a `sample` file) as Label "
+                       "Studio tasks; idempotent: a frame is never pushed twice.")
+    curate_cli.add_push_arguments(p)
+    p.set_defaults(func=curate_cli.cmd_push)
     return parser
 
 

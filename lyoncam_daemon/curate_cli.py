@@ -217,3 +217,136 @@ def cmd_enrich(args: argparse.Namespace) -> int:
     print(f"{data_dir}: daylight added to {done.daylight} frames, weather to {done.weather}"
           f"{f', {done.missing_weather} still without weather' if done.missing_weather else ''}")
     return EXIT_FAILED if done.problems else EXIT_OK
+
+
+# --- push ----------------------------------------------------------------------------------
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, not {text}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value >= 0:  # NaN too
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {text}")
+    return value
+
+
+def add_push_arguments(p: argparse.ArgumentParser) -> None:
+    add_data_arguments(p)
+    p.add_argument("--url", required=True, help="Label Studio base URL")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--project", type=_positive_int, help="project id")
+    which.add_argument("--create", metavar="TITLE",
+                       help="create a project (labels Car, Truck, Bus, Motorbike, Scooter, "
+                       "Bicycle, Pedestrian) and push to it")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--sample", type=Path, metavar="FILE", help="frames chosen by `sample`")
+    what.add_argument("--n", type=_positive_int, help="sample N frames now")
+    p.add_argument("--predictions", type=Path, default=None, metavar="DIR",
+                   help="YOLO label files (one per frame stem) sent as predictions")
+    p.add_argument("--token-file", type=Path, default=None,
+                   help="file holding the key (default: env LABEL_STUDIO_API_KEY)")
+    p.add_argument("--rate", type=_non_negative_float, default=5.0,
+                   help="requests per second, 0 for no limit (default 5)")
+    p.add_argument("--batch", type=_positive_int, default=100,
+                   help="files per upload request (default 100, the server's default limit)")
+    p.add_argument("--log-format", choices=["auto", "json", "console"], default="auto")
+
+
+def cmd_push(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from lyoncam_daemon.index import IndexFileError, open_current
+    from lyoncam_daemon.labelstudio.auth import AuthError, Credentials, load_token
+    from lyoncam_daemon.labelstudio.cli import shown_argument, url_problem
+    from lyoncam_daemon.labelstudio.client import HTTPError, Unreachable
+    from lyoncam_daemon.labelstudio.push import PushError
+    from lyoncam_daemon.logs import configure_logging
+
+    problem = url_problem(args.url.strip())
+    if problem is not None:
+        say(f"error: --url {shown_argument(args.url)!r}: {problem}")
+        return EXIT_USAGE
+    configure_logging(args.log_format, "info")
+    try:
+        credentials = Credentials(load_token(token_file=args.token_file))
+    except AuthError as exc:
+        say(f"error: {exc}")
+        return EXIT_USAGE
+    data_dir = data_dir_of(args)
+    if data_dir is None:
+        return EXIT_USAGE
+    try:
+        db = open_current(data_dir, say)
+    except IndexFileError as exc:
+        say(f"error: {exc}")
+        return EXIT_FAILED
+    with contextlib.closing(db):
+        try:
+            return asyncio.run(_push(args, data_dir, db, credentials))
+        except (AuthError, PushError, HTTPError, Unreachable) as exc:
+            say(f"error: {exc}")
+            return EXIT_FAILED
+
+
+async def _push(args: argparse.Namespace, data_dir: Path, db: Any, credentials: Any) -> int:
+    import json
+
+    from lyoncam_daemon.dataset import sample, sidecar_fingerprints
+    from lyoncam_daemon.labelstudio.client import LabelStudioClient, display_base
+    from lyoncam_daemon.labelstudio.push import (
+        Ledger,
+        Predictions,
+        Pusher,
+        PushError,
+        class_names,
+        default_label_config,
+        frames_of,
+    )
+
+    if args.sample is not None:
+        try:
+            keys = [f["key"] for f in json.loads(args.sample.read_text())["frames"]]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise PushError(f"{args.sample}: not a sample file ({exc})") from None
+    else:
+        keys = [c.key for c in sample(db, args.n, sidecar_fingerprints(data_dir))]
+    frames, missing = frames_of(db, keys)
+    for key in missing:
+        say(f"warning: {key} is not in the index of {data_dir}: skipped")
+    predictions = None
+    if args.predictions is not None:
+        if not args.predictions.is_dir():
+            raise PushError(f"--predictions {args.predictions}: not a folder")
+        predictions = Predictions(args.predictions, class_names(args.predictions))
+    async with LabelStudioClient(args.url.strip(), credentials,
+                                 rate=args.rate or None) as client:
+        project = args.project
+        if args.create is not None:
+            resp = await client.request("POST", "/api/projects", json={
+                "title": args.create, "label_config": default_label_config()})
+            if resp.status != 201:
+                raise PushError(f"cannot create project {args.create!r}: HTTP {resp.status}")
+            project = int(json.loads(resp.body)["id"])
+            say(f"created project {project} {args.create!r}")
+        ledger = Ledger(db, display_base(client.base_url), project)
+        pusher = Pusher(client, project, data_dir, ledger, predictions, args.batch,
+                        progress=lambda done, total: say(f"pushed {done}/{total}"))
+        done = await pusher.run(frames)
+    for problem in done.problems:
+        say(f"warning: {problem}")
+    print(f"project {project}: {done.pushed} frames pushed ({done.predictions} with "
+          f"predictions), {done.already} already there"
+          f"{f', {done.recovered} found from an interrupted run' if done.recovered else ''}")
+    return EXIT_OK
