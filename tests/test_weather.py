@@ -26,7 +26,7 @@ from lyoncam_daemon.enrichers.weather import (
     parse_current,
 )
 from lyoncam_daemon.index import index_path, refresh
-from lyoncam_daemon.simulator import CriterSimulator
+from lyoncam_daemon.simulator import CriterSimulator, demo_config
 from lyoncam_daemon.storage import StoredFrame
 
 from .conftest import make_config, stored_frames, until
@@ -322,3 +322,8 @@ async def test_backfill_with_the_archive_down_keeps_what_it_can(
     stand_in.fail = False
     assert await asyncio.to_thread(backfill, data, config) == 0
     assert "daylight added to 0 frames, weather to 4" in capsys.readouterr().out
+
+
+def test_the_simulator_demo_config_never_asks_for_weather() -> None:
+    config = parse_config(demo_config("http://127.0.0.1:8090", ["SIM001"]))
+    assert config.weather.enabled is False
