@@ -12,6 +12,7 @@ import sqlite3
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from itertools import groupby
 from pathlib import Path
 from typing import Any
 
@@ -109,12 +110,17 @@ class Candidate:
 @dataclass
 class _Stratum:
     cell: CellKey
-    candidates: list[Candidate]
+    #: (key, captured_at), oldest first: plain tuples, a million of them load quickly.
+    frames: list[tuple[str, str]]
     taken: set[int] = field(default_factory=set)
 
     @property
     def left(self) -> int:
-        return len(self.candidates) - len(self.taken)
+        return len(self.frames) - len(self.taken)
+
+    def candidate(self, i: int) -> Candidate:
+        key, captured = self.frames[i]
+        return Candidate(key, self.cell[0], captured, self.cell[1], self.cell[2])
 
 
 def quotas(sizes: Sequence[int], n: int) -> list[int]:
@@ -156,12 +162,14 @@ def sidecar_fingerprints(data_dir: Path) -> FingerprintOf:
 
 def _strata(db: sqlite3.Connection) -> list[_Stratum]:
     """Every non-empty cell's frames not pushed yet, oldest first."""
-    groups: dict[CellKey, list[Candidate]] = defaultdict(list)
-    for key, camera, captured, daypart, weather in db.execute(
-            "SELECT key, camera, captured_at, daypart, weather FROM frames "
-            "WHERE key NOT IN (SELECT key FROM pushed) ORDER BY captured_at"):
-        cell = (camera, _name(daypart), _name(weather))
-        groups[cell].append(Candidate(key, camera, captured, cell[1], cell[2]))
+    groups: dict[CellKey, list[tuple[str, str]]] = defaultdict(list)
+    rows = db.execute(
+        "SELECT camera, daypart, weather, key, captured_at FROM frames "
+        # The index's own order (frames_cell): no sort of a million rows.
+        "WHERE key NOT IN (SELECT key FROM pushed) "
+        "ORDER BY camera, daypart, weather, captured_at")
+    for (camera, daypart, weather), frames in groupby(rows, key=lambda r: r[:3]):
+        groups[(camera, _name(daypart), _name(weather))].extend(r[3:] for r in frames)
     return [_Stratum(cell, groups[cell]) for cell in sorted(groups)]
 
 
@@ -190,7 +198,7 @@ def _pick(stratum: _Stratum, k: int, picked: _Picked) -> int:
     """Up to `k` more frames of the stratum: for targets evenly spaced among the frames not
     looked at yet, the nearest one that is not a near-duplicate of a frame already picked.
     Returns how many."""
-    pool = [i for i in range(len(stratum.candidates)) if i not in stratum.taken]
+    pool = [i for i in range(len(stratum.frames)) if i not in stratum.taken]
     got = 0
     for target in spread(len(pool), k):
         for j in _outwards(target, len(pool)):
@@ -198,7 +206,7 @@ def _pick(stratum: _Stratum, k: int, picked: _Picked) -> int:
             if i in stratum.taken:
                 continue
             stratum.taken.add(i)  # looked at: a near-duplicate stays out for good
-            if picked.offer(stratum.candidates[i]):
+            if picked.offer(stratum.candidate(i)):
                 got += 1
                 break
     return got
@@ -222,7 +230,7 @@ def sample(db: sqlite3.Connection, n: int, fingerprint_of: FingerprintOf,
     """
     strata = _strata(db)
     picked = _Picked(threshold, fingerprint_of)
-    for stratum, k in zip(strata, quotas([len(s.candidates) for s in strata], n), strict=True):
+    for stratum, k in zip(strata, quotas([len(s.frames) for s in strata], n), strict=True):
         if k:
             _pick(stratum, k, picked)
     # Near-duplicates left some shares short: share the shortfall among the cells with
