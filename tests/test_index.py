@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import sqlite3
+import sys
 import time
 from pathlib import Path
 
@@ -23,7 +25,7 @@ from lyoncam_daemon.index import (
 )
 from lyoncam_daemon.simulator import CriterSimulator
 
-from .conftest import make_config, until
+from .conftest import make_config, stored_frames, until
 from .curation import Spec, make_tree
 
 
@@ -127,3 +129,23 @@ def test_index_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     assert "4 frames (4 read" in capsys.readouterr().out
     assert main(["index", "--data-dir", str(tmp_path / "nope")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+async def test_the_run_command_indexes_and_enriches(tmp_path: Path) -> None:
+    """`run` wires the enrichers and the index hook (Daemon(config) alone has neither)."""
+    async with CriterSimulator(["R1"], period=60) as sim:
+        cfg = tmp_path / "cameras.yaml"
+        cfg.write_text(f"data_dir: {tmp_path / 'data'}\nweather:\n  enabled: false\ncameras:\n"
+                       f"  - id: R1\n    url: {sim.url('R1')}\n    lat: 45.76\n    lon: 4.84\n")
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "lyoncam_daemon", "run", "--config", str(cfg),
+            "--log-format", "json", stderr=asyncio.subprocess.DEVNULL)
+        await until(lambda: bool(stored_frames(tmp_path / "data", "R1")), "a stored frame", 20)
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), timeout=30) == 0
+    [jpg] = stored_frames(tmp_path / "data", "R1")
+    meta = json.loads(jpg.with_suffix(".json").read_text())
+    assert {"sun_elevation", "daypart", "brightness", "contrast"} <= set(meta)
+    assert "weather" not in meta  # weather.enabled: false
+    assert rows(tmp_path / "data") == {
+        jpg.relative_to(tmp_path / "data").as_posix(): ("R1", meta["daypart"], None)}
