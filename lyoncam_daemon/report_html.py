@@ -55,12 +55,13 @@ def thumbnail(path: Path) -> str | None:
 
 
 def _colour(n: int, top: int) -> str:
-    """Log scale from pale to deep blue: a cell of 10 and one of 10,000 both show."""
+    """Log scale from pale to deep blue (a cell of 10 and one of 10,000 both show), with text
+    that stays readable on it."""
     if n <= 0 or top <= 0:
-        return "#eee"
+        return "background:#eee"
     t = math.log1p(n) / math.log1p(top)
     light = round(92 - 55 * t)
-    return f"hsl(212,70%,{light}%)"
+    return f"background:hsl(212,70%,{light}%);color:{'#fff' if light < 60 else '#222'}"
 
 
 def _heatmap(rep: Mapping[str, Any]) -> str:
@@ -82,7 +83,7 @@ def _heatmap(rep: Mapping[str, Any]) -> str:
                 label = f"{camera} {d} {w}: {n} frames"
                 text = "·" if n == 0 else str(n)
                 tds.append(f'<td class="{status}" title="{escape(label)}" '
-                           f'style="background:{_colour(n, top)}">{text}</td>')
+                           f'style="{_colour(n, top)}">{text}</td>')
         rows.append(f"<tr><th>{escape(camera)}</th>{''.join(tds)}</tr>")
     return (f'<table id="heatmap"><tr><th rowspan="2">camera</th>{head1}</tr>'
             f"<tr>{head2}</tr>{''.join(rows)}</table>")
