@@ -168,6 +168,38 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         p.description = ls_cli.__doc__
         ls_cli.add_arguments(p)
     p.set_defaults(func=cmd_pull)
+
+    from lyoncam_daemon import curate_cli
+
+    p = sub.add_parser("index", help="bring the frame index up to date with the sidecars",
+                       description="Add frames the index lacks, drop deleted ones; --rebuild "
+                       "re-reads every sidecar. The daemon keeps the index current itself.")
+    curate_cli.add_index_arguments(p)
+    p.set_defaults(func=curate_cli.cmd_index)
+
+    p = sub.add_parser("report", help="what the frames cover: camera x daypart x weather, days",
+                       description="Frames per camera, daypart and weather, frames per day, "
+                       "empty and thin cells; --json or --html FILE.")
+    curate_cli.add_report_arguments(p)
+    p.set_defaults(func=curate_cli.cmd_report)
+
+    p = sub.add_parser("sample", help="pick a balanced set of frames to label",
+                       description="Stratified by camera, daypart and weather, spread in time, "
+                       "without near-duplicates or frames already pushed.")
+    curate_cli.add_sample_arguments(p)
+    p.set_defaults(func=curate_cli.cmd_sample)
+
+    p = sub.add_parser("enrich", help="fill daylight and weather of frames stored without them",
+                       description="--backfill: sun_elevation/daypart computed, weather from "
+                       "the Open-Meteo archive (in batches, resumable).")
+    curate_cli.add_enrich_arguments(p)
+    p.set_defaults(func=curate_cli.cmd_enrich)
+
+    p = sub.add_parser("push", help="send frames to Label Studio as tasks, with predictions",
+                       description="Upload a balanced sample (or a `sample` file) as Label "
+                       "Studio tasks; idempotent: a frame is never pushed twice.")
+    curate_cli.add_push_arguments(p)
+    p.set_defaults(func=curate_cli.cmd_push)
     return parser
 
 

@@ -298,6 +298,30 @@ class DedupSettings(_Model):
         return self
 
 
+class WeatherSettings(_Model):
+    """Open-Meteo current conditions in each sidecar (enrichers/weather.py)."""
+
+    enabled: bool = True
+    #: The forecast endpoint's `current=` values come from 15-minute model data.
+    url: str = "https://api.open-meteo.com/v1/forecast"
+    #: Past days, for `enrich --backfill` (hourly values).
+    archive_url: str = "https://archive-api.open-meteo.com/v1/archive"
+    #: Cameras within one cell of this many degrees share one request (0.1° ≈ 8-11 km).
+    cell_degrees: float = Field(0.1, gt=0, le=10)
+    #: Open-Meteo is free under 10,000 calls a day: a few a minute stays far below it.
+    max_calls_per_minute: int = Field(4, ge=1, le=60)
+    #: Seconds for one request; the frame never waits longer than the enrich deadline.
+    timeout: Duration = Field(10.0, gt=0)
+
+    @field_validator("url", "archive_url")
+    @classmethod
+    def _weather_url(cls, v: str) -> str:
+        parts = urlsplit(v)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("must be an http:// or https:// URL")
+        return v
+
+
 class Tuning(_Model):
     """Settings each camera may override; `defaults:` sets them for all cameras."""
 
@@ -370,6 +394,7 @@ class Config(_Model):
     retry: RetrySettings = RetrySettings()
     log: LogSettings = LogSettings()
     dedup: DedupSettings = DedupSettings()
+    weather: WeatherSettings = WeatherSettings()
     #: Extra placeholder SHA-256s; the known CriTer "Image indisponible" one is built in.
     placeholder_sha256: tuple[str, ...] = ()
     defaults: Tuning = Tuning()

@@ -653,6 +653,8 @@ def demo_config(
     doc = {
         "data_dir": data_dir,
         "placeholder_sha256": [placeholder_sha256()],
+        # Simulated cameras have no real place: no weather requests from a demo.
+        "weather": {"enabled": False},
         "defaults": {"interval": interval, "timeout": min(20.0, float(interval))},
         "cameras": [
             {"id": cid, "url": f"{base}{PATH_PREFIX}{cid}.JPG", "name": f"Simulated camera {cid}"}

@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh dev
 LYONCAM_LABEL_STUDIO="$(bash scripts/labelstudio-venv.sh)"
 export LYONCAM_LABEL_STUDIO
+# `report --html` is rendered in headless Chromium by the tests (Debian's package, no download).
+command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium; }
 .venv/bin/ruff check .
 .venv/bin/mypy
 exec .venv/bin/python -m pytest "$@"

@@ -44,6 +44,8 @@ def make_config(
         "retry:",
         *(f"  {key}: {value}" for key, value in retry.items()),
         extra,
+        # Tests never reach the internet: weather is off unless a test points it at a stand-in.
+        "" if "weather:" in extra else "weather:\n  enabled: false",
         "defaults:",
         f"  interval: {interval}",
         f"  timeout: {timeout}",
