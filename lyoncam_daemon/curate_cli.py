@@ -13,8 +13,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from lyoncam_daemon.config import ConfigError, load_config
-
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
@@ -27,6 +25,8 @@ def add_data_arguments(p: argparse.ArgumentParser) -> None:
 
 def data_dir_of(args: argparse.Namespace) -> Path | None:
     """The data directory to read, or None after printing why there is none."""
+    from lyoncam_daemon.config import ConfigError, load_config
+
     if args.data_dir is not None:
         path: Path = args.data_dir.expanduser().resolve()
     else:
@@ -204,6 +204,8 @@ def cmd_enrich(args: argparse.Namespace) -> int:
     if not args.no_weather:
         weather = WeatherSettings()
         if args.config.exists():  # its weather: settings (archive_url, limits, enabled)
+            from lyoncam_daemon.config import ConfigError, load_config
+
             try:
                 loaded = load_config(args.config).weather
             except ConfigError as exc:

@@ -468,8 +468,9 @@ async def test_slow_decoding_never_stalls_the_event_loop(
     assert sum(c.outcomes["stored"] for c in daemon.stats.cameras.values()) >= 4
     # every decode ran in the worker pool, never on the event loop's thread ...
     assert decode_threads and loop_thread not in decode_threads
-    # ... so the loop never stopped for as long as one decode took
-    assert max(lags) < min(decode_s) / 2, (max(lags), min(decode_s))
+    # ... so the loop never stopped for as long as one decode took (decoding on the loop,
+    # or in a thread holding the GIL, would stall it at least that long)
+    assert max(lags) < min(decode_s), (max(lags), min(decode_s))
 
 
 async def test_slow_cameras_never_starve_healthy_ones_on_the_same_host(tmp_path: Path) -> None:
