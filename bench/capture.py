@@ -538,6 +538,7 @@ def report(ours: dict[bool, list[dict[str, Any]]], orig: dict[str, Any],
     headline = by_mode.get(False) or by_mode[True]
     return {
         **headline,
+        # Whether the top-level figures are the server with ETags (only with --etag yes).
         "etag": False not in by_mode,
         "with_etag": by_mode.get(True),
         "interval_s": args.interval,
