@@ -34,6 +34,7 @@ import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
+from urllib.parse import urljoin
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -149,7 +150,8 @@ def original_download(url: str, paths: list[str], out: Path) -> float:
     out.mkdir()
     start = time.monotonic()
     for path in paths:
-        req = urllib.request.Request(url + path, headers={"Authorization": f"Token {TOKEN}"})
+        req = urllib.request.Request(urljoin(url, path),
+                                     headers={"Authorization": f"Token {TOKEN}"})
         with urllib.request.urlopen(req, timeout=60) as resp:  # requests.get(url)
             (out / Path(path).name).write_bytes(resp.read())
         time.sleep(ORIGINAL_SLEEP)
@@ -182,6 +184,8 @@ def main() -> int:
     parser.add_argument("--original-images", type=int, default=3,
                         help="images the original downloader fetches (5 s each)")
     args = parser.parse_args()
+    if args.original_images < 1 or args.images < args.original_images:
+        parser.error("--original-images must be between 1 and --images")
     import structlog
 
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))
