@@ -82,12 +82,19 @@ stop_daemon() {
   case "$rundir" in /tmp/lyoncam-docker.*) ;; *) fail "stop: not a directory made by start: $rundir" ;; esac
   pid="$(cat "$rundir/pid" 2>/dev/null)" || return 0
   if kill -0 "$pid" 2>/dev/null; then
+    # Keep the cached data-root from growing run after run: drop superseded test images and
+    # all but the newest build cache.
+    DOCKER_HOST="unix://$rundir/docker.sock" "$CLIENT" image prune -f >/dev/null 2>&1 || true
+    DOCKER_HOST="unix://$rundir/docker.sock" "$CLIENT" builder prune -f --keep-storage 2GB \
+      >/dev/null 2>&1 || true
     kill -TERM "$pid"
     for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
     kill -0 "$pid" 2>/dev/null && kill -KILL "$pid"
   fi
-  # The exec-root holds container mounts while dockerd runs; only now is it safe to remove.
-  rm -rf "$rundir"
+  # The exec-root holds mounts (network namespaces) dockerd may leave behind: unmount, then remove.
+  awk -v d="$rundir/" 'index($2, d) == 1 {print $2}' /proc/self/mounts | sort -r \
+    | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+  rm -rf "$rundir" 2>/dev/null || echo "warning: docker set-up: could not remove $rundir" >&2
 }
 
 case "${1:-}" in
