@@ -16,19 +16,23 @@ from pydantic import BaseModel
 
 from lyoncam_daemon.config import CameraConfig, Config
 
-#: Top-level settings fixed at start-up: the data folder and its lock (data_dir), the
-#: shared HTTP session and request slots (http), the Judge and its placeholder images
-#: (dedup, placeholder_sha256). Everything else (retry, log, shutdown_grace, cameras)
-#: applies at once.
-RESTART_ONLY = ("data_dir", "http", "dedup", "placeholder_sha256")
+#: Top-level settings the running daemon reads afresh, so a reload applies them at once.
+#: Every other one was taken at start-up (the data folder and its lock, the HTTP session and
+#: request slots, the Judge and its placeholder images, ...) and waits for a restart: a
+#: setting added later is thus safe by default, until someone makes it live on purpose.
+LIVE = ("retry", "log", "shutdown_grace")
 
 #: Merged into each camera by the loader: compared through the cameras, never by itself.
-_NOT_COMPARED = {"cameras", "defaults"}
+_NOT_COMPARED = ("cameras", "defaults")
+
+
+def restart_only() -> tuple[str, ...]:
+    return tuple(n for n in Config.model_fields if n not in LIVE and n not in _NOT_COMPARED)
 
 
 @dataclass(frozen=True)
 class ReloadPlan:
-    #: The config to run from now on: the new file, but RESTART_ONLY settings as running.
+    #: The config to run from now on: the new file, but restart-only settings as running.
     config: Config
     added: tuple[CameraConfig, ...]
     removed: tuple[str, ...]
@@ -58,12 +62,14 @@ class ReloadPlan:
 
 def plan_reload(running: Config, new: Config) -> ReloadPlan:
     """Compare the running config with a freshly loaded, valid one."""
+    fixed = restart_only()
+    effective = new.model_copy(update={name: getattr(running, name) for name in fixed})
     old_cams = {c.id: c for c in running.enabled_cameras}
-    new_cams = {c.id: c for c in new.enabled_cameras}
+    # From `effective`: a setting that selects cameras but waits for a restart selects as before.
+    new_cams = {c.id: c for c in effective.enabled_cameras}
     settings = _changed_settings(running, new)
-    needs_restart = tuple(s for s in settings if s.split(".")[0] in RESTART_ONLY)
+    needs_restart = tuple(s for s in settings if s.split(".")[0] in fixed)
     applied = tuple(s for s in settings if s not in needs_restart)
-    effective = new.model_copy(update={name: getattr(running, name) for name in RESTART_ONLY})
     return ReloadPlan(
         config=effective,
         added=tuple(c for i, c in new_cams.items() if i not in old_cams),
