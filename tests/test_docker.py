@@ -22,13 +22,13 @@ def volume() -> Iterator[str]:
 
 
 @pytest.mark.timeout(900)
-def test_image_captures_as_non_root_turns_healthy_and_stops_cleanly(
+def test_image_captures_as_non_root_reloads_turns_healthy_and_stops_cleanly(
     tmp_path: Path, volume: str,
 ) -> None:
     image = lyoncam_image()
     name = f"lyoncam-test-{uuid.uuid4().hex[:8]}"
-    with simulator(tmp_path, cameras=2) as urls:
-        (tmp_path / "cameras.yaml").write_text(config_yaml(urls))
+    with simulator(tmp_path, cameras=3) as urls:
+        (tmp_path / "cameras.yaml").write_text(config_yaml(urls[:2]))
         docker("run", "-d", "--name", name, "--network", "host",
                "--health-interval", "1s", "--health-start-period", "2s",
                "-v", f"{tmp_path / 'cameras.yaml'}:/config/cameras.yaml:ro",
@@ -46,6 +46,12 @@ def test_image_captures_as_non_root_turns_healthy_and_stops_cleanly(
             owners = {tuple(line.split()[:2]) for line in frames()}
             assert owners == {("lyoncam", "10001")}  # the image's non-root user, not root
 
+            # reload: rewritten in place (a bind-mounted file keeps its inode), then SIGHUP
+            (tmp_path / "cameras.yaml").write_text(config_yaml(urls))
+            docker("kill", "-s", "HUP", name)
+            wait_for("a frame of the added camera",
+                     lambda: any("/SIM003/" in line for line in frames()), 60)
+
             def health() -> str:
                 return docker("inspect", "-f", "{{.State.Health.Status}}", name).stdout.strip()
 
@@ -56,8 +62,10 @@ def test_image_captures_as_non_root_turns_healthy_and_stops_cleanly(
             assert state.stdout.split() == ["0", "false"]
             logs = docker("logs", name)
             assert logs.stdout == ""  # everything on stderr ...
-            events = [line["event"] for line in json_lines(logs.stderr)]  # ... as JSON lines
-            assert events[0] == "started" and events[-1] == "stopped"
+            lines = json_lines(logs.stderr)  # ... as JSON lines
+            assert lines[0]["event"] == "started" and lines[-1]["event"] == "stopped"
+            [reloaded] = [line for line in lines if line["event"] == "reloaded"]
+            assert reloaded["added"] == ["SIM003"] and reloaded["untouched"] == 2
         finally:
             docker("rm", "-f", name, check=False)
 
