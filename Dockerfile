@@ -12,10 +12,12 @@ RUN apt-get update \
 ARG PIP_INDEX_URL
 # Dependencies first, from pyproject.toml alone: this layer is rebuilt only when they change.
 COPY pyproject.toml /src/
-RUN --mount=type=secret,id=cacert,required=false \
+# The cache mount keeps downloaded wheels in the builder's cache (not in the image) for the
+# next time the dependencies change.
+RUN --mount=type=secret,id=cacert,required=false --mount=type=cache,target=/root/.cache/pip \
     if [ -s /run/secrets/cacert ]; then export PIP_CERT=/run/secrets/cacert; fi \
  && python3 -c 'import tomllib; print("\n".join(tomllib.load(open("/src/pyproject.toml", "rb"))["project"]["dependencies"]))' > /src/requirements.txt \
- && /opt/lyoncam/bin/pip install --no-cache-dir --disable-pip-version-check -r /src/requirements.txt
+ && /opt/lyoncam/bin/pip install --disable-pip-version-check -r /src/requirements.txt
 COPY README.md /src/
 COPY lyoncam_daemon /src/lyoncam_daemon
 RUN --mount=type=secret,id=cacert,required=false \
