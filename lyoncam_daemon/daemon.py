@@ -214,11 +214,11 @@ class Daemon:
                 plan = await self._reload_plan()
                 if plan is not None:
                     await self._apply(plan, self.registry)
-            finally:
-                # READY=1 even when refused: systemd would otherwise wait for it until timeout.
-                status = "reload refused; previous configuration kept" if plan is None else ""
-                self.notifier.ready(status or
-                                    f"capturing {len(self.config.enabled_cameras)} cameras")
+            except Exception:  # a bug: say so, keep capturing with what runs
+                self.log.exception("reload failed")
+            # READY=1 whatever happened: systemd would otherwise wait for it until a timeout.
+            self.notifier.ready(f"capturing {len(self.config.enabled_cameras)} cameras"
+                                if plan is not None else "reload refused; configuration kept")
             return plan
 
     async def _reload_plan(self) -> ReloadPlan | None:
@@ -249,7 +249,9 @@ class Daemon:
         for cam in plan.added:
             registry.add(cam, phases[cam.id])
         if plan.needs_restart:
-            self.log.warning("reloaded; some settings wait for a restart", **plan.summary())
+            self.log.warning("reloaded", **plan.summary(),
+                             hint="the settings in needs_restart keep their running value "
+                                  "until lyoncam restarts")
         else:
             self.log.info("reloaded", **plan.summary())
 

@@ -222,7 +222,7 @@ async def test_a_setting_fixed_at_start_is_reported_and_kept(tmp_path: Path) -> 
         with capture_logs() as logs:
             plan = await daemon.reload()
         assert plan is not None and plan.needs_restart == ("data_dir",)
-        [line] = [e for e in logs if e["event"].startswith("reloaded")]
+        [line] = [e for e in logs if e["event"] == "reloaded"]
         assert line["needs_restart"] == ["data_dir"] and line["log_level"] == "warning"
         count = len(run.stored("SIM001"))
         await asyncio.wait_for(run.until_stored("SIM001", count + 1), 15)
