@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from lyoncam_daemon import __version__
 from lyoncam_daemon.shard import Shard, parse_shard
@@ -41,17 +41,6 @@ def _plural(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
-def _no_camera(args: argparse.Namespace, config: Config) -> bool:
-    if config.enabled_cameras:
-        return False
-    if config.shard is not None and any(c.enabled for c in config.cameras):
-        print(f"error: {args.config}: shard {config.shard} owns none of the enabled cameras",
-              file=sys.stderr)
-    else:
-        print(f"error: {args.config}: no enabled camera to capture", file=sys.stderr)
-    return True
-
-
 def _shard_arg(text: str) -> Shard:
     try:
         return parse_shard(text)
@@ -59,15 +48,22 @@ def _shard_arg(text: str) -> Shard:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def cmd_check(args: argparse.Namespace) -> int:
-    from lyoncam_daemon.config import data_dir_problem
+def load_checked(path: Path, args: argparse.Namespace | None = None,
+                 context: Mapping[str, Any] | None = None) -> Config:
+    """The config file as `check` validates it, with `run`'s command-line overrides if
+    given: the schema, at least one enabled camera (in the shard), and every mask and
+    placeholder image loaded. ConfigError holds `check`'s lines. `run` reads the file
+    through here at start and at each reload, so a reload refuses what `check` refuses."""
+    from lyoncam_daemon.config import ConfigError, load_config
 
-    config = _load(args.config)
-    if config is None or _no_camera(args, config):
-        return EXIT_USAGE
-    if problem := data_dir_problem(config.data_dir):
-        print(f"error: {args.config}: {problem}", file=sys.stderr)
-        return EXIT_USAGE
+    config = load_config(path, context)
+    if args is not None:
+        config = _overridden(config, args)
+    if not config.enabled_cameras:
+        if config.shard is not None and any(c.enabled for c in config.cameras):
+            raise ConfigError([f"{path}: shard {config.shard} owns none of the enabled "
+                               "cameras"])
+        raise ConfigError([f"{path}: no enabled camera to capture"])
     from concurrent.futures import ThreadPoolExecutor
 
     from lyoncam_daemon.daemon import SettingsError, build_judge
@@ -76,7 +72,21 @@ def cmd_check(args: argparse.Namespace) -> int:
         with ThreadPoolExecutor(1) as pool:
             build_judge(config, pool)  # loads masks and placeholder images
     except SettingsError as exc:
-        print(f"error: {args.config}: {exc}", file=sys.stderr)
+        raise ConfigError([f"{path}: {exc}"]) from None
+    return config
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from lyoncam_daemon.config import ConfigError, data_dir_problem
+
+    try:
+        config = load_checked(args.config)
+    except ConfigError as exc:
+        for line in exc.errors:
+            print(f"error: {line}", file=sys.stderr)
+        return EXIT_USAGE
+    if problem := data_dir_problem(config.data_dir):
+        print(f"error: {args.config}: {problem}", file=sys.stderr)
         return EXIT_USAGE
     enabled = len(config.enabled_cameras)
     in_shard = f" in shard {config.shard}" if config.shard is not None else ""
@@ -87,14 +97,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    config = _load(args.config)
-    if config is None:
-        return EXIT_USAGE
-    if args.shard is not None:
-        config = config.model_copy(update={"shard": args.shard})
-    if _no_camera(args, config):
-        return EXIT_USAGE
+def _overridden(config: Config, args: argparse.Namespace) -> Config:
+    """The command line's settings over the file's (at start and at each reload)."""
     if args.data_dir is not None:
         config = config.model_copy(update={"data_dir": args.data_dir.expanduser().resolve()})
     if args.log_format is not None:
@@ -105,9 +109,45 @@ def cmd_run(args: argparse.Namespace) -> int:
         config = config.model_copy(
             update={"log": config.log.model_copy(update={"level": args.log_level})}
         )
+    if args.shard is not None:
+        config = config.model_copy(update={"shard": args.shard})
+    return config
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from lyoncam_daemon.config import ConfigError
+
+    try:
+        config = load_checked(args.config, args)
+    except ConfigError as exc:
+        for line in exc.errors:
+            print(f"error: {line}", file=sys.stderr)
+        return EXIT_USAGE
     from lyoncam_daemon.daemon import run_daemon
 
-    return run_daemon(config)
+    return run_daemon(config, reload_config=lambda: load_checked(args.config, args))
+
+
+def cmd_health(args: argparse.Namespace) -> int:
+    import time
+
+    from lyoncam_daemon.healthcheck import judge_health, read_health
+
+    data_dir = args.data_dir
+    if data_dir is None:
+        config = _load(args.config)
+        if config is None:
+            return EXIT_USAGE
+        data_dir = config.data_dir
+    record = read_health(data_dir)
+    problem = record if isinstance(record, str) else judge_health(record, time.time())
+    if problem is not None:
+        print(f"unhealthy: {problem}")
+        return EXIT_FAILED
+    assert not isinstance(record, str)
+    totals = record.get("totals", {})
+    print(f"healthy: pid {record.get('pid')}, states {totals.get('states', {})}")
+    return EXIT_OK
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -152,6 +192,14 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                        "one line per problem naming file, line, camera and field.")
     p.add_argument("--config", type=Path, default=Path("cameras.yaml"), help=config_help)
     p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("health", help="exit 0 if the daemon using data_dir is alive, else 1",
+                       description="Judge the heartbeat the running daemon writes to "
+                       "<data_dir>/.lyoncam/health.json (for Docker's HEALTHCHECK).")
+    p.add_argument("--config", type=Path, default=Path("cameras.yaml"),
+                   help="read data_dir from this file (default: ./cameras.yaml)")
+    p.add_argument("--data-dir", type=Path, default=None, help="the daemon's data_dir")
+    p.set_defaults(func=cmd_health)
 
     from lyoncam_daemon import simulator
 

@@ -14,7 +14,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
@@ -24,13 +24,15 @@ import structlog
 
 from lyoncam_daemon import __version__
 from lyoncam_daemon.camera import Runtime, pipeline_size
-from lyoncam_daemon.config import Config
+from lyoncam_daemon.config import Config, ConfigError
 from lyoncam_daemon.dedup import Judge
 from lyoncam_daemon.enrich import Enricher
 from lyoncam_daemon.fetch import Slots
 from lyoncam_daemon.frames import KNOWN_PLACEHOLDER_SHA256
 from lyoncam_daemon.logs import configure_logging
+from lyoncam_daemon.notify import Notifier, watchdog_interval
 from lyoncam_daemon.registry import CameraRegistry
+from lyoncam_daemon.reload import ReloadPlan, plan_reload
 from lyoncam_daemon.schedule import phase
 from lyoncam_daemon.state import StateDir, StateError
 from lyoncam_daemon.stats import SpoolStats, Stats
@@ -80,11 +82,15 @@ class Daemon:
 
     `enrichers` add sidecar fields to each frame before it is stored and `hooks` are told
     of each stored frame (enrich.py, storage/__init__.py): the seams later features use.
+    `reload_config` re-reads the config file on SIGHUP (raising ConfigError, as `check`);
+    `notifier` tells systemd when the daemon is ready, reloading or stopping.
     """
 
     def __init__(self, config: Config, stats: Stats | None = None, owns_process: bool = False,
                  *, enrichers: Sequence[Enricher] = (), hooks: Sequence[StoreHook] = (),
-                 storage: Storage | None = None) -> None:
+                 storage: Storage | None = None,
+                 reload_config: Callable[[], Config] | None = None,
+                 notifier: Notifier | None = None) -> None:
         self.config = config
         #: True when this daemon is the whole process (`run`): signals arriving after the
         #: stop are then ignored instead of killing the exit code with 130/143.
@@ -99,6 +105,11 @@ class Daemon:
         self.registry: CameraRegistry | None = None
         self._signals = 0
         self._started = time.time()
+        self.reload_config = reload_config
+        self.notifier = notifier if notifier is not None else Notifier(None)
+        self._reload_lock = asyncio.Lock()
+        self._reloads: set[asyncio.Task[ReloadPlan | None]] = set()
+        self._watchdog: asyncio.Task[None] | None = None
 
     def request_stop(self) -> None:
         """First call: stop scheduling and drain. A second (a second Ctrl-C): cancel now."""
@@ -154,10 +165,14 @@ class Daemon:
             self.log.info("started", version=__version__, cameras=len(registry),
                           data_dir=str(cfg.data_dir), pid=os.getpid())
             reporter = asyncio.create_task(self._report_loop(), name="reporter")
+            self._supervised_start()
             await self.stop.wait()
-            self.log.info("stopping", grace_s=cfg.shutdown_grace)
-            cancelled = await registry.stop_all(cfg.shutdown_grace)
+            await self._supervised_stop()
+            self.log.info("stopping", grace_s=self.config.shutdown_grace)
+            cancelled = await registry.stop_all(self.config.shutdown_grace)
             reporter.cancel()
+            if self._watchdog is not None:
+                self._watchdog.cancel()
             await asyncio.gather(reporter, return_exceptions=True)
             self._remove_signal_handlers()
         snapshot = self._write_health(stopping=True)
@@ -169,14 +184,97 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.request_stop)
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signal.SIGHUP, self.request_reload)
 
     def _remove_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(sig)
                 if self.owns_process:
                     signal.signal(sig, signal.SIG_IGN)
+
+    # --- systemd notifications and reload (SIGHUP) ----------------------------------------
+
+    def _supervised_start(self) -> None:
+        """Every camera is scheduled: READY=1, and feed the watchdog if systemd asks for it."""
+        self.notifier.ready(f"capturing {len(self.config.enabled_cameras)} cameras")
+        every = watchdog_interval() if self.notifier.enabled else None
+        if every is not None:
+            self._watchdog = asyncio.create_task(self._watchdog_loop(every), name="watchdog")
+
+    async def _watchdog_loop(self, every: float) -> None:
+        # On the event loop itself, on purpose: a stalled loop stops feeding, systemd restarts.
+        while True:
+            self.notifier.watchdog()
+            await asyncio.sleep(every)
+
+    async def _supervised_stop(self) -> None:
+        """STOPPING=1, then let a reload in progress finish so no camera it starts is missed."""
+        self.notifier.stopping()
+        async with self._reload_lock:
+            pass
+
+    def request_reload(self) -> None:
+        """SIGHUP: re-read the config file in the background, one reload at a time."""
+        if self.stop.is_set():
+            return
+        task = asyncio.create_task(self.reload(), name="reload")
+        self._reloads.add(task)
+        task.add_done_callback(self._reloads.discard)
+
+    async def reload(self) -> ReloadPlan | None:
+        """Re-read the config and apply it; None when refused (the running config stays)."""
+        async with self._reload_lock:
+            if self.stop.is_set() or self.registry is None:
+                return None
+            self.notifier.reloading()
+            plan = None
+            try:
+                plan = await self._reload_plan()
+                if plan is not None:
+                    await self._apply(plan, self.registry)
+            except Exception:  # a bug: say so, keep capturing with what runs
+                self.log.exception("reload failed")
+            # READY=1 whatever happened: systemd would otherwise wait for it until a timeout.
+            self.notifier.ready(f"capturing {len(self.config.enabled_cameras)} cameras"
+                                if plan is not None else "reload refused; configuration kept")
+            return plan
+
+    async def _reload_plan(self) -> ReloadPlan | None:
+        if self.reload_config is None:
+            self.log.warning("reload refused: this daemon has no config file to re-read")
+            return None
+        try:
+            # Off the loop: reading the file and loading masks must not delay any camera.
+            new = await asyncio.get_running_loop().run_in_executor(None, self.reload_config)
+        except ConfigError as exc:
+            for line in exc.errors:  # the lines `check` prints
+                self.log.error("reload refused; running configuration kept", error=line)
+            return None
+        return plan_reload(self.config, new)
+
+    async def _apply(self, plan: ReloadPlan, registry: CameraRegistry) -> None:
+        """Settings first (restarted cameras read them), then cameras: removed and changed
+        ones finish their in-flight poll within the grace; changed ones keep their memory
+        when the URL is the same (registry.replace)."""
+        self.config = registry.rt.config = plan.config
+        if self.owns_process and {"log.format", "log.level"} & set(plan.applied):
+            configure_logging(plan.config.log.format, plan.config.log.level)
+        grace = plan.config.shutdown_grace
+        cameras = plan.config.enabled_cameras
+        phases = {c.id: phase(i, len(cameras), c.interval) for i, c in enumerate(cameras)}
+        await asyncio.gather(*(registry.remove(i, grace) for i in plan.removed),
+                             *(registry.replace(c, grace, phases[c.id]) for c in plan.changed))
+        for cam in plan.added:
+            registry.add(cam, phases[cam.id])
+        if plan.needs_restart:
+            self.log.warning("reloaded", **plan.summary(),
+                             hint="the settings in needs_restart keep their running value "
+                                  "until lyoncam restarts")
+        else:
+            self.log.info("reloaded", **plan.summary())
 
     async def _report_loop(self) -> None:
         """The one-line summary and the health record a supervisor watches.
@@ -201,7 +299,7 @@ class Daemon:
             if totals["polls"] and not totals["states"].get("ok"):
                 self.log.warning("no camera has answered", errors=totals["errors"],
                                  hint="check the network, a proxy, or the cameras' urls")
-            await asyncio.sleep(every)
+            await asyncio.sleep(self.config.log.summary_interval)  # a reload may change it
 
     def health(self, stopping: bool = False) -> dict[str, Any]:
         return {
@@ -210,6 +308,8 @@ class Daemon:
             "started_unix": self._started,
             "heartbeat": iso_utc(datetime.now(UTC)),
             "heartbeat_unix": time.time(),
+            #: How often the heartbeat is rewritten: what `lyoncam health` judges its age by.
+            "heartbeat_every_s": self.config.log.summary_interval,
             "stopping": stopping,
             **self.stats.snapshot().as_dict(),
         }
@@ -225,10 +325,11 @@ class Daemon:
         return totals
 
 
-def run_daemon(config: Config) -> int:
+def run_daemon(config: Config, reload_config: Callable[[], Config] | None = None) -> int:
     """Entry point of `run`: logging, the event loop, and one-line start-up errors.
 
     Exit 0 after a stop, 2 for unusable settings (like `check`), 1 when it cannot start.
+    `reload_config` reads the config file again on SIGHUP.
     """
     configure_logging(config.log.format, config.log.level)
     from lyoncam_daemon.enrichers import build_enrichers
@@ -238,9 +339,10 @@ def run_daemon(config: Config) -> int:
     # The index catalogues the local tree (`index`, `report`, `sample` read its files); frames
     # in an object store are not there, so it is kept only for the filesystem store.
     hooks = [index] if config.storage.kind == "filesystem" else []
+    daemon = Daemon(config, owns_process=True, enrichers=build_enrichers(config), hooks=hooks,
+                    reload_config=reload_config, notifier=Notifier.from_env())
     try:
-        return asyncio.run(Daemon(config, owns_process=True, enrichers=build_enrichers(config),
-                                  hooks=hooks).run())
+        return asyncio.run(daemon.run())
     except StartupError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2 if isinstance(exc, SettingsError) else 1

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Set up (first time) and run every check: ruff, mypy, then the whole pytest suite,
 # including the tests against a real Label Studio server (installed into a cached
-# virtualenv outside the checkout by scripts/labelstudio-venv.sh). Extra arguments go to pytest.
+# virtualenv outside the checkout by scripts/labelstudio-venv.sh) and the Docker and systemd
+# tests (a private Docker daemon started and stopped here by scripts/docker-env.sh; as root it
+# installs docker.io and debootstrap; LYONCAM_SKIP_DOCKER=1 opts out). Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh dev
@@ -11,4 +13,9 @@ export LYONCAM_LABEL_STUDIO
 command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium; }
 .venv/bin/ruff check .
 .venv/bin/mypy
-exec .venv/bin/python -m pytest "$@"
+if [ "${LYONCAM_SKIP_DOCKER:-}" != 1 ]; then
+  docker_env="$(bash scripts/docker-env.sh start)"  # on failure: one line saying what to do
+  eval "$docker_env"
+  trap 'bash scripts/docker-env.sh stop "$LYONCAM_DOCKER_RUNDIR"' EXIT
+fi
+.venv/bin/python -m pytest "$@"
