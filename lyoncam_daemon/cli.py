@@ -39,6 +39,16 @@ def _no_camera(args: argparse.Namespace, config: Config) -> bool:
     return True
 
 
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (0-65535)")
+    return port
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     config = _load(args.config)
     if config is None or _no_camera(args, config):
@@ -77,6 +87,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         config = config.model_copy(
             update={"log": config.log.model_copy(update={"level": args.log_level})}
         )
+    if args.status_port is not None:
+        config = config.model_copy(update={"status": config.status.model_copy(
+            update={"port": args.status_port, "enabled": args.status_port != 0})})
     from lyoncam_daemon.daemon import run_daemon
 
     return run_daemon(config)
@@ -112,6 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="overrides log.format of the config")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default=None,
                    help="overrides log.level of the config")
+    p.add_argument("--status-port", type=_port, default=None, metavar="PORT",
+                   help="port of /metrics, /healthz and the status page (overrides status.port; "
+                   "0 turns the endpoint off)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("check", help="validate a config file and exit (0 valid, 2 invalid)",

@@ -36,8 +36,12 @@ def make_config(
     timeout: float = 1.0,
     extra: str = "",
     per_camera: Mapping[str, str] | None = None,
+    status: str = "status:\n  enabled: false",
 ) -> Config:
-    """A config for fast tests: sub-second intervals (allowed through the test context)."""
+    """A config for fast tests: sub-second intervals (allowed through the test context).
+
+    The status endpoint is off unless `status` says otherwise: tests never bind port 9120.
+    """
     lines = [
         f"data_dir: {data_dir}",
         "shutdown_grace: 2",
@@ -45,6 +49,7 @@ def make_config(
         "retry:\n  backoff_initial: 0.2\n  backoff_max: 0.4\n  down_after: 1\n"
         "  down_probe_interval: 0.4",
         extra,
+        status,
         "defaults:",
         f"  interval: {interval}",
         f"  timeout: {timeout}",
