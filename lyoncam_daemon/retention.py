@@ -144,8 +144,8 @@ class RetentionPass:
             if self.cancel.is_set():
                 break
             result = _add(result, self.delete_day(day))
-        kept = {d.path for d in doomed}
-        newest = _newest_per_camera(d for d in days if d.path not in kept)
+        gone = {d.path for d in doomed}
+        newest = _newest_per_camera(d for d in days if d.path not in gone)
         frames = [f for d in newest for f in _frames_in(d)]
         for frame in plan_frames(frames, now, self.policy, excess):
             if self.cancel.is_set():
@@ -272,6 +272,10 @@ def _remove_empty(folder: Path, stop: Path) -> bool:
 # -- the free-space guard -------------------------------------------------------------------
 
 
+#: Bytes counted for a sidecar and the file system's rounding when a frame is written.
+_SIDECAR_ALLOWANCE = 8192
+
+
 class StoragePaused(StoreError):
     """Free space is below `retention.min_free_bytes`: the frame was not stored."""
 
@@ -327,6 +331,11 @@ class FreeSpaceGuard:
         if self.paused:
             self.paused = False
             self.log.info("storing resumed", path=str(self.path), free_bytes=free)
+        if self._cached is not None:
+            # Count this frame as written before the next read of the disk: without it,
+            # frames stored within one `every_s` would all see the same free space and
+            # together eat into the reserve.
+            self._cached -= len(frame.data) + _SIDECAR_ALLOWANCE
         try:
             return await self.inner.save(frame)
         except StoreError:
