@@ -106,7 +106,8 @@ def _card_html(card: Card) -> str:
         f'<div><span class="badge">{escape(card.state.value)}</span>'
         f'<span class="badge">{escape(card.condition.value)}</span></div>'
         f"<dl><dt>last frame</dt><dd>{last}</dd>"
-        f"<dt>last 24 h</dt><dd>{card.frames_24h} frames</dd>"
+        f"<dt>last 24 h</dt><dd>{card.frames_24h} frame{'' if card.frames_24h == 1 else 's'}"
+        "</dd>"
         f'<dt>errors</dt><dd title="{escape(card.error_detail)}">{card.errors}'
         f"{' (' + escape(card.error_detail) + ')' if card.error_detail else ''}</dd></dl>"
         "</div></section>"

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
+import shutil
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
 import pytest
+from PIL import Image, ImageStat
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
@@ -21,6 +24,7 @@ from lyoncam_daemon.metrics import DiskFigures, build_registry
 from lyoncam_daemon.simulator import CriterSimulator, camera_ids
 from lyoncam_daemon.stats import Condition, State, Stats
 from lyoncam_daemon.status import Thumbnails, health_verdict, make_thumbnail
+from lyoncam_daemon.statuspage import Card, Header, ordered, render
 
 from .conftest import FIXTURES, make_config
 
@@ -287,10 +291,6 @@ async def test_hostile_clients_never_stop_capture(tmp_path: Path) -> None:
 def test_a_thumbnail_is_a_small_jpeg_of_the_frame(tmp_path: Path) -> None:
     data = make_thumbnail(FIXTURES / "CWL9018_night.jpg")
     assert data is not None and data[:2] == b"\xff\xd8"
-    import io
-
-    from PIL import Image
-
     with Image.open(io.BytesIO(data)) as img:
         assert img.size == (384, 216)
     assert len(data) < 40_000
@@ -337,3 +337,70 @@ def test_status_port_must_be_a_port_number(capsys: pytest.CaptureFixture[str]) -
         main(["run", "--status-port", "http"])
     assert exit_.value.code == 2
     assert "'http' is not a port number (0-65535)" in capsys.readouterr().err
+
+
+# -- the status page ------------------------------------------------------------------------
+
+
+def _card(cid: str, state: State, condition: Condition = Condition.NORMAL) -> Card:
+    return Card(camera_id=cid, name=f"<script>{cid}</script>", state=state, condition=condition,
+                last_stored_at=None, last_stored_ago="", frames_24h=1, errors=0,
+                error_detail="", thumb_token=None)
+
+
+def test_problem_cameras_come_first_and_every_text_is_escaped() -> None:
+    cards = [_card("A_OK", State.OK), _card("B_DOWN", State.DOWN),
+             _card("C_STALE", State.OK, Condition.STALE), _card("D_FAILING", State.FAILING),
+             _card("E_NEW", State.STARTING)]
+    assert [c.camera_id for c in ordered(cards)] == ["B_DOWN", "D_FAILING", "C_STALE", "E_NEW",
+                                                     "A_OK"]
+    html = render(Header("0.1.0", 5, 1, "1 GB", ["<i>reason</i>"]), cards)
+    assert "<script>A_OK" not in html and "&lt;script&gt;A_OK&lt;/script&gt;" in html
+    assert "&lt;i&gt;reason&lt;/i&gt;" in html
+    positions = [html.index(f'data-camera="{c}"') for c in ("B_DOWN", "D_FAILING", "A_OK")]
+    assert positions == sorted(positions)
+
+
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--no-first-run", "--window-size=1280,900",
+                  "--virtual-time-budget=8000"]
+
+
+async def chromium(tmp_path: Path, *args: str) -> bytes:
+    exe = shutil.which("chromium")
+    assert exe, "chromium is not installed (scripts/test.sh installs Debian's package as root)"
+    proc = await asyncio.create_subprocess_exec(
+        exe, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'chromium'}", *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=90)
+    assert proc.returncode == 0, err.decode()[-2000:]
+    return out
+
+
+async def test_the_status_page_renders_every_card_and_thumbnail_in_chromium(
+    tmp_path: Path,
+) -> None:
+    ids = camera_ids(3)
+    async with CriterSimulator(ids, period=0.3) as sim:
+        config = make_config(tmp_path / "data", {i: sim.url(i) for i in ids}, interval=0.2,
+                             status=STATUS_ON)
+        async with running(config) as (daemon, base):
+            await until(lambda: all(daemon.stats.cameras[i].outcomes["stored"] >= 1
+                                    for i in ids))
+            dom = (await chromium(tmp_path, "--dump-dom", base + "/")).decode()
+            shot = tmp_path / "status.png"
+            await chromium(tmp_path, f"--screenshot={shot}", base + "/")
+            assert daemon.status is not None and daemon.status.thumbs.built >= 3
+    assert 'data-thumbs="loaded"' in dom  # every <img> decoded (statuspage's marker)
+    assert dom.count('<section class="card') == 3
+    assert dom.count('<img class="thumb"') == 3
+    with Image.open(shot) as img:
+        assert img.size == (1280, 900)
+        # the three cards of the first row: 12 px margin, 305 px wide, 12 px gap; the
+        # thumbnail below a 6 px border. A photo varies; an empty box or a blank page not.
+        for i in range(3):
+            x0 = 12 + i * 317
+            region = img.convert("L").crop((x0 + 10, 70, x0 + 295, 220))
+            assert ImageStat.Stat(region).stddev[0] > 15, f"card {i} has no thumbnail"
+        text_area = img.convert("L").crop((12, 240, 317, 380))
+        assert ImageStat.Stat(text_area).stddev[0] > 5, "card text did not render"
