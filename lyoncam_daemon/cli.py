@@ -101,6 +101,12 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return simulator.main(args)
 
 
+def cmd_discover(args: argparse.Namespace) -> int:
+    from lyoncam_daemon import discover
+
+    return discover.main(args)
+
+
 def cmd_pull(args: argparse.Namespace) -> int:
     from lyoncam_daemon.labelstudio import cli as ls_cli
 
@@ -142,6 +148,14 @@ def build_parser() -> argparse.ArgumentParser:
                        description=simulator.__doc__)
     simulator.add_arguments(p)
     p.set_defaults(func=cmd_simulate)
+
+    from lyoncam_daemon import discover
+
+    p = sub.add_parser("discover", help="build or update cameras.yaml from the CriTer catalogue",
+                       description=discover.__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    discover.add_arguments(p)
+    p.set_defaults(func=cmd_discover)
 
     from lyoncam_daemon.labelstudio import cli as ls_cli
 
