@@ -261,3 +261,12 @@ def test_a_missing_source_file_is_named(
     assert capsys.readouterr().err == (
         f"error: {tmp_path / 'nope.json'}: cannot read: No such file or directory\n")
     assert not (tmp_path / "c.yaml").exists()
+
+
+def test_the_shipped_cameras_yaml_comes_back_byte_for_byte(tmp_path: Path) -> None:
+    """Every comment and setting of a real, heavily commented file survives a run."""
+    shipped = (Path(__file__).parent.parent / "cameras.yaml").read_text()
+    out = tmp_path / "cameras.yaml"
+    out.write_text(shipped)
+    assert discover("--source", str(CATALOGUE), "--output", str(out)) == 0
+    assert out.read_text() == shipped

@@ -8,6 +8,7 @@ import io
 import shutil
 import threading
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import aiohttp
@@ -21,10 +22,13 @@ from lyoncam_daemon.cli import main
 from lyoncam_daemon.config import Config
 from lyoncam_daemon.daemon import Daemon, StartupError
 from lyoncam_daemon.metrics import DiskFigures, build_registry
+from lyoncam_daemon.recent import RecentFrames
 from lyoncam_daemon.simulator import CriterSimulator, camera_ids
 from lyoncam_daemon.stats import Condition, State, Stats
 from lyoncam_daemon.status import Thumbnails, health_verdict, make_thumbnail
 from lyoncam_daemon.statuspage import Card, Header, ordered, render
+from lyoncam_daemon.storage import Frame, StoredFrame
+from lyoncam_daemon.storage.filesystem import FilesystemStorage
 
 from .conftest import FIXTURES, make_config
 
@@ -404,3 +408,28 @@ async def test_the_status_page_renders_every_card_and_thumbnail_in_chromium(
             assert ImageStat.Stat(region).stddev[0] > 15, f"card {i} has no thumbnail"
         text_area = img.convert("L").crop((12, 240, 317, 380))
         assert ImageStat.Stat(text_area).stddev[0] > 5, "card text did not render"
+
+
+# -- frames of the last 24 h ----------------------------------------------------------------
+
+
+async def test_frames_of_the_last_24_h_are_seeded_from_disk_then_counted_by_the_hook(
+    tmp_path: Path,
+) -> None:
+    now = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
+    store = FilesystemStorage(tmp_path)
+    keys = {}
+    for hours in (1, 5, 23, 25, 72):  # 23 and 25 h ago are yesterday's folder
+        when = now - timedelta(hours=hours)
+        keys[hours] = store.write(Frame("CAM_A", when, b"x", {})).key
+    (tmp_path / keys[5]).with_suffix(".json").unlink()  # incomplete: not a stored frame
+    clock = [now.timestamp()]
+    recent = RecentFrames(clock=lambda: clock[0])
+    recent.seed(store, ["CAM_A", "CAM_B"])
+    assert recent.count("CAM_A") == 2  # 1 h and 23 h ago
+    assert recent.count("CAM_B") == 0 and recent.latest_key("CAM_B") is None
+    assert recent.latest_key("CAM_A") == keys[1]
+    await recent.hook(StoredFrame("CAM_A", "CAM_A/new.jpg", now, 1, {}))
+    assert recent.count("CAM_A") == 3 and recent.latest_key("CAM_A") == "CAM_A/new.jpg"
+    clock[0] += 2 * 3600  # the frame of 23 h ago leaves the window
+    assert recent.count("CAM_A") == 2
