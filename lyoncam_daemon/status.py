@@ -4,8 +4,10 @@ Capture must never wait for a viewer. Everything a request computes is small (on
 snapshot, a page of a few KB) except thumbnails, which are decoded in a thread of their own
 (not the default pool the store writes through) and cached by the latest frame's key. Only
 GET and HEAD are served, bodies are refused, at most `MAX_IN_FLIGHT` requests are handled at
-once (more get 503 at once) and each has `REQUEST_TIMEOUT_S`. Nothing served holds a camera
-URL (they may carry credentials) or any other secret.
+once (more get 503 at once) and each has `REQUEST_TIMEOUT_S`; connections beyond
+`MAX_CONNECTIONS` are closed as they arrive, so idle or half-sent ones can never take the
+file descriptors the cameras' own connections need. Nothing served holds a camera URL (they
+may carry credentials) or any other secret.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from lyoncam_daemon.stats import Snapshot, State, Stats
 from lyoncam_daemon.statuspage import CSP, Card, Header, human_ago, human_bytes, render
 
 MAX_IN_FLIGHT = 16
+MAX_CONNECTIONS = 64
 REQUEST_TIMEOUT_S = 10.0
 #: Thumbnail box: a 1920x1080 frame is DCT-scaled to 480x270 while decoding (draft), then
 #: resized to fit this.
@@ -122,6 +125,13 @@ class Thumbnails:
             return data
 
 
+class _Refused(asyncio.Protocol):
+    """A connection over MAX_CONNECTIONS: closed at once, nothing read."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport.close()
+
+
 def thumb_token(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:12]
 
@@ -136,6 +146,7 @@ class StatusServer:
         self._registry = build_registry(sources.stats.snapshot, sources.disk)
         self._in_flight = 0
         self._runner: web.AppRunner | None = None
+        self._listener: asyncio.Server | None = None
         self.log = structlog.get_logger("lyoncam.status")
 
     def app(self) -> web.Application:
@@ -151,21 +162,40 @@ class StatusServer:
         runner = web.AppRunner(self.app(), access_log=None, keepalive_timeout=15,
                                max_line_size=4096, max_field_size=4096, handler_cancellation=True)
         await runner.setup()
+        server = runner.server
+        assert server is not None
+
+        def protocol() -> asyncio.BaseProtocol:
+            # aiohttp's low-level server is the protocol factory; counting its live
+            # connections here is the one place a new connection can be turned away.
+            if len(server.connections) >= MAX_CONNECTIONS:
+                return _Refused()
+            return server()
+
         try:
-            await web.TCPSite(runner, self.host, self.port, backlog=64).start()
+            self._listener = await asyncio.get_running_loop().create_server(
+                protocol, self.host, self.port, backlog=64)
         except OSError:
             await runner.cleanup()
             raise
         self._runner = runner
-        for addr in runner.addresses:
-            if isinstance(addr, tuple) and len(addr) >= 2:
-                self.port = int(addr[1])
+        self.port = int(self._listener.sockets[0].getsockname()[1])
         return self.port
 
+    @property
+    def connections(self) -> int:
+        server = self._runner.server if self._runner is not None else None
+        return len(server.connections) if server is not None else 0
+
     async def close(self) -> None:
+        if self._listener is not None:
+            self._listener.close()  # no new connections; the runner closes the open ones
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        if self._listener is not None:
+            await self._listener.wait_closed()
+            self._listener = None
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     @web.middleware

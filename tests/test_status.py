@@ -25,7 +25,7 @@ from lyoncam_daemon.metrics import DiskFigures, build_registry
 from lyoncam_daemon.recent import RecentFrames
 from lyoncam_daemon.simulator import CriterSimulator, camera_ids
 from lyoncam_daemon.stats import Condition, State, Stats
-from lyoncam_daemon.status import Thumbnails, health_verdict, make_thumbnail
+from lyoncam_daemon.status import MAX_CONNECTIONS, Thumbnails, health_verdict, make_thumbnail
 from lyoncam_daemon.statuspage import Card, Header, ordered, render
 from lyoncam_daemon.storage import Frame, StoredFrame
 from lyoncam_daemon.storage.filesystem import FilesystemStorage
@@ -253,9 +253,30 @@ async def test_only_get_is_served_and_unknown_cameras_are_404(tmp_path: Path) ->
                     assert resp.status == 404, path
 
 
-async def test_hostile_clients_never_stop_capture(tmp_path: Path) -> None:
-    """Idle half-open connections and a flood of page and thumbnail requests, while the
-    cameras keep storing frames at their rate."""
+async def half_sent_requests(port: int, n: int) -> list[asyncio.StreamWriter]:
+    writers = []
+    for _ in range(n):
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n")  # never finished
+        writers.append(writer)
+    return writers
+
+
+async def test_connections_over_the_cap_are_closed_as_they_arrive(tmp_path: Path) -> None:
+    config = make_config(tmp_path, {"CAM_A": "http://127.0.0.1:9/a.jpg"}, status=STATUS_ON)
+    async with running(config) as (daemon, _):
+        assert daemon.status is not None
+        status = daemon.status
+        idle = await half_sent_requests(status.port, MAX_CONNECTIONS + 30)
+        await until(lambda: status.connections == MAX_CONNECTIONS)
+        for writer in idle:
+            writer.close()
+        await until(lambda: status.connections == 0)
+
+
+async def test_idle_connections_and_a_flood_of_requests_never_stop_capture(
+    tmp_path: Path,
+) -> None:
     ids = camera_ids(2)
     async with CriterSimulator(ids, period=0.25) as sim:
         config = make_config(tmp_path, {i: sim.url(i) for i in ids}, interval=0.15,
@@ -264,26 +285,24 @@ async def test_hostile_clients_never_stop_capture(tmp_path: Path) -> None:
             await until(lambda: all(daemon.stats.cameras[i].outcomes["stored"] >= 1
                                     for i in ids))
             assert daemon.status is not None
-            port = daemon.status.port
-            idle = [await asyncio.open_connection("127.0.0.1", port) for _ in range(40)]
-            for _, writer in idle:
-                writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n")  # never finished
+            idle = await half_sent_requests(daemon.status.port, 40)
             before = {i: daemon.stats.cameras[i].outcomes["stored"] for i in ids}
             answered: dict[int, int] = {}
 
             async def flood(http: aiohttp.ClientSession) -> None:
                 for n in range(40):
-                    path = f"/cameras/{ids[n % 2]}/latest.jpg" if n % 2 else "/"
+                    path = f"/cameras/{ids[n // 2 % 2]}/latest.jpg" if n % 2 else "/"
                     async with http.get(base + path) as resp:
                         await resp.read()
                         answered[resp.status] = answered.get(resp.status, 0) + 1
 
             async with aiohttp.ClientSession() as http:
                 flooding = asyncio.gather(*(flood(http) for _ in range(8)))
+                # capture goes on meanwhile: three more frames per camera
                 await until(lambda: all(daemon.stats.cameras[i].outcomes["stored"]
                                         >= before[i] + 3 for i in ids))
                 await flooding
-            for _, writer in idle:
+            for writer in idle:
                 writer.close()
             assert answered.get(200, 0) > 0
             assert set(answered) <= {200, 503}
