@@ -208,6 +208,21 @@ class Daemon:
         if self.retention is not None and self.retention.active:
             self._retention_task = asyncio.create_task(self._retention_loop(), name="retention")
 
+    def monitoring_reloaded(self) -> None:
+        """Take `retention:` from a reloaded config (call after replacing `self.config`).
+
+        The endpoint keeps its address until a restart; it reads the config afresh anyway.
+        """
+        settings = self.config.retention
+        if self.guard is not None:
+            self.guard.min_free_bytes = settings.min_free_bytes
+        if self.retention is not None:
+            self.retention.policy = settings
+            if (self.retention.active and self._retention_task is None
+                    and self.registry is not None):
+                self._retention_task = asyncio.create_task(self._retention_loop(),
+                                                           name="retention")
+
     async def _stop_monitoring(self) -> None:
         if self._retention_task is not None and self.retention is not None:
             self.retention.cancel.set()  # a pass in its thread ends after its current frame

@@ -319,3 +319,32 @@ async def test_the_daemon_runs_a_retention_pass_at_start_and_logs_it_once(
     assert passes[0]["freed_bytes"] > 4000
     assert not (tmp_path / "SIM001" / f"{old:%Y}" / f"{old:%m}" / f"{old:%d}").exists()
 
+
+
+async def test_a_reloaded_retention_section_takes_effect(tmp_path: Path) -> None:
+    store = FilesystemStorage(tmp_path)
+    put(store, "SIM001", datetime.now(UTC) - timedelta(days=30))
+    put(store, "SIM001", datetime.now(UTC) - timedelta(days=1))  # the newest: kept
+    ids = camera_ids(1)
+    async with CriterSimulator(ids, period=0.3) as sim:
+        config = make_config(tmp_path, {ids[0]: sim.url(ids[0])}, interval=0.2)
+        with structlog.testing.capture_logs() as logs:
+            daemon = Daemon(config)
+            task = asyncio.create_task(daemon.run())
+            for _ in range(500):
+                if daemon.registry is not None:
+                    break
+                await asyncio.sleep(0.02)
+            assert daemon.guard is not None and daemon.guard.min_free_bytes == 10**9
+            retention = config.retention.model_copy(
+                update={"max_age_days": 7.0, "min_free_bytes": 5})
+            daemon.config = config.model_copy(update={"retention": retention})
+            daemon.monitoring_reloaded()
+            assert daemon.guard.min_free_bytes == 5
+            for _ in range(500):
+                if any(e["event"] == "retention pass" for e in logs):
+                    break
+                await asyncio.sleep(0.02)
+            daemon.request_stop()
+            assert await asyncio.wait_for(task, timeout=15) == 0
+    assert [e["frames"] for e in logs if e["event"] == "retention pass"] == [1]
