@@ -26,11 +26,11 @@ from typing import Any
 import structlog
 from aiohttp import web
 from PIL import Image
-from prometheus_client.aiohttp import make_aiohttp_handler
+from prometheus_client import CONTENT_TYPE_LATEST
 
-from lyoncam_daemon import __version__
+from lyoncam_daemon import __version__, metrics
 from lyoncam_daemon.config import CAMERA_ID_RE, CameraConfig, Config
-from lyoncam_daemon.metrics import DiskFigures, build_registry, last_stored_unix
+from lyoncam_daemon.metrics import DiskFigures, last_stored_unix
 from lyoncam_daemon.recent import RecentFrames
 from lyoncam_daemon.stats import Snapshot, State, Stats
 from lyoncam_daemon.statuspage import CSP, Card, Header, human_ago, human_bytes, render
@@ -143,7 +143,7 @@ class StatusServer:
         self.port = port
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="lyoncam-status")
         self.thumbs = Thumbnails(self._pool)
-        self._registry = build_registry(sources.stats.snapshot, sources.disk)
+        self._rendering: asyncio.Future[bytes] | None = None
         self._in_flight = 0
         self._runner: web.AppRunner | None = None
         self._listener: asyncio.Server | None = None
@@ -153,7 +153,7 @@ class StatusServer:
         app = web.Application(client_max_size=1024, middlewares=[self._guard])
         app.router.add_get("/", self.page)
         app.router.add_get("/healthz", self.healthz)
-        app.router.add_get("/metrics", make_aiohttp_handler(self._registry))
+        app.router.add_get("/metrics", self.metrics)
         app.router.add_get("/cameras/{camera_id}/latest.jpg", self.thumbnail)
         return app
 
@@ -181,6 +181,11 @@ class StatusServer:
         self._runner = runner
         self.port = int(self._listener.sockets[0].getsockname()[1])
         return self.port
+
+    @property
+    def in_flight(self) -> int:
+        """Requests being handled now."""
+        return self._in_flight
 
     @property
     def connections(self) -> int:
@@ -220,6 +225,18 @@ class StatusServer:
 
     def _disk_and_snapshot(self) -> tuple[DiskFigures, Snapshot]:
         return self.sources.disk(), self.sources.stats.snapshot()
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        """Snapshot on the loop (consistent, ~1 ms), text rendered in the status thread.
+        Scrapes arriving while one renders share it, so a flood costs one render at a time."""
+        if self._rendering is None:
+            disk, snap = self._disk_and_snapshot()
+            loop = asyncio.get_running_loop()
+            rendering = loop.run_in_executor(self._pool, metrics.render, snap, disk)
+            self._rendering = rendering
+            rendering.add_done_callback(lambda _: setattr(self, "_rendering", None))
+        body = await asyncio.shield(self._rendering)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def healthz(self, request: web.Request) -> web.Response:
         src = self.sources

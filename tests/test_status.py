@@ -154,6 +154,38 @@ async def test_a_running_daemon_serves_metrics_and_a_removed_camera_vanishes(
             assert value(text, "lyoncam_polls_total", camera=ids[0]) is not None
 
 
+async def test_metrics_are_rendered_off_the_loop_and_concurrent_scrapes_share_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from lyoncam_daemon import metrics
+
+    threads: list[str] = []
+    release = threading.Event()
+
+    def render(snapshot: object, disk: DiskFigures) -> bytes:
+        threads.append(threading.current_thread().name)
+        release.wait(10)  # hold the render until every scrape has arrived
+        return b"lyoncam_test 1\n"
+
+    monkeypatch.setattr(metrics, "render", render)
+    config = make_config(tmp_path, {"CAM_A": "http://127.0.0.1:9/a.jpg"}, status=STATUS_ON)
+    async with running(config) as (daemon, base), aiohttp.ClientSession() as http:
+        assert daemon.status is not None
+        status = daemon.status
+
+        async def scrape() -> str:
+            async with http.get(f"{base}/metrics") as resp:
+                return await resp.text()
+
+        scrapes = [asyncio.create_task(scrape()) for _ in range(10)]
+        await until(lambda: status.in_flight == 10)  # all waiting on the one render
+        release.set()
+        assert await asyncio.gather(*scrapes) == ["lyoncam_test 1\n"] * 10
+        assert await scrape() == "lyoncam_test 1\n"  # a later scrape renders afresh
+    assert len(threads) == 2
+    assert all(name.startswith("lyoncam-status") for name in threads)
+
+
 # -- /healthz -------------------------------------------------------------------------------
 
 
