@@ -146,7 +146,12 @@ class RetentionPass:
             result = _add(result, self.delete_day(day))
         gone = {d.path for d in doomed}
         newest = _newest_per_camera(d for d in days if d.path not in gone)
-        frames = [f for d in newest for f in _frames_in(d)]
+        cutoff = _age_cutoff(now, self.policy.max_age_days)
+        # Listing frames costs a stat each: only the newest days that can hold doomed frames.
+        trim = [d for d in newest if excess > 0 or (
+            cutoff is not None and datetime(d.day.year, d.day.month, d.day.day, tzinfo=UTC)
+            < cutoff)]
+        frames = [f for d in trim for f in _frames_in(d)]
         for frame in plan_frames(frames, now, self.policy, excess):
             if self.cancel.is_set():
                 break

@@ -299,7 +299,10 @@ async def test_the_daemon_runs_a_retention_pass_at_start_and_logs_it_once(
     old = datetime.now(UTC) - timedelta(days=30)
     for h in range(4):
         put(store, "SIM001", old + timedelta(hours=h))
+    # Frames of today and yesterday: the start-up recovery of interrupted writes looks at
+    # the two newest day folders only, so it stays out of the folder retention deletes.
     put(store, "SIM001", datetime.now(UTC) - timedelta(days=1))
+    put(store, "SIM001", datetime.now(UTC) - timedelta(seconds=5))
     ids = camera_ids(1)
     async with CriterSimulator(ids, period=0.3) as sim:
         config = make_config(tmp_path, {ids[0]: sim.url(ids[0])}, interval=0.2,
