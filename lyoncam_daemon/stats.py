@@ -102,6 +102,9 @@ class CameraStats:
         d = dataclasses.asdict(self)
         d["outcomes"], d["errors"] = dict(self.outcomes), dict(self.errors)
         d["state"], d["condition"] = self.state.value, self.condition.value
+        for f in dataclasses.fields(self):
+            if isinstance(getattr(self, f.name), Timing):
+                del d[f.name]["buckets"]  # histogram detail is for /metrics, not health.json
         return d
 
 
