@@ -31,7 +31,7 @@ sys.path.insert(0, str(REPO))
 
 from lyoncam_daemon.labelstudio.auth import Credentials, Secret  # noqa: E402
 from lyoncam_daemon.labelstudio.client import LabelStudioClient  # noqa: E402
-from lyoncam_daemon.labelstudio.pull import Item, Outcome, PullOptions, run_pull  # noqa: E402
+from lyoncam_daemon.labelstudio.pull import ImageResult, PullOptions, run_pull  # noqa: E402
 
 TOKEN = "benchtoken0123456789abcdef0123456789abcd"
 ORIGINAL_RATE = 0.2
@@ -110,8 +110,8 @@ class Timing:
     def start(self, total: int) -> None:
         self.t0 = time.monotonic()
 
-    def advance(self, item: Item, outcome: Outcome) -> None:
-        if outcome == "fetched":
+    def advance(self, result: ImageResult) -> None:
+        if result == "fetched":
             self.times.append(time.monotonic())
 
     def close(self) -> None:

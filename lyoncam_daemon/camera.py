@@ -24,7 +24,15 @@ from lyoncam_daemon import __version__
 from lyoncam_daemon.config import CameraConfig, Config
 from lyoncam_daemon.dedup import Judge, LastFrame, Outcome, Verdict
 from lyoncam_daemon.enrich import Enricher, enrich
-from lyoncam_daemon.fetch import ErrorKind, Fetched, FetchError, Slots, Validators, fetch_frame
+from lyoncam_daemon.fetch import (
+    ErrorKind,
+    Fetched,
+    FetchError,
+    NoTurn,
+    Slots,
+    Validators,
+    fetch_frame,
+)
 from lyoncam_daemon.schedule import backoff_delay, next_due
 from lyoncam_daemon.stats import CameraStats, Condition, State, Stats
 from lyoncam_daemon.storage import Frame, Storage, StoredFrame, StoreError, StoreHook, iso_utc
@@ -59,9 +67,18 @@ class Runtime:
     judge: Judge
     storage: Storage
     stats: Stats
+    #: Fetched frames being judged and stored: bounds the frames held in memory. A frame
+    #: waits for room here while its request slot is still held (camera.poll_once).
+    pipeline: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(6))
     enrichers: Sequence[Enricher] = ()
     hooks: Sequence[StoreHook] = ()
     rng: random.Random = field(default_factory=random.Random)
+
+
+def pipeline_size(workers: int) -> int:
+    """Frames judged or stored at once: enough to keep every decode thread busy while
+    others are written, few enough that memory stays flat under overload."""
+    return 2 * workers + 2
 
 
 @dataclass
@@ -169,10 +186,17 @@ class CameraTask:
         if self._recovered:
             return
         self._recovered = True
-        removed = await self.rt.storage.recover(self.camera.id)
+        try:
+            removed = await self.rt.storage.recover(self.camera.id)
+            found = await self.rt.storage.latest(self.camera.id)
+        except StoreError as exc:
+            # An unreachable bucket must not keep the camera from capturing; the cost is at
+            # most one frame stored again.
+            self.log.warning("newest stored frame not read back; the next one may repeat it",
+                             error=str(exc))
+            return
         if removed:
             self.log.info("removed incomplete files from an interrupted run", files=removed)
-        found = await self.rt.storage.latest(self.camera.id)
         if found is None:
             return
         meta = found.sidecar
@@ -185,15 +209,18 @@ class CameraTask:
         await self.recover()
         due = time.monotonic() + self.phase
         while await self._wait_until(due):
-            self.stats.lateness_s.observe(max(0.0, time.monotonic() - due))
-            try:
-                ok = await self.poll_once()
-                self._crash = None
-            except Exception as exc:  # a bug must cost one poll, not the camera for months
-                self._crashed(exc)
-                ok = True
+            ok = await self._poll_in_turn(due)
             now = time.monotonic()
             due = next_due(due, self.camera.interval, now) if ok else now + self._retry_delay()
+
+    async def _poll_in_turn(self, due: float) -> bool:
+        try:
+            ok = await self.poll_once(due)
+            self._crash = None
+            return ok
+        except Exception as exc:  # a bug must cost one poll, not the camera for months
+            self._crashed(exc)
+            return True
 
     async def _wait_until(self, due: float) -> bool:
         """Sleep until `due`; False as soon as this camera is told to stop.
@@ -232,35 +259,60 @@ class CameraTask:
         return (self.health.state in (State.FAILING, State.DOWN)
                 or self._last_fetch_s > self.camera.timeout / 2)
 
-    async def poll_once(self) -> bool:
-        """One poll. False when the camera failed and should back off."""
-        self.stats.polls += 1
-        self.stats.last_poll_unix = time.time()
+    async def poll_once(self, due: float | None = None) -> bool:
+        """One poll. False when the camera failed and should back off.
+
+        A poll that gets no request slot before its next tick is skipped (counted), and a
+        fetched frame waits for room in the pipeline while still holding its slot: a daemon
+        that cannot keep up slows its own fetching and skips polls, rather than piling
+        frames up in memory or bunching late polls together.
+        """
         asked = time.monotonic()
+        due = asked if due is None else due
         try:
-            async with self.rt.slots.hold(self._host, suspect=self._suspect()):
-                self.stats.slot_wait_s.observe(time.monotonic() - asked)
+            async with self.rt.slots.hold(self._host, suspect=self._suspect(),
+                                          within=due + self.camera.interval - asked):
+                started = time.monotonic()
+                self.stats.polls += 1
+                self.stats.last_poll_unix = time.time()
+                self.stats.slot_wait_s.observe(started - asked)
+                self.stats.lateness_s.observe(max(0.0, started - due))
                 fetched = await fetch_frame(
                     self.rt.session, self.camera.url, time_limit=self.camera.timeout,
                     max_bytes=self.rt.config.http.max_frame_bytes, validators=self.validators,
                     connect_timeout=self.rt.config.http.connect_timeout,
                 )
+                if not fetched.not_modified:
+                    await self.rt.pipeline.acquire()
+        except NoTurn:
+            self.stats.skipped += 1
+            self.rt.stats.overloaded()
+            return True
         except FetchError as exc:
             self._failed(exc)
             return False
+        self._answered(fetched)
+        if fetched.not_modified:
+            self._counted(Outcome.UNCHANGED, fetched)
+            return True
+        try:
+            await self._judge_and_store(fetched)
+        finally:
+            self.rt.pipeline.release()
+        return True
+
+    def _answered(self, fetched: Fetched) -> None:
         self._last_fetch_s = fetched.elapsed_s
         self.stats.fetch_s.observe(fetched.elapsed_s)
         self.stats.fetched_bytes += len(fetched.body)
         self._reachable()
-        if fetched.not_modified:
-            self._counted(Outcome.UNCHANGED, fetched)
-            return True
+
+    async def _judge_and_store(self, fetched: Fetched) -> None:
         verdict = await self.rt.judge.judge(self.camera, fetched.body, self.last)
         if verdict.outcome is Outcome.STORED and not await self._store(fetched, verdict):
-            return True  # validators kept: the next poll fetches this frame again
+            return  # validators kept: the next poll fetches this frame again
         self.validators = fetched.validators
         self._counted(verdict.outcome, fetched, verdict)
-        return True
 
     async def _store(self, fetched: Fetched, verdict: Verdict) -> bool:
         captured_at = datetime.now(UTC)

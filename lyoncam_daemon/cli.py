@@ -13,6 +13,7 @@ from pathlib import Path
 
 from lyoncam_daemon import __version__
 from lyoncam_daemon.config import Config, ConfigError, load_config
+from lyoncam_daemon.shard import Shard, parse_shard
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -35,7 +36,11 @@ def _plural(n: int, word: str) -> str:
 def _no_camera(args: argparse.Namespace, config: Config) -> bool:
     if config.enabled_cameras:
         return False
-    print(f"error: {args.config}: no enabled camera to capture", file=sys.stderr)
+    if config.shard is not None and any(c.enabled for c in config.cameras):
+        print(f"error: {args.config}: shard {config.shard} owns none of the enabled cameras",
+              file=sys.stderr)
+    else:
+        print(f"error: {args.config}: no enabled camera to capture", file=sys.stderr)
     return True
 
 
@@ -47,6 +52,13 @@ def _port(text: str) -> int:
     if not 0 <= port <= 65535:
         raise argparse.ArgumentTypeError(f"{text!r} is not a port number (0-65535)")
     return port
+
+
+def _shard_arg(text: str) -> Shard:
+    try:
+        return parse_shard(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -64,9 +76,10 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(f"error: {args.config}: {exc}", file=sys.stderr)
         return EXIT_USAGE
     enabled = len(config.enabled_cameras)
+    in_shard = f" in shard {config.shard}" if config.shard is not None else ""
     print(
-        f"{args.config}: OK: {_plural(len(config.cameras), 'camera')} ({enabled} enabled), "
-        f"data_dir {config.data_dir}"
+        f"{args.config}: OK: {_plural(len(config.cameras), 'camera')} ({enabled} enabled"
+        f"{in_shard}), data_dir {config.data_dir}"
     )
     return EXIT_OK
 
@@ -75,6 +88,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = _load(args.config)
     if config is None:
         return EXIT_USAGE
+    if args.shard is not None:
+        config = config.model_copy(update={"shard": args.shard})
     if _no_camera(args, config):
         return EXIT_USAGE
     if args.data_dir is not None:
@@ -134,6 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--status-port", type=_port, default=None, metavar="PORT",
                    help="port of /metrics, /healthz and the status page (overrides status.port; "
                    "0 turns the endpoint off)")
+    p.add_argument("--shard", type=_shard_arg, default=None, metavar="I/N",
+                   help="poll only the cameras shard I of N owns (overrides shard: of the "
+                   "config); N daemons with the same file cover every camera once")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("check", help="validate a config file and exit (0 valid, 2 invalid)",

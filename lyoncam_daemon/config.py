@@ -28,6 +28,7 @@ from pydantic import (
 )
 
 from lyoncam_daemon import __version__
+from lyoncam_daemon.shard import Shard, parse_shard
 
 #: Sub-10 s polling only re-downloads the same bytes (CriTer republishes once a minute) and
 #: the platform asks clients not to poll faster than the data set changes.
@@ -130,6 +131,49 @@ class RetrySettings(_Model):
     def _max_over_initial(self) -> RetrySettings:
         if self.backoff_max < self.backoff_initial:
             raise ValueError("backoff_max must be at least backoff_initial")
+        return self
+
+
+class StorageSettings(_Model):
+    """Where frames go: the dated tree under data_dir, or an S3-compatible bucket.
+
+    Credentials never live here: they come from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY in
+    the environment or from `credentials_file` (KEY=value lines, as systemd's
+    EnvironmentFile and `docker --env-file` read them).
+    """
+
+    kind: Literal["filesystem", "s3"] = "filesystem"
+    #: The S3 server's URL (SeaweedFS, MinIO, Garage...); unset means AWS itself.
+    endpoint: str | None = None
+    bucket: str | None = None
+    #: Keys are `<prefix>/<camera>/<YYYY>/<MM>/<DD>/<camera>_<UTC>.jpg`, as in the tree.
+    prefix: str = ""
+    region: str = "us-east-1"
+    credentials_file: FilePath | None = None
+    #: Frames kept on local disk (data_dir/.lyoncam/spool) while the bucket is unreachable,
+    #: uploaded in order when it is back; beyond this, frames are refused and counted.
+    spool_max_bytes: ByteSize = Field(2_000_000_000, ge=0)
+    #: Seconds for one upload before the frame goes to the spool instead.
+    timeout: Duration = Field(20.0, gt=0)
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, v: str | None) -> str | None:
+        if v is not None:
+            parts = urlsplit(v)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise ValueError("must be an http:// or https:// URL")
+        return v
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, v: str) -> str:
+        return v.strip("/")
+
+    @model_validator(mode="after")
+    def _s3_needs_a_bucket(self) -> StorageSettings:
+        if self.kind == "s3" and not self.bucket:
+            raise ValueError("kind s3 needs a bucket")
         return self
 
 
@@ -257,6 +301,7 @@ class Config(_Model):
     #: Seconds to let in-flight fetches and writes finish on SIGTERM before cancelling.
     shutdown_grace: Duration = Field(10.0, ge=0)
     http: HttpSettings = HttpSettings()
+    storage: StorageSettings = StorageSettings()
     retry: RetrySettings = RetrySettings()
     log: LogSettings = LogSettings()
     dedup: DedupSettings = DedupSettings()
@@ -266,6 +311,9 @@ class Config(_Model):
     placeholder_sha256: tuple[str, ...] = ()
     defaults: Tuning = Tuning()
     cameras: tuple[CameraConfig, ...]
+    #: `I/N`: poll only the enabled cameras that shard I of N owns (shard.py), so N daemons
+    #: with the same file cover every camera once. `run --shard` overrides it.
+    shard: Shard | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -298,9 +346,20 @@ class Config(_Model):
                 raise ValueError(f"{s!r} is not 64 lowercase hex digits")
         return v
 
+    @field_validator("shard", mode="before")
+    @classmethod
+    def _shard(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            return parse_shard(v)
+        if v is not None and not isinstance(v, Shard):
+            raise ValueError("must be I/N, e.g. 2/3")
+        return v
+
     @property
     def enabled_cameras(self) -> tuple[CameraConfig, ...]:
-        return tuple(c for c in self.cameras if c.enabled)
+        """The cameras this daemon polls: enabled, and owned by its shard if it has one."""
+        return tuple(c for c in self.cameras
+                     if c.enabled and (self.shard is None or self.shard.owns(c.id)))
 
 
 class ConfigError(Exception):
@@ -424,8 +483,12 @@ def _resolve_paths(config: Config, base_dir: Path) -> Config:
     dedup = config.dedup.model_copy(
         update={"placeholder_images": tuple(rel(p) for p in config.dedup.placeholder_images)}
     )
+    creds = config.storage.credentials_file
+    storage = config.storage.model_copy(
+        update={"credentials_file": rel(creds) if creds is not None else None})
     return config.model_copy(
-        update={"data_dir": rel(config.data_dir), "cameras": cams, "dedup": dedup}
+        update={"data_dir": rel(config.data_dir), "cameras": cams, "dedup": dedup,
+                "storage": storage}
     )
 
 

@@ -23,7 +23,7 @@ import aiohttp
 import structlog
 
 from lyoncam_daemon import __version__
-from lyoncam_daemon.camera import Runtime
+from lyoncam_daemon.camera import Runtime, pipeline_size
 from lyoncam_daemon.config import Config
 from lyoncam_daemon.dedup import Judge
 from lyoncam_daemon.enrich import Enricher
@@ -36,14 +36,10 @@ from lyoncam_daemon.registry import CameraRegistry
 from lyoncam_daemon.retention import FreeSpaceGuard, RetentionPass
 from lyoncam_daemon.schedule import phase
 from lyoncam_daemon.state import StateDir, StateError
-from lyoncam_daemon.stats import Stats
+from lyoncam_daemon.stats import SpoolStats, Stats
 from lyoncam_daemon.status import Sources, StatusServer
 from lyoncam_daemon.storage import Storage, StoreHook, iso_utc
 from lyoncam_daemon.storage.filesystem import FilesystemStorage
-
-#: Slack after the longest interval before the first summary: by then every camera has
-#: been polled once, so a dead network is reported within a minute, not after 5.
-_FIRST_SUMMARY_SLACK_S = 5.0
 
 
 class StartupError(Exception):
@@ -66,6 +62,23 @@ def build_judge(config: Config, executor: Executor) -> Judge:
         raise SettingsError(f"dedup settings: {exc}") from None
 
 
+def build_storage(config: Config, state: StateDir, stats: Stats) -> Storage:
+    """The store `storage.kind` names; an object store gets a spool under the state folder."""
+    settings = config.storage
+    if settings.kind == "filesystem":
+        return FilesystemStorage(config.data_dir)
+    from lyoncam_daemon.storage.s3 import CredentialsError, S3Storage, load_credentials
+    from lyoncam_daemon.storage.spool import SpoolingStorage
+
+    try:
+        credentials = load_credentials(settings)
+    except CredentialsError as exc:
+        raise StartupError(f"storage: {exc}") from None
+    stats.spool = SpoolStats()
+    return SpoolingStorage(S3Storage(settings, credentials), state.path / "spool",
+                           settings.spool_max_bytes, stats.spool)
+
+
 class Daemon:
     """The capture daemon. `await run()` returns when stopped; `request_stop()` stops it.
 
@@ -83,8 +96,8 @@ class Daemon:
         self.stats = stats if stats is not None else Stats()
         self.enrichers = enrichers
         self.hooks = hooks
-        self.storage = storage if storage is not None else FilesystemStorage(config.data_dir)
         self.state = StateDir(config.data_dir)
+        self._storage = storage
         self.stop = asyncio.Event()
         self.log = structlog.get_logger("lyoncam.daemon")
         self.registry: CameraRegistry | None = None
@@ -110,17 +123,20 @@ class Daemon:
             if removed:
                 self.log.info("removed temp files of an interrupted run",
                               folder=str(self.state.path), files=removed)
+            storage = self._guarded(self._storage or build_storage(cfg, self.state, self.stats))
             with ThreadPoolExecutor(cfg.dedup.workers, thread_name_prefix="lyoncam-decode") as pool:
                 judge = build_judge(cfg, pool)
+                await storage.open()
                 await self._start_monitoring()
                 try:
-                    return await self._run_with(judge)
+                    return await self._run_with(judge, storage)
                 finally:
                     await self._stop_monitoring()
+                    await storage.close()
         finally:
             self.state.release()
 
-    async def _run_with(self, judge: Judge) -> int:
+    async def _run_with(self, judge: Judge, storage: Storage) -> int:
         cfg = self.config
         # No connector limits: `Slots` decides how many requests run, before they start, so
         # queueing never eats into a camera's own deadline (fetch.py).
@@ -133,7 +149,9 @@ class Daemon:
                                          headers={"User-Agent": cfg.http.user_agent}) as session:
             rt = Runtime(config=cfg, session=session,
                          slots=Slots(cfg.http.max_concurrent, cfg.http.max_per_host),
-                         judge=judge, storage=self.storage, stats=self.stats,
+                         judge=judge, storage=storage, stats=self.stats,
+                         pipeline=asyncio.Semaphore(
+                             pipeline_size(cfg.dedup.workers)),
                          enrichers=self.enrichers, hooks=self.hooks)
             registry = self.registry = CameraRegistry(rt)
             self._install_signal_handlers()  # before any camera: a SIGTERM then still exits 0
@@ -156,7 +174,7 @@ class Daemon:
     # -- monitoring: status endpoint, retention, free-space guard (status.py, retention.py) --
 
     def _init_monitoring(self) -> None:
-        """Wrap the filesystem store in the free-space guard, count recent frames by hook."""
+        """Count recent frames by hook; the store is guarded once built (`_guarded`)."""
         self.recent = RecentFrames()
         self.hooks = (*self.hooks, self.recent.hook)
         self.guard: FreeSpaceGuard | None = None
@@ -164,13 +182,18 @@ class Daemon:
         self.status: StatusServer | None = None
         #: Logged in the `started` line; None when the endpoint is off.
         self.status_url: str | None = None
-        self._fs = self.storage if isinstance(self.storage, FilesystemStorage) else None
+        self._fs: FilesystemStorage | None = None
         self._retention_task: asyncio.Task[None] | None = None
-        if self._fs is not None:
-            self.guard = FreeSpaceGuard(self._fs, self.config.data_dir,
-                                        self.config.retention.min_free_bytes)
-            self.storage = self.guard
-            self.retention = RetentionPass(self.config.data_dir, self.config.retention)
+
+    def _guarded(self, storage: Storage) -> Storage:
+        """A filesystem store gets the free-space guard, retention and thumbnails."""
+        if not isinstance(storage, FilesystemStorage):
+            return storage
+        self._fs = storage
+        self.guard = FreeSpaceGuard(storage, self.config.data_dir,
+                                    self.config.retention.min_free_bytes)
+        self.retention = RetentionPass(self.config.data_dir, self.config.retention)
+        return self.guard
 
     def disk_figures(self) -> DiskFigures:
         total = self.retention.total if self.retention is not None else None
@@ -266,16 +289,23 @@ class Daemon:
     async def _report_loop(self) -> None:
         """The one-line summary and the health record a supervisor watches.
 
-        The first comes once every camera has been polled (one longest interval), not
-        after a whole `summary_interval`: a dead network shows within a minute.
+        The first comes once every camera has had its first poll (one interval for its
+        phase, one timeout for its answer), not after a whole `summary_interval`: a dead
+        network shows within about a minute, not five.
         """
         every = self.config.log.summary_interval
-        longest = max((c.interval for c in self.config.enabled_cameras), default=every)
+        cams = self.config.enabled_cameras
+        first_round = max((c.interval for c in cams), default=0.0) + max(
+            (c.timeout for c in cams), default=0.0)
         self._write_health()
-        await asyncio.sleep(min(every, longest + _FIRST_SUMMARY_SLACK_S))
+        await asyncio.sleep(min(every, first_round))
         while True:
             totals = self._write_health()
             self.log.info("summary", **totals)
+            skipped = self.stats.take_skips()
+            if skipped:
+                self.log.warning("overloaded: polls skipped since the last summary",
+                                 skipped=skipped)
             if totals["polls"] and not totals["states"].get("ok"):
                 self.log.warning("no camera has answered", errors=totals["errors"],
                                  hint="check the network, a proxy, or the cameras' urls")

@@ -177,13 +177,25 @@ class Slots:
         self._hosts: dict[str, _Gate] = {}
 
     @contextlib.asynccontextmanager
-    async def hold(self, host: str, *, suspect: bool) -> AsyncIterator[None]:
-        """Wait for a turn (host first, then the total, in one order: no deadlock)."""
+    async def hold(self, host: str, *, suspect: bool,
+                   within: float | None = None) -> AsyncIterator[None]:
+        """Wait for a turn (host first, then the total, in one order: no deadlock); raise
+        NoTurn if none comes `within` seconds."""
         gate = self._hosts.get(host)
         if gate is None:
             gate = self._hosts[host] = _Gate(self._per_host)
-        async with gate.turn(suspect), self._total.turn(suspect):
+        async with contextlib.AsyncExitStack() as stack:
+            try:
+                async with asyncio.timeout(within):
+                    await stack.enter_async_context(gate.turn(suspect))
+                    await stack.enter_async_context(self._total.turn(suspect))
+            except TimeoutError:
+                raise NoTurn(f"no request slot within {within:g} s") from None
             yield
+
+
+class NoTurn(Exception):
+    """No request slot came in time: the poll is skipped, not the camera's fault."""
 
 
 def suspect_share(slots: int) -> int:

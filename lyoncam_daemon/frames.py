@@ -435,7 +435,7 @@ def hash_pixels(pixels: Gray, full: tuple[int, int], algo: str, hash_size: int,
     return Fingerprint(algo, hash_size, _to_hex(bits, _hex_len(algo, hash_size)))
 
 
-def fingerprint(data: bytes, algo: str = "phash", hash_size: int = 16,
+def fingerprint(data: bytes, algo: str = "phash", hash_size: int = 64,
                 mask: RoiMask | None = None) -> Fingerprint:
     """Decode at reduced scale and hash; CorruptFrame if libjpeg cannot decode `data`."""
     pixels, full = decode_gray(data, working_size(algo, hash_size))

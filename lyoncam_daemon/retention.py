@@ -347,6 +347,12 @@ class FreeSpaceGuard:
             self._read_at = None  # ENOSPC, say: read free space afresh for the next frame
             raise
 
+    async def open(self) -> None:
+        await self.inner.open()
+
+    async def close(self) -> None:
+        await self.inner.close()
+
     async def latest(self, camera_id: str) -> StoredFrame | None:
         return await self.inner.latest(camera_id)
 

@@ -52,10 +52,9 @@ MODES = (
 )
 #: The real server's path for camera images; the file name is `<ID>.JPG`.
 PATH_PREFIX = "/files/rdata/pvo_patrimoine_voirie.pvocameracriter/"
-#: SHA-256 of the real CriTer placeholder (docs/FIELD_NOTES.md). Its bytes are not
+#: The real CriTer placeholder's bytes (frames.KNOWN_PLACEHOLDER_SHA256) are not
 #: redistributable here, so the simulator serves its own look-alike (`placeholder_jpeg()`)
-#: with a different hash.
-REAL_PLACEHOLDER_SHA256 = "8be14bdafb0b8b688651206d02fad0656c0be2095c0e18c36945f74a8f598bdd"
+#: with a different hash, which configs list in `placeholder_sha256`.
 #: Bytes of each write: small enough that a slow reader exercises back-pressure.
 CHUNK = 64 * 1024
 #: CWL5801 is truncated like this: the tail holds no EOI, and lyoncam only looks there.
@@ -261,7 +260,7 @@ def frame_factory(frame: bytes, variants: int = DEFAULT_VARIANTS) -> FrameFactor
 
 
 @dataclass
-class CameraStats:
+class ServedStats:
     """What one camera served, for assertions such as "bytes stored == bytes served".
 
     `ok_200` counts 200 status lines sent (a `reset` camera's too); `errors` counts 500 and
@@ -330,7 +329,7 @@ class CriterSimulator:
         self._modes = dict.fromkeys(self.camera_ids, "ok")
         for cid, mode in (modes or {}).items():
             self.set_mode(cid, mode)
-        self.stats: dict[str, CameraStats] = {cid: CameraStats() for cid in self.camera_ids}
+        self.stats: dict[str, ServedStats] = {cid: ServedStats() for cid in self.camera_ids}
         self._t0 = time.monotonic()
         self._runner: web.AppRunner | None = None
         self._executor: ThreadPoolExecutor | None = None
@@ -394,9 +393,6 @@ class CriterSimulator:
         if not self.base_url:
             raise RuntimeError("simulator not started")
         return f"{self.base_url}{PATH_PREFIX}{camera_id}.JPG"
-
-    def reset_stats(self) -> None:
-        self.stats = {cid: CameraStats() for cid in self.camera_ids}
 
     # -- lifecycle --
 

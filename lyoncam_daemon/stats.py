@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+import structlog
+
 
 class State(StrEnum):
     """Reachability of a camera: starting → ok ⇄ failing → down."""
@@ -83,6 +85,8 @@ class CameraStats:
     fetched_bytes: int = 0
     stored_bytes: int = 0
     write_errors: int = 0
+    #: Polls not made because the daemon had no room for them before the next tick.
+    skipped: int = 0
     #: Enrichers or post-store hooks that failed: the frame was kept without their part.
     enrich_errors: int = 0
     hook_errors: int = 0
@@ -108,6 +112,24 @@ class CameraStats:
         return d
 
 
+@dataclass
+class SpoolStats:
+    """Frames waiting on local disk for an unreachable object store (spool.py)."""
+
+    frames: int = 0
+    bytes: int = 0
+    #: Capture time (Unix seconds) of the oldest frame waiting: the upload lag's start.
+    oldest_unix: float | None = None
+    uploaded: int = 0
+    #: Frames refused because the spool was full (counted, logged once).
+    refused: int = 0
+
+    def as_dict(self, now: float) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["lag_s"] = round(now - self.oldest_unix, 3) if self.oldest_unix is not None else 0.0
+        return d
+
+
 @dataclass(frozen=True)
 class Snapshot:
     """A consistent copy of every camera's stats at one moment."""
@@ -116,6 +138,7 @@ class Snapshot:
     cameras: Mapping[str, CameraStats]
     #: Why the store refuses frames right now (the latest write error), None while it works.
     storage_error: str | None = None
+    spool: SpoolStats | None = None
 
     def totals(self) -> dict[str, Any]:
         outcomes: Counter[str] = Counter()
@@ -133,14 +156,18 @@ class Snapshot:
             "stored": outcomes.get("stored", 0),
             "stored_bytes": sum(c.stored_bytes for c in cams),
             "write_errors": sum(c.write_errors for c in cams),
+            "skipped": sum(c.skipped for c in cams),
             "outcomes": dict(outcomes),
             "errors": dict(errors),
         }
 
     def as_dict(self) -> dict[str, Any]:
+        storage: dict[str, Any] = {"ok": self.storage_error is None, "error": self.storage_error}
+        if self.spool is not None:
+            storage["spool"] = self.spool.as_dict(self.taken_unix)
         return {
             "totals": self.totals(),
-            "storage": {"ok": self.storage_error is None, "error": self.storage_error},
+            "storage": storage,
             "cameras": {cid: cam.as_dict() for cid, cam in self.cameras.items()},
         }
 
@@ -149,8 +176,32 @@ class Snapshot:
 class Stats:
     """Counters of every camera, shared by the camera tasks."""
 
+    _overload_logged: bool = field(default=False, repr=False)
+
     cameras: dict[str, CameraStats] = field(default_factory=dict)
     storage_error: str | None = None
+    #: Set when frames go to an object store through a spool.
+    spool: SpoolStats | None = None
+    #: Skipped polls not yet reported (see `overloaded`).
+    unreported_skips: int = 0
+
+    def overloaded(self) -> None:
+        """A poll was skipped. The first of an episode is logged at once, the rest are
+        summed up by the next summary: twenty thousand cameras never log twenty thousand
+        lines."""
+        if self.unreported_skips == 0 and not self._overload_logged:
+            self._overload_logged = True
+            structlog.get_logger("lyoncam.daemon").warning(
+                "overloaded: skipping polls", hint="fewer cameras per daemon (shard), longer "
+                "intervals, more dedup.workers, or a faster disk")
+        self.unreported_skips += 1
+
+    def take_skips(self) -> int:
+        """Skips since the last call; an episode ends with a summary that saw none."""
+        n, self.unreported_skips = self.unreported_skips, 0
+        if n == 0:
+            self._overload_logged = False
+        return n
 
     def camera(self, camera_id: str) -> CameraStats:
         return self.cameras.setdefault(camera_id, CameraStats())
@@ -160,4 +211,5 @@ class Stats:
         self.cameras.pop(camera_id, None)
 
     def snapshot(self) -> Snapshot:
-        return Snapshot(time.time(), copy.deepcopy(self.cameras), self.storage_error)
+        return Snapshot(time.time(), copy.deepcopy(self.cameras), self.storage_error,
+                        copy.copy(self.spool))

@@ -23,6 +23,8 @@ fi
 
 stamp_want="$(sha256sum pyproject.toml | cut -c1-16)-${extra:-base}"
 if [ ! -x .venv/bin/python ] || [ "$(cat .venv/.lyoncam-stamp 2>/dev/null)" != "$stamp_want" ]; then
+  # Say what is happening: a silent minute looks like a hang to someone trying it out.
+  echo "lyoncam: installing into .venv (first run or pyproject.toml changed; about a minute)..." >&2
   [ -x .venv/bin/python ] || "$PY" -m venv .venv
   .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip 2>/dev/null
   target="."
@@ -36,4 +38,5 @@ if [ ! -x .venv/bin/python ] || [ "$(cat .venv/.lyoncam-stamp 2>/dev/null)" != "
   fi
   rm -f "$log"
   echo "$stamp_want" > .venv/.lyoncam-stamp
+  echo "lyoncam: installed; run it with .venv/bin/python -m lyoncam_daemon ..." >&2
 fi

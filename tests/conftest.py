@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -22,12 +22,6 @@ def _reset_structlog() -> Iterator[None]:
     structlog.reset_defaults()
 
 
-@pytest.fixture(scope="session")
-def night_frame() -> bytes:
-    """A real CriTer frame: CWL9018, 1920x1080, 283,964 bytes."""
-    return (FIXTURES / "CWL9018_night.jpg").read_bytes()
-
-
 def make_config(
     data_dir: Path,
     urls: Mapping[str, str],
@@ -36,18 +30,22 @@ def make_config(
     timeout: float = 1.0,
     extra: str = "",
     per_camera: Mapping[str, str] | None = None,
+    summary_interval: float = 1.0,
+    retry: Mapping[str, float] | None = None,
     status: str = "status:\n  enabled: false",
 ) -> Config:
     """A config for fast tests: sub-second intervals (allowed through the test context).
 
     The status endpoint is off unless `status` says otherwise: tests never bind port 9120.
     """
+    retry = {"backoff_initial": 0.2, "backoff_max": 0.4, "down_after": 1,
+             "down_probe_interval": 0.4, **(retry or {})}
     lines = [
         f"data_dir: {data_dir}",
         "shutdown_grace: 2",
-        "log:\n  summary_interval: 1",
-        "retry:\n  backoff_initial: 0.2\n  backoff_max: 0.4\n  down_after: 1\n"
-        "  down_probe_interval: 0.4",
+        f"log:\n  summary_interval: {summary_interval}",
+        "retry:",
+        *(f"  {key}: {value}" for key, value in retry.items()),
         extra,
         status,
         "defaults:",
@@ -74,3 +72,12 @@ async def run_for(config: Config, seconds: float) -> Daemon:
 
 def stored_frames(data_dir: Path, camera_id: str) -> list[Path]:
     return sorted((data_dir / camera_id).rglob(f"{camera_id}_*.jpg"))
+
+
+async def until(condition: Callable[[], bool], what: str, limit: float = 10.0) -> None:
+    """Wait for an event, not for a fixed time; fail naming it after `limit` seconds."""
+    for _ in range(int(limit / 0.02)):
+        if condition():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")

@@ -126,13 +126,6 @@ async def judged(data: bytes, last: LastFrame | None, pool: concurrent.futures.E
     return await judge.judge(cam or camera(), data, last)
 
 
-def test_outcome_values() -> None:
-    assert [o.value for o in Outcome] == [
-        "unchanged", "placeholder", "not_image", "corrupt", "truncated", "too_large",
-        "near_duplicate", "stored",
-    ]
-
-
 # --- a car-sized object is new -----------------------------------------------------------------
 
 
@@ -206,16 +199,6 @@ async def test_two_noisy_frames_of_the_same_scene(frame: Image.Image,
                                                   pool: concurrent.futures.Executor) -> None:
     a, b = encode(noisy(frame, 6, 10), 85), encode(noisy(frame, 6, 11), 85)
     assert (await judged(b, stored(a), pool)).outcome is Outcome.NEAR_DUPLICATE
-
-
-async def test_original_rule_would_have_dropped_the_car(src: bytes, frame: Image.Image) -> None:
-    # The regression this stage fixes: average_hash hardly sees a car-sized change.
-    import imagehash
-
-    car = frame.crop((1560, 915, 1710, 1045))
-    moved = Image.open(io.BytesIO(encode(with_car(frame, car, (700, 700)))))
-    distance = imagehash.average_hash(Image.open(io.BytesIO(src))) - imagehash.average_hash(moved)
-    assert distance <= 2
 
 
 # --- region of interest ----------------------------------------------------------------------

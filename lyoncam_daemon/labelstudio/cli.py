@@ -21,13 +21,9 @@ import asyncio
 import re
 import sys
 from pathlib import Path
-from typing import Any, TextIO, cast
+from typing import TextIO, cast
 from urllib.parse import urlsplit
 
-import structlog
-from tqdm import tqdm
-
-from lyoncam_daemon import logs
 from lyoncam_daemon.labelstudio.auth import ENV_KEY, AuthError, Credentials, load_token
 from lyoncam_daemon.labelstudio.client import (
     HTTPError,
@@ -35,15 +31,9 @@ from lyoncam_daemon.labelstudio.client import (
     RetryPolicy,
     Unreachable,
 )
-from lyoncam_daemon.labelstudio.pull import (
-    Item,
-    Outcome,
-    Progress,
-    PullError,
-    PullOptions,
-    format_summary,
-    run_pull,
-)
+from lyoncam_daemon.labelstudio.progress import BarProgress, LogProgress, TqdmStream
+from lyoncam_daemon.labelstudio.pull import Progress, PullError, PullOptions, Summary, run_pull
+from lyoncam_daemon.logs import configure_logging
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 DEFAULT_RATE = 5.0
@@ -51,7 +41,7 @@ DEFAULT_RATE = 5.0
 self-hosted server other people are labelling on."""
 
 
-def _number(text: str, kind: type[int] | type[float]) -> float:
+def _parse_number(text: str, kind: type[int] | type[float]) -> float:
     try:
         value = kind(text)
     except ValueError:
@@ -63,35 +53,35 @@ def _number(text: str, kind: type[int] | type[float]) -> float:
 
 
 def _positive_int(text: str) -> int:
-    value = int(_number(text, int))
+    value = int(_parse_number(text, int))
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, not {text}")
     return value
 
 
 def _non_negative_int(text: str) -> int:
-    value = int(_number(text, int))
+    value = int(_parse_number(text, int))
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be 0 or more, not {text}")
     return value
 
 
 def _non_negative_float(text: str) -> float:
-    value = _number(text, float)
+    value = _parse_number(text, float)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be 0 or more, not {text}")
     return value
 
 
 def _positive_float(text: str) -> float:
-    value = _number(text, float)
+    value = _parse_number(text, float)
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be more than 0, not {text}")
     return value
 
 
 def _fraction(text: str) -> float:
-    value = _number(text, float)
+    value = _parse_number(text, float)
     if not 0.0 <= value < 1.0:
         raise argparse.ArgumentTypeError(f"must be at least 0 and less than 1, not {text}")
     return value
@@ -158,80 +148,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug log lines")
 
 
-class _TqdmStream:
-    """A stream that prints above an active progress bar instead of through it.
-
-    Whole lines only: ``print`` writes a message and its newline in two calls, and passing the
-    newline on by itself would print an empty line under every log line.
-    """
-
-    def __init__(self) -> None:
-        self._pending = ""
-
-    def write(self, text: str) -> int:
-        self._pending += text
-        *lines, self._pending = self._pending.split("\n")
-        for line in lines:
-            tqdm.write(line, file=sys.stderr)
-        return len(text)
-
-    def flush(self) -> None:
-        if self._pending:
-            line, self._pending = self._pending, ""
-            tqdm.write(line, file=sys.stderr)
-        sys.stderr.flush()
-
-    def isatty(self) -> bool:  # what decides between JSON and console lines, and colours
-        return sys.stderr.isatty()
-
-
-def configure_logging(log_format: str, verbose: bool, bar: bool) -> None:
+def setup_logging(log_format: str, verbose: bool, bar: bool) -> None:
     """The daemon's log set-up (JSON lines unless stderr is a terminal), above the bar if any."""
-    stream = cast(TextIO, _TqdmStream()) if bar else sys.stderr
-    logs.configure_logging(log_format, "debug" if verbose else "info", stream=stream)
-
-
-class BarProgress:
-    def __init__(self) -> None:
-        self._bar: Any = None
-        self._counts = {"fetched": 0, "present": 0, "failed": 0}
-
-    def start(self, total: int) -> None:
-        self._bar = tqdm(total=total, unit="img", file=sys.stderr, dynamic_ncols=True)
-
-    def advance(self, item: Item, outcome: Outcome) -> None:
-        self._counts[outcome] += 1
-        if self._bar is not None:
-            self._bar.set_postfix(self._counts, refresh=False)
-            self._bar.update(1)
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
-
-
-class LogProgress:
-    """A progress log line every ~5 % (and at the end), instead of a bar."""
-
-    def __init__(self) -> None:
-        self._log = structlog.get_logger("lyoncam.pull")
-        self._total = 0
-        self._done = 0
-        self._counts = {"fetched": 0, "present": 0, "failed": 0}
-
-    def start(self, total: int) -> None:
-        self._total = total
-        self._log.info("images_planned", total=total)
-
-    def advance(self, item: Item, outcome: Outcome) -> None:
-        self._done += 1
-        self._counts[outcome] += 1
-        step = max(1, self._total // 20)
-        if self._done % step == 0 or self._done == self._total:
-            self._log.info("progress", done=self._done, total=self._total, **self._counts)
-
-    def close(self) -> None:
-        pass
+    stream = cast(TextIO, TqdmStream()) if bar else sys.stderr
+    configure_logging(log_format, "debug" if verbose else "info", stream=stream)
 
 
 def options(args: argparse.Namespace) -> PullOptions:
@@ -274,7 +194,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"error: --url {shown_argument(args.url)!r}: {problem}", file=sys.stderr)
         return EXIT_USAGE
     bar = args.progress == "bar" or (args.progress == "auto" and sys.stderr.isatty())
-    configure_logging(args.log_format, args.verbose, bar)
+    setup_logging(args.log_format, args.verbose, bar)
     progress: Progress = BarProgress() if bar else LogProgress()
     try:
         credentials = Credentials(load_token(token_file=args.token_file))
@@ -286,3 +206,32 @@ def main(args: argparse.Namespace) -> int:
     except (AuthError, PullError, HTTPError, Unreachable) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILED
+
+
+def format_summary(s: Summary, out: Path) -> str:
+    lines = [
+        f"dataset: {out}",
+        f"tasks: {s.tasks} ({s.labelled} labelled of which {s.negatives} negatives, "
+        f"{s.unlabelled_skipped} unlabelled skipped, {s.unlabelled_included} unlabelled included, "
+        f"{s.excluded} left out for problems" + (
+            f", {s.not_in_labels_dir} not in the labels dir" if s.not_in_labels_dir else "")
+        + ")",
+        f"split: train {s.split['train']}, val {s.split['val']}"
+        + (f", unlabelled {s.split['unlabelled']}" if s.split["unlabelled"] else ""),
+        "boxes per class: " + (", ".join(
+            f"{name} {s.boxes.get(name, 0)}" for name in s.classes
+        ) or "none") + f" (total {sum(s.boxes.values())})",
+        f"images: fetched {s.fetched}, skipped (already present) {s.present}, failed {s.failed}",
+        f"changes: {s.fetched} images added, {s.moved} moved between train/val, "
+        f"{s.labels_new} labels new, {s.labels_changed} labels changed, {s.removed} removed",
+    ]
+    if s.extra_classes:
+        lines.append("classes not in the label config (kept, appended): "
+                     + ", ".join(s.extra_classes))
+    if s.rotated:
+        lines.append(f"rotated boxes: {s.rotated} (see warnings)")
+    if s.problems:
+        lines.append(f"problems reported: {s.problems} (see warnings)")
+    lines.extend(f"failed: {f}" for f in s.failures)
+    return "\n".join(lines)
+

@@ -16,37 +16,20 @@ other ``.``/``_``/``-`` suffix after the time) is ignored.
 from __future__ import annotations
 
 import hashlib
-import re
-from datetime import UTC, datetime
 from typing import Literal
+
+from lyoncam_daemon.storage.layout import parse_frame_stem
 
 Side = Literal["train", "val"]
 
-_FRAME = re.compile(
-    # Non-greedy camera: the first ``_<timestamp>`` ends it, so ``CAM_A_20261126T001503Z`` is
-    # camera ``CAM_A`` (the camera id pattern of config.CAMERA_ID_RE, length aside).
-    r"^(?P<camera>[A-Za-z0-9_-]+?)_(?P<ts>\d{8}T\d{6}Z?)(?:$|[._-])"
-)
 SALT = "lyoncam-split-v1"
-
-
-def parse_frame_stem(stem: str) -> tuple[str, datetime] | None:
-    """(camera, UTC time) of a lyoncam frame name, or None if the stem is not one."""
-    match = _FRAME.match(stem)
-    if match is None:
-        return None
-    try:
-        when = datetime.strptime(match["ts"].rstrip("Z"), "%Y%m%dT%H%M%S").replace(tzinfo=UTC)
-    except ValueError:
-        return None
-    return match["camera"].upper(), when
 
 
 def group_key(stem: str, block_hours: float = 1.0) -> str:
     parsed = parse_frame_stem(stem)
     if parsed is None:
         return f"file:{stem}"
-    camera, when = parsed
+    camera, when = parsed[0].upper(), parsed[1]
     block = int(when.timestamp() // (block_hours * 3600))
     return f"{camera}@{block_hours:g}h#{block}"
 

@@ -58,6 +58,12 @@ class StoredFrame:
 class Storage(Protocol):
     """What the capture path needs of a store. Every call is safe to await on the loop."""
 
+    async def open(self) -> None:
+        """Start what the store runs in the background (an upload queue); once, at start."""
+
+    async def close(self) -> None:
+        """Stop it, keeping anything not yet delivered for the next start."""
+
     async def save(self, frame: Frame) -> StoredFrame:
         """Store atomically; raise StoreError (one line naming the place and the reason)."""
 

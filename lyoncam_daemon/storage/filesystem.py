@@ -35,6 +35,12 @@ class FilesystemStorage:
 
     # -- the Storage protocol ---------------------------------------------------------------
 
+    async def open(self) -> None:
+        """Nothing runs in the background: every write is done when `save` returns."""
+
+    async def close(self) -> None:
+        """Nothing to release."""
+
     async def save(self, frame: Frame) -> StoredFrame:
         return await asyncio.to_thread(self.write, frame)
 

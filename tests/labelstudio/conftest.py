@@ -8,6 +8,7 @@ started the tests FAIL with the reason; set ``LYONCAM_SKIP_LABEL_STUDIO=1`` to s
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import signal
@@ -17,12 +18,16 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
+from aiohttp import web
+
+from .helpers import Shown, StandIn
 
 REPO = Path(__file__).resolve().parents[2]
 USER_TOKEN = "lyoncamtest0123456789abcdef0123456789ab"
@@ -191,3 +196,35 @@ def personal_access_token(label_studio: LabelStudio) -> str:
                     pytrace=False)
     assert isinstance(token, str) and token.count(".") == 2
     return token
+
+
+@pytest.fixture
+async def standin() -> AsyncIterator[StandIn]:
+    """A stand-in Label Studio on loopback (see helpers.StandIn), inside the test's loop."""
+    state = StandIn()
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", state.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    state.url = f"http://127.0.0.1:{port}"
+    yield state
+    await runner.cleanup()
+
+
+@pytest.fixture
+def shown(capsys: pytest.CaptureFixture[str]) -> Iterator[Shown]:
+    """Collects stdout, stderr and every structlog event, debug included (see helpers.Shown).
+
+    A pull CLI run inside the test configures logging itself: its lines then go to stderr,
+    which this still sees."""
+    seen = Shown(capsys)
+    structlog.configure(
+        processors=[structlog.contextvars.merge_contextvars, seen.capture],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG),
+        cache_logger_on_first_use=False,
+    )
+    yield seen
+    structlog.reset_defaults()

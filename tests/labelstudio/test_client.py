@@ -7,20 +7,19 @@ The open-source Label Studio never throttles, so throttling is only testable thi
 from __future__ import annotations
 
 import asyncio
-import base64
 import heapq
+import io
 import itertools
 import json
-import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import structlog
 from aiohttp import web
+from PIL import Image
 
 from lyoncam_daemon.labelstudio.auth import AuthError, Credentials, Secret
 from lyoncam_daemon.labelstudio.client import (
@@ -32,94 +31,16 @@ from lyoncam_daemon.labelstudio.client import (
     redact_urls,
     strip_query,
 )
-from lyoncam_daemon.labelstudio.pull import Item, _fetch_one
+from lyoncam_daemon.labelstudio.pull import PullOptions, run_pull
+from lyoncam_daemon.labelstudio.pull.model import Item
+from lyoncam_daemon.labelstudio.pull.sync import fetch_image
 
-KEY = "feedfacefeedfacefeedfacefeedfacefeedface"
-
-
-def jwt(payload: dict[str, Any]) -> str:
-    def enc(obj: dict[str, Any]) -> str:
-        return base64.urlsafe_b64encode(json.dumps(obj).encode()).decode().rstrip("=")
-
-    return f"{enc({'alg': 'HS256'})}.{enc(payload)}.c2ln"
-
-
-@dataclass
-class StandIn:
-    url: str
-    hits: list[tuple[str, str | None, float]] = field(default_factory=list)
-    """(path with query, Authorization header, monotonic time) of every request."""
-    plans: dict[str, list[Callable[[], web.StreamResponse]]] = field(default_factory=dict)
-
-
-@pytest.fixture
-async def standin() -> AsyncIterator[StandIn]:
-    state = StandIn("")
-
-    async def handler(request: web.Request) -> web.StreamResponse:
-        state.hits.append((request.path_qs, request.headers.get("Authorization"),
-                           time.monotonic()))
-        plan = state.plans.get(request.path, [])
-        if not plan:
-            return web.Response(status=404, text="no plan")
-        step = plan.pop(0) if len(plan) > 1 else plan[0]
-        result = step()
-        if asyncio.iscoroutine(result):
-            return await result  # type: ignore[no-any-return]
-        return result
-
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    state.url = f"http://127.0.0.1:{port}"
-    yield state
-    await runner.cleanup()
+from .helpers import KEY, Shown, StandIn, closed_port, jwt, ok, status
 
 
 def client(url: str, key: str = KEY, **kw: Any) -> LabelStudioClient:
     kw.setdefault("rate", None)
     return LabelStudioClient(url, Credentials(Secret(key)), **kw)
-
-
-def ok(text: str = "{}") -> Callable[[], web.Response]:
-    return lambda: web.Response(text=text, content_type="application/json")
-
-
-def status(code: int, **headers: str) -> Callable[[], web.Response]:
-    return lambda: web.Response(status=code, headers=headers, text="x")
-
-
-async def test_429_honours_retry_after(standin: StandIn) -> None:
-    standin.plans["/api/projects/1"] = [status(429, **{"Retry-After": "1"}), ok('{"id": 1}')]
-    async with client(standin.url) as c:
-        assert await c.get_project(1) == {"id": 1}
-    (_, _, t1), (_, _, t2) = standin.hits
-    assert 0.95 <= t2 - t1 < 2.0
-    assert c.retries == 1
-
-
-async def test_429_pauses_every_request(standin: StandIn) -> None:
-    standin.plans["/a"] = [status(429, **{"Retry-After": "1"}), ok()]
-    standin.plans["/b"] = [ok()]
-    async with client(standin.url, concurrency=2) as c:
-        await c.request("GET", "/a")
-        start = time.monotonic()
-        await c.request("GET", "/b")
-        assert time.monotonic() - start < 0.5  # the pause is over once /a went through
-        standin.plans["/a"] = [status(429, **{"Retry-After": "1"}), ok()]
-        t0 = time.monotonic()
-        await asyncio.gather(c.request("GET", "/a"), _later(c, "/b", 0.2))
-    b_times = [t for p, _, t in standin.hits if p == "/b"]
-    assert b_times[-1] - t0 >= 0.95  # /b waited for /a's Retry-After
-
-
-async def _later(c: LabelStudioClient, path: str, delay: float) -> None:
-    await asyncio.sleep(delay)
-    await c.request("GET", path)
 
 
 def test_parse_retry_after() -> None:
@@ -164,17 +85,10 @@ async def test_timeout_is_retried(standin: StandIn) -> None:
         await asyncio.sleep(1.0)
         return web.Response(text="late")
 
-    standin.plans["/slow"] = [slow, ok("fast")]  # type: ignore[list-item]
+    standin.plans["/slow"] = [slow, ok("fast")]
     async with client(standin.url, timeout=0.3, retry=RetryPolicy(base_delay=0.05)) as c:
         resp = await c.request("GET", "/slow")
     assert resp.body == b"fast" and len(standin.hits) == 2
-
-
-def closed_port() -> int:
-    """A loopback port nothing listens on (free a moment ago)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def test_refused_first_request_fails_after_two_tries() -> None:
@@ -239,9 +153,10 @@ async def test_refused_image_host_is_not_taken_for_the_server(standin: StandIn) 
 
 @pytest.mark.parametrize("kind", ["legacy", "pat"])
 async def test_pull_with_nothing_listening_fails_fast(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
-    kind: str,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shown: Shown, kind: str,
 ) -> None:
+    """Two tries (one retry line), then one error line: not the six tries with backoff a
+    server that answered once would get."""
     from lyoncam_daemon.cli import main
 
     key = KEY if kind == "legacy" else jwt({"token_type": "refresh", "exp": 9e9})
@@ -249,15 +164,14 @@ async def test_pull_with_nothing_listening_fails_fast(
     monkeypatch.setenv("LABEL_STUDIO_API_KEY", key)
     args = ["pull", "--url", url, "--project", "1", "--out", str(tmp_path / "ds"),
             "--progress", "log"]
-    start = time.monotonic()
     code = await asyncio.to_thread(main, args)
-    elapsed = time.monotonic() - start
-    out, err = capsys.readouterr()
+    _, err = shown.read()
     assert code == 1
-    assert elapsed < 3.0
-    assert [line for line in err.splitlines() if line.startswith("error:")] == [
-        f"error: cannot reach Label Studio at {url}: connection refused"]
-    assert key not in out + err and "Traceback" not in err
+    lines = err.splitlines()
+    assert lines[-1] == f"error: cannot reach Label Studio at {url}: connection refused"
+    assert [json.loads(line)["event"] for line in lines[:-1]] == ["http_retry"]
+    assert "Traceback" not in err
+    shown.assert_never_shown(key)
 
 
 async def test_401_explains_both_kinds_without_the_key(standin: StandIn) -> None:
@@ -329,8 +243,8 @@ async def test_pagination_stops_past_the_end(standin: StandIn) -> None:
 
 @pytest.mark.parametrize("body", [b"<html><body>502 Bad Gateway</body></html>", b"\xff\xfe{"])
 async def test_non_json_task_page_is_a_one_line_error(
-    standin: StandIn, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str], body: bytes,
+    standin: StandIn, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shown: Shown,
+    body: bytes,
 ) -> None:
     """A 200 from /api/tasks/ that is not JSON (a proxy's page): exit 1 with one error line
     naming the path and status, no traceback, no key."""
@@ -342,7 +256,7 @@ async def test_non_json_task_page_is_a_one_line_error(
     args = ["pull", "--url", standin.url, "--project", "1", "--out", str(tmp_path / "ds"),
             "--rate", "0", "--progress", "log"]
     code = await asyncio.to_thread(main, args)  # main runs its own event loop
-    out, err = capsys.readouterr()
+    _, err = shown.read()
     assert code == 1
     assert "Traceback" not in err
     errors = [line for line in err.splitlines() if line.startswith("error:")]
@@ -350,13 +264,13 @@ async def test_non_json_task_page_is_a_one_line_error(
         "error: GET /api/tasks/: page 1: HTTP 200 but the answer is not JSON "
         f"(text/html, {len(body)} bytes)"
     ]
-    assert KEY not in out + err
+    shown.assert_never_shown(KEY)
 
 
 @pytest.mark.parametrize("suffix", ["", "/", "/?next=/projects"])
 async def test_missing_project_says_so_naming_the_server(
-    standin: StandIn, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str], suffix: str,
+    standin: StandIn, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shown: Shown,
+    suffix: str,
 ) -> None:
     from lyoncam_daemon.cli import main
 
@@ -364,12 +278,13 @@ async def test_missing_project_says_so_naming_the_server(
     args = ["pull", "--url", standin.url + suffix, "--project", "999",
             "--out", str(tmp_path / "ds"), "--rate", "0", "--progress", "log"]
     code = await asyncio.to_thread(main, args)
-    out, err = capsys.readouterr()
+    _, err = shown.read()
     assert code == 1
     assert [p for p, _, _ in standin.hits] == ["/api/projects/999"]
     assert [line for line in err.splitlines() if line.startswith("error:")] == [
         f"error: project 999 not found on {standin.url}"]
-    assert "Traceback" not in err and KEY not in out + err
+    assert "Traceback" not in err
+    shown.assert_never_shown(KEY)
 
 
 async def test_non_json_project_names_path_and_status(standin: StandIn) -> None:
@@ -387,7 +302,7 @@ async def test_upload_falls_back_to_storage_data(standin: StandIn) -> None:
     standin.plans["/storage-data/uploaded/"] = [lambda: web.Response(body=b"JPEGBYTES")]
     item = Item(1, "/data/upload/4/ab12cd34-f.jpg", "f", ".jpg", "train", "")
     async with client(standin.url) as c:
-        assert await _fetch_one(c, item) == b"JPEGBYTES"
+        assert await fetch_image(c, item) == b"JPEGBYTES"
     assert standin.hits[1][0] == "/storage-data/uploaded/?filepath=upload/4/ab12cd34-f.jpg"
     assert standin.hits[1][1] == f"Token {KEY}"
 
@@ -398,15 +313,6 @@ async def test_key_never_sent_to_another_host(standin: StandIn) -> None:
     async with client(other) as c:
         await c.request("GET", f"{standin.url}/img.jpg")
     assert standin.hits[0][1] is None
-
-
-async def test_rate_limit_applies(standin: StandIn) -> None:
-    standin.plans["/r"] = [ok()]
-    async with client(standin.url, rate=10.0, concurrency=4) as c:
-        start = time.monotonic()
-        await asyncio.gather(*(c.request("GET", "/r") for _ in range(11)))
-        elapsed = time.monotonic() - start
-    assert 0.95 <= elapsed < 1.5
 
 
 class VirtualTime:
@@ -493,6 +399,70 @@ def virtual_client(url: str, vt: VirtualTime, **kw: Any) -> LabelStudioClient:
     return client(url, sleep=vt.sleep, clock=vt.clock, **kw)
 
 
+def recorded(vt: VirtualTime, sent: list[tuple[str, float]], path: str,
+             make: Callable[[], web.Response]) -> Callable[[], web.Response]:
+    """A stand-in step that notes the virtual time its request arrived at."""
+    def step() -> web.Response:
+        sent.append((path, vt.now))
+        return make()
+    return step
+
+
+async def test_429_honours_retry_after(standin: StandIn) -> None:
+    vt = VirtualTime()
+    sent: list[tuple[str, float]] = []
+    path = "/api/projects/1"
+    standin.plans[path] = [recorded(vt, sent, path, status(429, **{"Retry-After": "7"})),
+                           recorded(vt, sent, path, ok('{"id": 1}'))]
+    async with virtual_client(standin.url, vt) as c:
+        c._session = Tracked(c._session, vt)  # type: ignore[assignment]
+        assert await vt.run(c.get_project(1)) == {"id": 1}
+    assert sent == [(path, 0.0), (path, pytest.approx(7.0))]
+    assert c.retries == 1
+
+
+async def test_429_pauses_every_request(standin: StandIn) -> None:
+    # /a gets a 429 with Retry-After: 10 at t=0; /b, sent at t=2, waits for the pause too. Once
+    # the pause is over, a request goes out at once.
+    vt = VirtualTime()
+    sent: list[tuple[str, float]] = []
+    standin.plans["/a"] = [recorded(vt, sent, "/a", status(429, **{"Retry-After": "10"})),
+                           recorded(vt, sent, "/a", ok())]
+    standin.plans["/b"] = [recorded(vt, sent, "/b", ok())]
+    async with virtual_client(standin.url, vt, concurrency=2) as c:
+        c._session = Tracked(c._session, vt)  # type: ignore[assignment]
+
+        async def b_later() -> None:
+            await vt.sleep(2.0)
+            await c.request("GET", "/b")
+
+        await vt.run(asyncio.gather(c.request("GET", "/a"), b_later()))
+        await vt.run(c.request("GET", "/b"))
+    assert [t for p, t in sent if p == "/a"] == pytest.approx([0.0, 10.0])
+    assert [t for p, t in sent if p == "/b"] == pytest.approx([10.0, 10.0])
+
+
+async def test_rate_limit_applies(standin: StandIn) -> None:
+    vt = VirtualTime()
+    sent: list[tuple[str, float]] = []
+    standin.plans["/r"] = [recorded(vt, sent, "/r", ok())]
+    async with virtual_client(standin.url, vt, rate=10.0, concurrency=4) as c:
+        c._session = Tracked(c._session, vt)  # type: ignore[assignment]
+        await vt.run(asyncio.gather(*(c.request("GET", "/r") for _ in range(11))))
+    assert [t for _, t in sent] == pytest.approx([i / 10 for i in range(11)])
+
+
+async def test_rate_limit_holds_on_the_wire(standin: StandIn) -> None:
+    """With the real clock: 11 requests at --rate 10 cannot reach the server within less than
+    a second, whatever the concurrency (a lower bound only: a slow machine cannot break it)."""
+    standin.plans["/r"] = [ok()]
+    async with client(standin.url, rate=10.0, concurrency=4) as c:
+        await asyncio.gather(*(c.request("GET", "/r") for _ in range(11)))
+    arrivals = [t for _, _, t in standin.hits]
+    assert len(arrivals) == 11
+    assert arrivals[-1] - arrivals[0] >= 0.9  # 10 intervals of 0.1 s, less scheduling jitter
+
+
 async def test_queued_requests_take_their_token_when_they_go_out(standin: StandIn) -> None:
     # Two slow requests hold both slots until t=1; the two queued behind them must not have
     # taken their tokens while queued and then leave together when the slots free up.
@@ -508,7 +478,7 @@ async def test_queued_requests_take_their_token_when_they_go_out(standin: StandI
         sent.append(("/fast", vt.now))
         return web.Response(text="{}")
 
-    standin.plans["/slow"] = [slow]  # type: ignore[list-item]
+    standin.plans["/slow"] = [slow]
     standin.plans["/fast"] = [fast]
     async with virtual_client(standin.url, vt, rate=10.0, concurrency=2) as c:
         c._session = Tracked(c._session, vt)  # type: ignore[assignment]
@@ -528,15 +498,10 @@ async def test_retry_after_holds_requests_already_waiting_for_a_token(standin: S
     vt = VirtualTime()
     sent: list[tuple[str, float]] = []
 
-    def record(path: str, make: Callable[[], web.Response]) -> Callable[[], web.Response]:
-        def step() -> web.Response:
-            sent.append((path, vt.now))
-            return make()
-        return step
-
-    standin.plans["/a"] = [record("/a", status(429, **{"Retry-After": "10"})), record("/a", ok())]
-    standin.plans["/b"] = [record("/b", ok())]
-    standin.plans["/c"] = [record("/c", ok())]
+    standin.plans["/a"] = [recorded(vt, sent, "/a", status(429, **{"Retry-After": "10"})),
+                           recorded(vt, sent, "/a", ok())]
+    standin.plans["/b"] = [recorded(vt, sent, "/b", ok())]
+    standin.plans["/c"] = [recorded(vt, sent, "/c", ok())]
     async with virtual_client(standin.url, vt, rate=1.0, concurrency=4) as c:
         c._session = Tracked(c._session, vt)  # type: ignore[assignment]
         await vt.run(asyncio.gather(*(c.request("GET", p) for p in ("/a", "/b", "/c"))))
@@ -553,9 +518,12 @@ CREDENTIAL = "X-Amz-Credential=AKIDSECRETCRED"
 SIGNED_QUERY = f"?X-Amz-Algorithm=AWS4-HMAC-SHA256&{CREDENTIAL}&{SIGNATURE}#frag"
 
 
+SIGNED_PARTS = ("5ecret5ignature", "AKIDSECRETCRED")
+
+
 def assert_unsigned(*texts: str) -> None:
     for text in texts:
-        assert "5ecret5ignature" not in text and "AKIDSECRETCRED" not in text, text
+        assert all(part not in text for part in SIGNED_PARTS), text
 
 
 def test_strip_query_and_redact_urls() -> None:
@@ -569,7 +537,9 @@ def test_strip_query_and_redact_urls() -> None:
     )
 
 
-async def test_signed_url_stays_out_of_retry_logs_and_errors(standin: StandIn) -> None:
+async def test_signed_url_stays_out_of_retry_logs_and_errors(
+    standin: StandIn, shown: Shown
+) -> None:
     standin.plans["/bucket/a.jpg"] = [status(503)]
 
     async def no_sleep(_: float) -> None:
@@ -577,18 +547,18 @@ async def test_signed_url_stays_out_of_retry_logs_and_errors(standin: StandIn) -
 
     other = standin.url.replace("127.0.0.1", "localhost")  # the image is on "another host"
     async with client(other, retry=RetryPolicy(attempts=3), sleep=no_sleep) as c:
-        with structlog.testing.capture_logs() as logs, pytest.raises(HTTPError) as info:
+        with pytest.raises(HTTPError) as info:
             await c.request("GET", f"{standin.url}/bucket/a.jpg{SIGNED_QUERY}")
     assert standin.hits[0][0] == f"/bucket/a.jpg{SIGNED_QUERY.split('#')[0]}"  # sent in full
-    assert [e["event"] for e in logs] == ["http_retry", "http_retry"]
-    assert all(e["url"] == "/bucket/a.jpg" for e in logs)
+    assert [e["event"] for e in shown.events] == ["http_retry", "http_retry"]
+    assert all(e["url"] == "/bucket/a.jpg" for e in shown.events)
     assert str(info.value) == "GET /bucket/a.jpg: gave up after 3 tries: HTTP 503"
-    assert_unsigned(repr(logs), str(info.value), repr(info.value), repr(info.value.args))
+    assert_unsigned(str(info.value), repr(info.value), repr(info.value.args))
+    shown.assert_never_shown(*SIGNED_PARTS)
 
 
 async def test_signed_url_in_no_output_of_a_pull(
-    standin: StandIn, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
+    standin: StandIn, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shown: Shown,
 ) -> None:
     """Tasks whose images are presigned URLs that fail: the signature is in no output line."""
     from lyoncam_daemon.cli import main
@@ -610,7 +580,7 @@ async def test_signed_url_in_no_output_of_a_pull(
     args = ["pull", "--url", standin.url, "--project", "1", "--out", str(tmp_path / "ds"),
             "--rate", "0", "--retries", "1", "--progress", "log", "-v"]
     code = await asyncio.to_thread(main, args)
-    out, err = capsys.readouterr()
+    out, err = shown.read()
     assert code == 1
     records = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
     retries = [r for r in records if r["event"] == "http_retry"]
@@ -619,5 +589,94 @@ async def test_signed_url_in_no_output_of_a_pull(
             "gave up after 2 tries: HTTP 503") in out
     assert "failed: task 2 (CAM_A_20261126T001603Z): image reference " \
         "'s3://bucket/CAM_A_20261126T001603Z.jpg' is not fetchable" in out
-    assert_unsigned(out, err)
-    assert KEY not in out + err
+    shown.assert_never_shown(KEY, *SIGNED_PARTS)
+
+
+CAR_CONFIG = ('<View><Image name="image" value="$image"/><RectangleLabels name="label" '
+              'toName="image"><Label value="Car"/></RectangleLabels></View>')
+
+
+def tiny_jpeg() -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), (200, 10, 10)).save(buf, "JPEG")
+    return buf.getvalue()
+
+
+async def test_signed_url_in_no_log_event_of_a_library_pull(
+    standin: StandIn, tmp_path: Path, shown: Shown
+) -> None:
+    """run_pull itself, debug events included: one presigned image fetched (on another origin),
+    one failing with retries; the signature is in no event and the key in no output."""
+    image = tiny_jpeg()
+    tasks = [
+        {"id": 1, "data": {"image": f"{standin.url}/bucket/CAM_A_20261126T001503Z.jpg"
+                                    + SIGNED_QUERY},
+         "annotations": [{"id": 1, "result": []}]},
+        {"id": 2, "data": {"image": f"{standin.url}/bucket/CAM_A_20261126T001603Z.jpg"
+                                    + SIGNED_QUERY},
+         "annotations": [{"id": 2, "result": []}]},
+    ]
+    standin.plans["/api/projects/1"] = [ok(json.dumps({"id": 1, "label_config": CAR_CONFIG}))]
+    standin.plans["/api/tasks/"] = [ok(json.dumps({"tasks": tasks, "total": 2}))]
+    standin.plans["/bucket/CAM_A_20261126T001503Z.jpg"] = [lambda: web.Response(body=image)]
+    standin.plans["/bucket/CAM_A_20261126T001603Z.jpg"] = [status(503)]
+
+    async def no_sleep(_: float) -> None:
+        pass
+
+    own = standin.url.replace("127.0.0.1", "localhost")  # images on "another host"
+    async with client(own, retry=RetryPolicy(attempts=2), sleep=no_sleep) as c:
+        summary = await run_pull(c, PullOptions(project=1, out=tmp_path / "ds"))
+    assert (summary.fetched, summary.failed) == (1, 1)
+    events = {e["event"] for e in shown.events}
+    assert {"image_fetched", "http_retry", "image_failed"} <= events, events
+    shown.assert_never_shown(KEY, *SIGNED_PARTS)
+
+
+async def test_leak_check_catches_a_key_logged_by_library_code(
+    standin: StandIn, shown: Shown, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The check can fail: a client that logs its Authorization header is caught by the
+    captured log events (nothing reaches stdout or stderr here)."""
+    leak_header_in_debug_log(monkeypatch)
+    standin.plans["/api/projects/1"] = [ok('{"id": 1}')]
+    async with client(standin.url) as c:
+        await c.get_project(1)
+    assert shown.read() == ("", "")
+    with pytest.raises(AssertionError, match="appears in log events"):
+        shown.assert_never_shown(KEY)
+
+
+@pytest.mark.parametrize("leak", [False, True])
+async def test_leak_check_catches_a_key_logged_by_the_cli(
+    standin: StandIn, tmp_path: Path, shown: Shown, monkeypatch: pytest.MonkeyPatch, leak: bool
+) -> None:
+    """The same check over a whole CLI pull (log lines rendered to stderr): it fails when the
+    client logs its header, and passes on the same pull without that leak."""
+    from lyoncam_daemon.cli import main
+
+    if leak:
+        leak_header_in_debug_log(monkeypatch)
+    standin.plans["/api/projects/1"] = [ok(json.dumps({"id": 1, "label_config": CAR_CONFIG}))]
+    standin.plans["/api/tasks/"] = [ok('{"tasks": [], "total": 0}')]
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", KEY)
+    args = ["pull", "--url", standin.url, "--project", "1", "--out", str(tmp_path / "ds"),
+            "--rate", "0", "--progress", "log", "-v"]
+    assert await asyncio.to_thread(main, args) == 0
+    if leak:
+        with pytest.raises(AssertionError, match="appears in stderr"):
+            shown.assert_never_shown(KEY)
+    else:
+        shown.assert_never_shown(KEY)
+
+
+def leak_header_in_debug_log(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the client log the Authorization header it sends: the bug the checks must catch."""
+    original = LabelStudioClient._auth_header
+
+    async def leaky(self: LabelStudioClient) -> str:
+        header = await original(self)
+        structlog.get_logger("leak").debug("auth_header", header=header)
+        return header
+
+    monkeypatch.setattr(LabelStudioClient, "_auth_header", leaky)

@@ -8,9 +8,11 @@ numerically and every image byte for byte; both kinds of key are used.
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import io
 import json
+import logging
 import os
 import pty
 import re
@@ -25,14 +27,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 import yaml
 from PIL import Image
 
+from lyoncam_daemon.labelstudio.auth import Credentials, Secret
+from lyoncam_daemon.labelstudio.client import LabelStudioClient
+from lyoncam_daemon.labelstudio.pull import PullOptions, Summary, run_pull
 from lyoncam_daemon.labelstudio.split import side_of
 
-from .conftest import REPO, LabelStudio
+from .conftest import REPO, START_TIMEOUT_S, LabelStudio
+from .helpers import Shown
 
-pytestmark = pytest.mark.labelstudio
+# The first test here also waits for the session's Label Studio to start: up to
+# conftest.START_TIMEOUT_S on a loaded machine, more than the suite's 120 s per test.
+pytestmark = [pytest.mark.labelstudio, pytest.mark.timeout(START_TIMEOUT_S + 120)]
 
 CLASSES = ["Car", "Truck", "Bus", "Motorbike", "Scooter", "Bicycle", "Pedestrian"]
 CONFIG = (
@@ -95,7 +104,8 @@ def synthetic_jpeg(seed: int) -> bytes:
 
 def frame_names(count: int) -> list[str]:
     """Frame names covering both sides of the split (val first), deterministic."""
-    val, train = [], []
+    val: list[str] = []
+    train: list[str] = []
     for n in range(200):
         stem = f"CWL{9000 + n % 7}_202503{1 + n % 28:02d}T{n % 24:02d}1500Z"
         (val if side_of(stem) == "val" else train).append(stem + ".jpg")
@@ -163,7 +173,7 @@ def project(label_studio: LabelStudio) -> Iterator[Project]:
     yield Project(server, pid, frames)
 
 
-def run_pull(server: LabelStudio, pid: int, out: Path, *extra: str, key: str | None = None,
+def pull_cli(server: LabelStudio, pid: int, out: Path, *extra: str, key: str | None = None,
              token_file: Path | None = None) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "LABEL_STUDIO_API_KEY"}
     if key is not None:
@@ -226,7 +236,7 @@ def assert_quiet_about(secret: str, *texts: str) -> None:
 def test_pull_with_legacy_token_then_resume(project: Project, tmp_path: Path) -> None:
     out = tmp_path / "ds"
     server = project.server
-    first = run_pull(server, project.id, out, key=server.token)
+    first = pull_cli(server, project.id, out, key=server.token)
     assert first.returncode == 0, first.stderr[-3000:]
     check_dataset(project, out, [*CLASSES, "Tram"])
     wanted = sum(f.expected is not None for f in project.frames)
@@ -243,7 +253,7 @@ def test_pull_with_legacy_token_then_resume(project: Project, tmp_path: Path) ->
                for r in problems), problems
     assert_quiet_about(server.token, first.stdout, first.stderr)
 
-    second = run_pull(server, project.id, out, key=server.token)
+    second = pull_cli(server, project.id, out, key=server.token)
     assert second.returncode == 0, second.stderr[-3000:]
     assert f"fetched 0, skipped (already present) {wanted}, failed 0" in second.stdout
     assert "changes: 0 images added, 0 moved between train/val, 0 labels new, " \
@@ -254,7 +264,7 @@ def test_pull_with_legacy_token_then_resume(project: Project, tmp_path: Path) ->
 def test_pull_reports_changes(project: Project, tmp_path: Path) -> None:
     out = tmp_path / "ds"
     server = project.server
-    assert run_pull(server, project.id, out, key=server.token).returncode == 0
+    assert pull_cli(server, project.id, out, key=server.token).returncode == 0
     real, plain = project.frames[0], project.frames[7]
     side = side_of(real.stem)
     (out / "images" / side / f"{real.stem}.jpg").unlink()  # lost
@@ -262,7 +272,7 @@ def test_pull_reports_changes(project: Project, tmp_path: Path) -> None:
     plain_path.write_bytes(plain.data[:100])  # truncated on disk
     label = out / "labels" / side_of(plain.stem) / f"{plain.stem}.txt"
     label.write_text("0 0.5 0.5 0.1 0.1\n")  # edited by hand: restored from the server
-    again = run_pull(server, project.id, out, "--include-unlabelled", key=server.token)
+    again = pull_cli(server, project.id, out, "--include-unlabelled", key=server.token)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "fetched 3," in again.stdout  # the lost, the truncated and the unlabelled one
     assert "1 labels changed" in again.stdout
@@ -272,7 +282,7 @@ def test_pull_reports_changes(project: Project, tmp_path: Path) -> None:
         unlabelled.data
     check_dataset(project, out, [*CLASSES, "Tram"])
     # dropping --include-unlabelled removes what only it had brought
-    last = run_pull(server, project.id, out, key=server.token)
+    last = pull_cli(server, project.id, out, key=server.token)
     assert "1 removed" in last.stdout
     assert not (out / "images" / "unlabelled" / f"{unlabelled.stem}.jpg").exists()
 
@@ -282,7 +292,7 @@ def test_pull_with_personal_access_token(project: Project, personal_access_token
     key_file = tmp_path / "key"
     key_file.write_text(personal_access_token + "\n")
     out = tmp_path / "ds"
-    result = run_pull(project.server, project.id, out, token_file=key_file)
+    result = pull_cli(project.server, project.id, out, token_file=key_file)
     assert result.returncode == 0, result.stderr[-3000:]
     check_dataset(project, out, [*CLASSES, "Tram"])
     assert_quiet_about(personal_access_token, result.stdout, result.stderr)
@@ -341,7 +351,7 @@ def test_terminal_gets_the_bar_and_console_log_lines(project: Project, tmp_path:
 def test_classes_override(project: Project, tmp_path: Path) -> None:
     out = tmp_path / "ds"
     order = ["Tram", *reversed(CLASSES)]
-    result = run_pull(project.server, project.id, out, "--classes", ",".join(order),
+    result = pull_cli(project.server, project.id, out, "--classes", ",".join(order),
                       key=project.server.token)
     assert result.returncode == 0, result.stderr[-3000:]
     assert (out / "classes.txt").read_text().splitlines() == order
@@ -352,7 +362,7 @@ def test_classes_override(project: Project, tmp_path: Path) -> None:
 
 def test_wrong_key_explains_and_does_not_echo(project: Project, tmp_path: Path) -> None:
     wrong = "0badc0de" * 5
-    result = run_pull(project.server, project.id, tmp_path / "ds", key=wrong)
+    result = pull_cli(project.server, project.id, tmp_path / "ds", key=wrong)
     assert result.returncode == 1
     assert "401" in result.stderr and "personal access token" in result.stderr
     assert "legacy" in result.stderr
@@ -360,13 +370,13 @@ def test_wrong_key_explains_and_does_not_echo(project: Project, tmp_path: Path) 
     assert len(errors) == 1 and len(errors[0]) < 300, errors
     assert "Label Studio 1.20 and later" in errors[0]
     assert_quiet_about(wrong, result.stdout, result.stderr)
-    missing = run_pull(project.server, project.id, tmp_path / "ds")
+    missing = pull_cli(project.server, project.id, tmp_path / "ds")
     assert missing.returncode == 2 and "LABEL_STUDIO_API_KEY" in missing.stderr
 
 
 def test_missing_project_names_the_server(project: Project, tmp_path: Path) -> None:
     missing = project.id + 100_000
-    result = run_pull(project.server, missing, tmp_path / "ds", key=project.server.token)
+    result = pull_cli(project.server, missing, tmp_path / "ds", key=project.server.token)
     assert result.returncode == 1
     assert result.stderr.splitlines()[-1] == \
         f"error: project {missing} not found on {project.server.url}"
@@ -387,7 +397,7 @@ def test_labels_dir_from_a_yolo_export(project: Project, tmp_path: Path) -> None
     archive.extractall(export)
     assert not [n for n in archive.namelist() if n.startswith("images/") and n != "images/"]
     out = tmp_path / "ds"
-    result = run_pull(server, project.id, out, "--labels-dir", str(export / "labels"),
+    result = pull_cli(server, project.id, out, "--labels-dir", str(export / "labels"),
                       key=server.token)
     export_classes = (export / "classes.txt").read_text().splitlines()
     assert (out / "classes.txt").read_text().splitlines() == export_classes
@@ -403,41 +413,47 @@ def test_labels_dir_from_a_yolo_export(project: Project, tmp_path: Path) -> None
         assert (out / "images" / path.parent.name / f"{stem}.jpg").read_bytes() == frame.data
     assert result.returncode == 0, result.stderr[-3000:]
     assert "1 not in the labels dir" in result.stdout  # the unlabelled task
-    again = run_pull(server, project.id, out, "--labels-dir", str(export / "labels"),
+    again = pull_cli(server, project.id, out, "--labels-dir", str(export / "labels"),
                      key=server.token)
     assert "fetched 0," in again.stdout
 
 
 def test_manifest_records_sources(project: Project, tmp_path: Path) -> None:
     out = tmp_path / "ds"
-    assert run_pull(project.server, project.id, out, key=project.server.token).returncode == 0
+    assert pull_cli(project.server, project.id, out, key=project.server.token).returncode == 0
     manifest = json.loads((out / ".lyoncam-pull.json").read_text())
     assert manifest["project"] == project.id
     for stem, entry in manifest["items"].items():
         assert entry["task"] == project.by_stem(stem).task_id
         assert entry["source"].startswith(f"/data/upload/{project.id}/")
-    other = run_pull(project.server, project.id + 1000, out, key=project.server.token)
+    other = pull_cli(project.server, project.id + 1000, out, key=project.server.token)
     assert other.returncode != 0 and "choose another --out" in other.stderr
 
 
-def test_key_appears_nowhere_in_process(project: Project, tmp_path: Path,
-                                        capsys: pytest.CaptureFixture[str],
-                                        caplog: pytest.LogCaptureFixture,
+def test_key_appears_nowhere_in_process(project: Project, tmp_path: Path, shown: Shown,
                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    """A full pull in this process: the key is in no stdout, stderr or log record."""
-    import logging
-
+    """A full pull in this process, debug lines on: the key is in no stdout, stderr (where the
+    CLI's log lines go) or log event; then the library alone, its events captured."""
     from lyoncam_daemon.cli import main
 
     monkeypatch.setenv("LABEL_STUDIO_API_KEY", project.server.token)
-    caplog.set_level(logging.DEBUG)
     args = ["pull", "--url", project.server.url, "--project", str(project.id),
             "--out", str(tmp_path / "ds"), "--rate", "0", "-v", "--progress", "bar"]
     assert main(args) == 0
-    monkeypatch.setenv("LABEL_STUDIO_API_KEY", "recognisable" + "f00d" * 8)
+    wrong = "recognisable" + "f00d" * 8
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", wrong)
     assert main(args) == 1
-    out, err = capsys.readouterr()
-    logs = caplog.text + "".join(repr(r.__dict__) for r in caplog.records)
+    out, err = shown.read()
     assert "fetched 8," in out and "401" in err
-    assert_quiet_about(project.server.token, out, err, logs)
-    assert_quiet_about("recognisable" + "f00d" * 8, out, err, logs)
+    structlog.configure(processors=[shown.capture],
+                        wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG))
+    credentials = Credentials(Secret(project.server.token))
+    summary = asyncio.run(library_pull(project, credentials, tmp_path / "ds2"))
+    assert summary.fetched == 8 and {"tasks_listed", "image_fetched"} <= {
+        e["event"] for e in shown.events}
+    shown.assert_never_shown(project.server.token, wrong)
+
+
+async def library_pull(project: Project, credentials: Credentials, out: Path) -> Summary:
+    async with LabelStudioClient(project.server.url, credentials, rate=None) as client:
+        return await run_pull(client, PullOptions(project=project.id, out=out))

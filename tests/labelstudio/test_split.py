@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from lyoncam_daemon.labelstudio.pull import PullOptions, Summary, plan
-from lyoncam_daemon.labelstudio.split import group_key, parse_frame_stem, side_of
+import pytest
+
+from lyoncam_daemon.labelstudio.pull.model import PullOptions, Summary
+from lyoncam_daemon.labelstudio.pull.plan import plan
+from lyoncam_daemon.labelstudio.split import group_key, side_of
+from lyoncam_daemon.storage.layout import parse_frame_stem
 
 
 def frames(camera: str, start: datetime, minutes: int) -> list[str]:
     return [f"{camera}_{(start + timedelta(minutes=m)):%Y%m%dT%H%M%SZ}" for m in range(minutes)]
-
-
-def test_parse_frame_stem() -> None:
-    assert parse_frame_stem("CWL9018_20250101T120000Z") == (
-        "CWL9018", datetime(2025, 1, 1, 12, tzinfo=UTC))
-    assert parse_frame_stem("CWL9018_night") is None
-    assert parse_frame_stem("CWL9018_20251399T000000Z") is None
 
 
 def test_same_camera_same_hour_same_side() -> None:
@@ -47,10 +45,39 @@ def test_adding_frames_never_moves_existing_ones() -> None:
     assert all(after[s] == before[s] for s in old)
 
 
+def documented_position(key: str) -> float:
+    """Where a group falls in [0, 1), by the rule split.py documents (and datasets already
+    pulled rely on): the first 8 bytes of SHA-256("lyoncam-split-v1:" + group key)."""
+    digest = hashlib.sha256(f"lyoncam-split-v1:{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+@pytest.mark.parametrize("stem", ["CWL9018_20250101T120000Z", "CAM_A_20261126T001503Z",
+                                  "night_shot"])
+def test_side_follows_the_documented_hash_rule(stem: str) -> None:
+    key = group_key(stem)
+    position = documented_position(key)
+    assert side_of(stem, min(position + 1e-6, 0.999999)) == "val"
+    assert side_of(stem, max(position - 1e-6, 0.0)) == "train"
+
+
+def test_known_groups_keep_their_side() -> None:
+    # Regression guard, values computed once: changing the salt, the key format or the hash
+    # would silently move frames of datasets already pulled between train and val.
+    assert group_key("CWL9018_20250101T010000Z") == "CWL9018@1h#482137"
+    assert group_key("CWL9018_20250101T015959Z") == "CWL9018@1h#482137"
+    sides = {f"CWL9018_20250101T{h:02d}0000Z": side_of(f"CWL9018_20250101T{h:02d}0000Z", 0.2)
+             for h in range(8)}
+    assert [h for h, stem in enumerate(sides) if sides[stem] == "val"] == [1, 6]
+    # the same groups at another fraction: a group's position (0.104 for 06h) is fixed
+    assert side_of("CWL9018_20250101T060000Z", 0.10) == "train"
+    assert side_of("CWL9018_20250101T060000Z", 0.11) == "val"
+
+
 def test_unparsed_names_are_their_own_group() -> None:
     assert group_key("night_shot") == "file:night_shot"
+    assert group_key("night_shot_2") == "file:night_shot_2"
     assert side_of("night_shot", 0.0) == "train"
-    assert side_of("night_shot", 0.999999) in ("train", "val")
 
 
 def test_block_size() -> None:
@@ -63,7 +90,7 @@ def test_camera_ids_with_underscore_and_hyphen_are_grouped() -> None:
     assert parse_frame_stem("CAM_A_20261126T001503Z") == (
         "CAM_A", datetime(2026, 11, 26, 0, 15, 3, tzinfo=UTC))
     assert parse_frame_stem("cam-2_north_20261126T001503Z") == (
-        "CAM-2_NORTH", datetime(2026, 11, 26, 0, 15, 3, tzinfo=UTC))
+        "cam-2_north", datetime(2026, 11, 26, 0, 15, 3, tzinfo=UTC))
     start = datetime(2026, 11, 26, 0, 0, tzinfo=UTC)
     for camera in ("CAM_A", "cam-2", "a_b-c_d", "_x", "x-"):
         for hour in range(24):
@@ -99,7 +126,7 @@ def test_plan_keeps_uploaded_frames_of_an_underscore_camera_together() -> None:
     config = ('<View><Image name="image" value="$image"/><RectangleLabels name="label" '
               'toName="image"><Label value="Car"/></RectangleLabels></View>')
     opts = PullOptions(project=3, out=Path("unused"), val_fraction=0.5)
-    items = plan(tasks, config, opts, "http://127.0.0.1:1", Summary())
+    items = plan(tasks, config, opts, Summary())
     assert len(items) == 60
     assert all(item.stem.startswith("CAM_A_2026") for item in items)  # upload prefix stripped
     assert len({group_key(item.stem) for item in items}) == 1

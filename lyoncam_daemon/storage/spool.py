@@ -1,0 +1,175 @@
+"""A bounded, durable local spool in front of a remote store, so an outage loses nothing.
+
+While the remote store answers and nothing is waiting, a frame goes straight to it. When it
+fails, the frame is written to the spool (a filesystem store under the daemon's state folder:
+the same atomic writes, the same layout) and an uploader sends the spooled frames, oldest
+first, as soon as the store answers again. While anything is waiting, new frames queue
+behind it, so frames arrive in capture order. The spool survives a restart (it is read back
+at `open`), and is bounded: past `max_bytes`, a frame is refused with a StoreError (the camera
+counts it and fetches that scene again next poll), logged once per outage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from lyoncam_daemon.stats import SpoolStats
+from lyoncam_daemon.storage import Frame, Storage, StoredFrame, StoreError
+from lyoncam_daemon.storage.filesystem import FilesystemStorage
+from lyoncam_daemon.storage.layout import parse_frame_stem
+
+#: Retry delays of the uploader while the store stays unreachable (seconds).
+RETRY_FIRST_S, RETRY_MAX_S = 1.0, 30.0
+
+
+class SpoolingStorage:
+    """Implements `storage.Storage`: `upstream` with a local spool; see the module docstring."""
+
+    def __init__(self, upstream: Storage, spool_dir: Path, max_bytes: int,
+                 stats: SpoolStats) -> None:
+        self.upstream = upstream
+        self.local = FilesystemStorage(spool_dir)
+        self.max_bytes = max_bytes
+        self.stats = stats
+        self._queue: deque[StoredFrame] = deque()
+        self._wake = asyncio.Event()
+        self._uploader: asyncio.Task[None] | None = None
+        self._outage: str | None = None
+        self._full_logged = False
+        self.log = structlog.get_logger("lyoncam.storage")
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        await self.upstream.open()
+        for stored in await asyncio.to_thread(self._read_back):
+            self._queued(stored)
+        if self._queue:
+            self.log.info("spooled frames from an earlier run to upload",
+                          frames=len(self._queue), bytes=self.stats.bytes)
+        self._uploader = asyncio.create_task(self._upload_loop(), name="spool-uploader")
+
+    async def close(self) -> None:
+        if self._uploader is not None:
+            self._uploader.cancel()
+            await asyncio.gather(self._uploader, return_exceptions=True)
+        await self.upstream.close()
+        if self._queue:
+            self.log.warning("frames left in the spool for the next start",
+                             frames=len(self._queue), folder=str(self.local.data_dir))
+
+    # -- the Storage protocol ---------------------------------------------------------------
+
+    async def save(self, frame: Frame) -> StoredFrame:
+        if not self._queue:
+            try:
+                return await self.upstream.save(frame)
+            except StoreError as exc:
+                self._went_down(str(exc))
+        return await self._spool(frame)
+
+    async def latest(self, camera_id: str) -> StoredFrame | None:
+        for stored in reversed(self._queue):  # spooled frames are the newest there are
+            if stored.camera_id == camera_id:
+                return stored
+        return await self.upstream.latest(camera_id)
+
+    async def recover(self, camera_id: str) -> int:
+        return await self.local.recover(camera_id) + await self.upstream.recover(camera_id)
+
+    # -- internals --------------------------------------------------------------------------
+
+    async def _spool(self, frame: Frame) -> StoredFrame:
+        if self.stats.bytes + len(frame.data) > self.max_bytes:
+            self.stats.refused += 1
+            if not self._full_logged:
+                self._full_logged = True
+                self.log.error("spool full: frames are refused until uploads resume",
+                               folder=str(self.local.data_dir), max_bytes=self.max_bytes)
+            raise StoreError(f"cannot store frame of {frame.camera_id}: the spool is full "
+                             f"({self.max_bytes} bytes) and the object store unreachable")
+        stored = await self.local.save(frame)
+        self._queued(stored)
+        self._wake.set()
+        return stored
+
+    def _queued(self, stored: StoredFrame) -> None:
+        self._queue.append(stored)
+        self.stats.frames += 1
+        self.stats.bytes += stored.size
+        if self.stats.oldest_unix is None:
+            self.stats.oldest_unix = stored.captured_at.timestamp()
+
+    def _went_down(self, error: str) -> None:
+        if self._outage is None:
+            self.log.warning("object store unreachable; spooling frames locally", error=error)
+        self._outage = error
+
+    async def _upload_loop(self) -> None:
+        delay = RETRY_FIRST_S
+        while True:
+            if not self._queue:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            head = self._queue[0]
+            try:
+                await self._upload(head)
+            except StoreError as exc:
+                self._went_down(str(exc))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX_S)
+                continue
+            delay = RETRY_FIRST_S
+            self._queue.popleft()
+            self.stats.frames -= 1
+            self.stats.bytes -= head.size
+            self.stats.uploaded += 1
+            self.stats.oldest_unix = (self._queue[0].captured_at.timestamp()
+                                      if self._queue else None)
+            if not self._queue and self._outage is not None:
+                self.log.info("object store back; spool drained")
+                self._outage, self._full_logged = None, False
+
+    async def _upload(self, stored: StoredFrame) -> None:
+        data, sidecar = await asyncio.to_thread(self._read, stored)
+        await self.upstream.save(Frame(stored.camera_id, stored.captured_at, data, sidecar))
+        await asyncio.to_thread(self._remove, stored)
+
+    def _read(self, stored: StoredFrame) -> tuple[bytes, dict[str, Any]]:
+        jpg = self.local.path_of(stored.key)
+        sidecar = dict(stored.sidecar)
+        sidecar.pop("file", None)  # the store names the file where it puts it
+        return jpg.read_bytes(), sidecar
+
+    def _remove(self, stored: StoredFrame) -> None:
+        jpg = self.local.path_of(stored.key)
+        for path in (jpg.with_suffix(".json"), jpg):  # sidecar first: no half frame remains
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+
+    def _read_back(self) -> list[StoredFrame]:
+        """Spooled frames of an earlier run, oldest first."""
+        found: list[StoredFrame] = []
+        root = self.local.data_dir
+        if not root.is_dir():
+            return found
+        for sidecar in root.glob("*/*/*/*/*.json"):
+            parsed = parse_frame_stem(sidecar.stem)
+            jpg = sidecar.with_suffix(".jpg")
+            if parsed is None or sidecar.name.startswith(".") or not jpg.exists():
+                continue
+            try:
+                meta = json.loads(sidecar.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue
+            key = jpg.relative_to(root).as_posix()
+            found.append(StoredFrame(parsed[0], key, parsed[1], jpg.stat().st_size, meta))
+        return sorted(found, key=lambda f: (f.captured_at, f.key))
