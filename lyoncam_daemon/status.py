@@ -23,13 +23,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import structlog
 from aiohttp import web
 from PIL import Image
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from lyoncam_daemon import __version__, metrics
 from lyoncam_daemon.config import CAMERA_ID_RE, CameraConfig, Config
+from lyoncam_daemon.frames import has_eoi
 from lyoncam_daemon.metrics import DiskFigures, last_stored_unix
 from lyoncam_daemon.recent import RecentFrames
 from lyoncam_daemon.stats import Snapshot, State, Stats
@@ -88,16 +88,23 @@ def health_verdict(snap: Snapshot, cameras: Sequence[CameraConfig], now: float,
 
 
 def make_thumbnail(path: Path, box: tuple[int, int] = THUMB_SIZE) -> bytes | None:
-    """A small JPEG of a stored frame; None if it cannot be read. Blocking: run in a thread."""
+    """A small JPEG of a stored frame; None if it cannot be read. Blocking: run in a thread.
+
+    A frame kept truncated (`truncated: keep`) gets its missing end-of-image marker added,
+    as the dedup stage does, so it shows as far as its data goes.
+    """
     try:
-        with Image.open(path) as img:
+        data = path.read_bytes()
+        if not has_eoi(data):
+            data += b"\xff\xd9"
+        with Image.open(io.BytesIO(data), formats=("JPEG",)) as img:
             img.draft("RGB", box)  # DCT scaling: decodes 1/4 or 1/8 of the pixels
             small = img.convert("RGB")
             small.thumbnail(box)
             out = io.BytesIO()
             small.save(out, "JPEG", quality=75)
             return out.getvalue()
-    except (OSError, ValueError, Image.DecompressionBombError):
+    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError):
         return None
 
 
@@ -147,7 +154,6 @@ class StatusServer:
         self._in_flight = 0
         self._runner: web.AppRunner | None = None
         self._listener: asyncio.Server | None = None
-        self.log = structlog.get_logger("lyoncam.status")
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=1024, middlewares=[self._guard])

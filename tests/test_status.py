@@ -351,6 +351,13 @@ def test_a_thumbnail_is_a_small_jpeg_of_the_frame(tmp_path: Path) -> None:
     assert len(data) < 40_000
     (tmp_path / "bad.jpg").write_bytes(b"not a jpeg")
     assert make_thumbnail(tmp_path / "bad.jpg") is None
+    # a frame kept truncated shows what it has
+    whole = (FIXTURES / "CWL9018_night.jpg").read_bytes()
+    (tmp_path / "cut.jpg").write_bytes(whole[: len(whole) // 2])
+    cut = make_thumbnail(tmp_path / "cut.jpg")
+    assert cut is not None
+    with Image.open(io.BytesIO(cut)) as img:
+        assert img.size == (384, 216)
 
 
 async def test_thumbnails_are_made_off_the_loop_once_per_latest_frame(tmp_path: Path) -> None:
