@@ -27,7 +27,7 @@ from lyoncam_daemon.retention import (
     plan_frames,
 )
 from lyoncam_daemon.simulator import CriterSimulator, camera_ids
-from lyoncam_daemon.storage import Frame
+from lyoncam_daemon.storage import Frame, Storage, StoredFrame
 from lyoncam_daemon.storage.filesystem import FilesystemStorage
 
 from .conftest import make_config, stored_frames
@@ -274,12 +274,13 @@ async def _get_json(port: int, path: str) -> tuple[int, dict[str, object]]:
         return r.status, await r.json()
 
 
-async def test_enospc_without_a_reserve_leaves_nothing_half_written(small_disk: Path) -> None:
+async def fill_until_refused(small_disk: Path, storage: Storage | None = None) -> Daemon:
+    """One camera storing onto the small disk until a frame is refused; then stop."""
     ids = camera_ids(1)
     async with CriterSimulator(ids, period=0.1) as sim:
         config = make_config(small_disk, {ids[0]: sim.url(ids[0])}, interval=0.06,
                              extra="retention:\n  min_free_bytes: 0")
-        daemon = Daemon(config)
+        daemon = Daemon(config, storage=storage)
         task = asyncio.create_task(daemon.run())
         for _ in range(1500):
             if daemon.stats.cameras.get(ids[0]) and daemon.stats.cameras[ids[0]].write_errors:
@@ -290,6 +291,45 @@ async def test_enospc_without_a_reserve_leaves_nothing_half_written(small_disk: 
     cam = daemon.stats.cameras[ids[0]]
     assert cam.write_errors >= 1 and cam.condition == "write_failing"
     assert whole_frames_only(small_disk, ids[0]) >= 10
+    return daemon
+
+
+class Unguarded:
+    """The filesystem store under another type, so the daemon adds no free-space guard."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.inner = FilesystemStorage(data_dir)
+
+    async def open(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+    async def save(self, frame: Frame) -> StoredFrame:
+        return await self.inner.save(frame)
+
+    async def latest(self, camera_id: str) -> StoredFrame | None:
+        return await self.inner.latest(camera_id)
+
+    async def recover(self, camera_id: str) -> int:
+        return await self.inner.recover(camera_id)
+
+
+async def test_enospc_leaves_nothing_half_written(small_disk: Path) -> None:
+    """The store alone (no guard): the disk really fills and writes fail with ENOSPC."""
+    daemon = await fill_until_refused(small_disk, storage=Unguarded(small_disk))
+    assert daemon.guard is None
+    assert "No space left on device" in (daemon.stats.storage_error or "")
+
+
+async def test_without_a_reserve_a_frame_that_does_not_fit_is_refused_before_writing(
+    small_disk: Path,
+) -> None:
+    """`min_free_bytes: 0`: the guard still refuses a frame larger than the free space."""
+    daemon = await fill_until_refused(small_disk)
+    assert daemon.guard is not None and daemon.guard.paused_frames >= 1
+    assert "below retention.min_free_bytes" in (daemon.stats.storage_error or "")
 
 
 async def test_the_daemon_runs_a_retention_pass_at_start_and_logs_it_once(
