@@ -256,21 +256,23 @@ class Daemon:
 
     async def _retention_loop(self) -> None:
         """A pass at start, then every `retention.interval`, each in a thread of its own."""
-        assert self.retention is not None
         with ThreadPoolExecutor(1, thread_name_prefix="lyoncam-retention") as pool:
-            loop = asyncio.get_running_loop()
             while not self.stop.is_set():
-                began = time.monotonic()
-                try:
-                    result = await loop.run_in_executor(pool, self.retention.run)
-                except Exception:
-                    self.log.exception("retention pass failed; next one in an interval")
-                else:
-                    self.log.info("retention pass", days=result.days, frames=result.frames,
-                                  freed_bytes=result.freed_bytes,
-                                  took_s=round(time.monotonic() - began, 3))
+                # A reload may have removed both limits: then wait for them to come back.
+                if self.retention is not None and self.retention.active:
+                    await self._retention_pass(self.retention, pool)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.stop.wait(), self.config.retention.interval)
+
+    async def _retention_pass(self, retention: RetentionPass, pool: Executor) -> None:
+        began = time.monotonic()
+        try:
+            result = await asyncio.get_running_loop().run_in_executor(pool, retention.run)
+        except Exception:
+            self.log.exception("retention pass failed; next one in an interval")
+            return
+        self.log.info("retention pass", days=result.days, frames=result.frames,
+                      freed_bytes=result.freed_bytes, took_s=round(time.monotonic() - began, 3))
 
     def _install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
