@@ -61,6 +61,18 @@ def _shard_arg(text: str) -> Shard:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _near(text: str) -> tuple[float, float, float]:
+    try:
+        lat, lon, km = (float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not LAT,LON,KM (e.g. 45.76,4.84,3)") from None
+    if not (-90 <= lat <= 90 and -180 <= lon <= 180 and km > 0):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: latitude -90..90, longitude -180..180 and a radius > 0 km")
+    return lat, lon, km
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     config = _load(args.config)
     if config is None or _no_camera(args, config):
@@ -167,12 +179,18 @@ def build_parser() -> argparse.ArgumentParser:
     simulator.add_arguments(p)
     p.set_defaults(func=cmd_simulate)
 
-    from lyoncam_daemon import discover
-
     p = sub.add_parser("discover", help="build or update cameras.yaml from the CriTer catalogue",
-                       description=discover.__doc__,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    discover.add_arguments(p)
+                       description="Write the catalogue's cameras (id, name, lat, lon, url) "
+                       "into cameras.yaml; an existing file keeps its comments and your own "
+                       "settings, and a camera gone from the catalogue is disabled, never "
+                       "deleted. The result passes `check`.")
+    p.add_argument("--source", required=True, metavar="URL|FILE",
+                   help="the catalogue: WFS GeoJSON or JSON table, by URL or file")
+    p.add_argument("--output", type=Path, default=Path("cameras.yaml"),
+                   help="the camera list to create or update (default: ./cameras.yaml)")
+    p.add_argument("--near", type=_near, default=None, metavar="LAT,LON,KM",
+                   help="add only new cameras within KM km of LAT,LON")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds for the download")
     p.set_defaults(func=cmd_discover)
 
     from lyoncam_daemon.labelstudio import cli as ls_cli

@@ -311,29 +311,6 @@ def dump(doc: CommentedMap) -> str:
 # -- the command ----------------------------------------------------------------------------
 
 
-def parse_near(text: str) -> tuple[float, float, float]:
-    parts = text.split(",")
-    try:
-        lat, lon, km = (float(p) for p in parts)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not LAT,LON,KM (e.g. 45.76,4.84,3)") from None
-    if not (-90 <= lat <= 90 and -180 <= lon <= 180 and km > 0):
-        raise argparse.ArgumentTypeError(
-            f"{text!r}: latitude -90..90, longitude -180..180 and a radius > 0 km")
-    return lat, lon, km
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--source", required=True, metavar="URL|FILE",
-                   help="the catalogue: WFS GeoJSON or JSON table, by URL or file")
-    p.add_argument("--output", type=Path, default=Path("cameras.yaml"),
-                   help="the camera list to create or update (default: ./cameras.yaml)")
-    p.add_argument("--near", type=parse_near, default=None, metavar="LAT,LON,KM",
-                   help="add only new cameras within KM km of LAT,LON")
-    p.add_argument("--timeout", type=float, default=60.0, help="seconds for the download")
-
-
 def main(args: argparse.Namespace) -> int:
     """0 written (or already up to date), 1 the source failed, 2 the file cannot be used."""
     try:
