@@ -1,36 +1,37 @@
 """Benchmark of the capture daemon's CPU and memory, against the original one-process-per-camera
 script measured in the same run.
 
-Run: ``.venv/bin/python -m bench.capture`` (about 75 s on 2 cores). Why: lyoncam must run for
-months on a small server, and the original script needed one ~65 MB process per camera and a
-full decode, hash, re-read of the previous frame and re-encode on every poll (docs/FIELD_NOTES.md).
-Speed and memory targets live here, never in timed unit tests.
+Run: ``.venv/bin/python -m bench.capture`` (about 2 min on 2 cores). Why: lyoncam must run
+for months on a small server, and the original script needed one ~65 MB process per camera and
+a full decode, hash, re-read of the previous frame and re-encode on every new frame
+(FIELD_NOTES.md). Speed and memory targets live here, never in timed unit tests.
 
-Everything runs on loopback against one simulated CriTer server
-(``python -m lyoncam_daemon simulate``, its own process, port picked by the kernel) whose
+Everything runs on loopback against simulated CriTer servers
+(``python -m lyoncam_daemon simulate``, own processes, ports picked by the kernel) whose
 cameras publish a new frame every ``--period`` seconds. Every client polls every
 ``--interval`` seconds; the default 1 s / 3 s keeps the real ratio (original: polled every
-20 s, cameras republish every 60 s), so a third of the polls see a new frame.
+20 s, cameras republish every 60 s), so two polls in three see a repeat.
 
 - ``ours``: the daemon (``Daemon(config).run()``, what ``run`` calls) in its own process, on
   N cameras (15 like the real catalogue, then 100). The config floor of 10 s is lowered to
   0.5 s through ``parse_config(context=...)``; otherwise it is ``run`` with logging at
   ``warning`` and the health record rewritten every second (default: every 300 s; a little
   CPU is counted for it). The window is aligned on those rewrites so the poll count and the
-  CPU time cover the same span. The simulator sends ETags, so an unchanged frame costs a
-  304; ``--no-etag`` measures the case where every poll downloads the whole frame.
-- ``original``: a faithful re-creation of the original script's loop (below, clearly
-  labelled), one process per camera (``--original-processes``, default 5), same interval:
-  GET (urllib: ``requests`` is not installed, and would only add memory), full PIL decode,
-  ``imagehash.average_hash``, previous frame re-read from disk (the last name of an unsorted
-  ``os.listdir``), dropped at distance <= 2, else re-encoded and saved in a flat folder.
+  CPU time cover the same span. Whether CriTer sends ETags is unconfirmed, so each count is
+  measured against a server without ETags (every poll downloads the whole frame; the
+  headline) and one with them (a repeat costs a 304); ``--etag`` picks one.
+- ``original``: the original script's loop re-created step for step (``child_original``,
+  clearly labelled), one process per camera (``--original-processes``, default 5), same
+  interval, against the server without ETags (it sends no validators, so they would change
+  nothing for it).
 
 Measured from /proc, for the measured processes only (not the simulator): CPU time
 (utime + stime, all threads) over a window after a warm-up, divided by the polls completed
 in that window; RSS (VmRSS) sampled every 0.5 s, its peak (VmHWM), and PSS (which shares
 library pages fairly among the original's processes). Printed as ratios original / ours;
 the last line printed is one JSON object: top-level figures for the smallest camera count
-(``polls`` in the window, ``stored_frames`` over the whole run), every run under ``ours``
+against the server without ETags (``polls`` in the window, ``stored_frames`` over the whole
+run), the same against the server with ETags under ``with_etag``, every run under ``ours``
 and ``original``.
 """
 
@@ -214,8 +215,9 @@ def start_simulator(procs: Processes, tmp: Path, cameras: int, period: float,
     """The simulator on 127.0.0.1, port 0; returns the camera URLs from its written config."""
     import yaml
 
-    config = tmp / "simulator.yaml"
-    log = tmp / "simulator.log"
+    tag = "etag" if etag else "no-etag"
+    config = tmp / f"simulator-{tag}.yaml"
+    log = tmp / f"simulator-{tag}.log"
     args = [sys.executable, "-m", "lyoncam_daemon", "simulate", "--cameras", str(cameras),
             "--period", str(period), "--host", "127.0.0.1", "--port", "0",
             "--write-config", str(config)]
@@ -286,9 +288,9 @@ def fresh_health(path: Path, proc: subprocess.Popen[bytes], log: Path) -> dict[s
 
 
 def measure_ours(procs: Processes, tmp: Path, urls: Sequence[str], interval: float,
-                 warmup: float, window: float) -> dict[str, Any]:
+                 warmup: float, window: float, etag: bool) -> dict[str, Any]:
     n = len(urls)
-    run = tmp / f"ours-{n}"
+    run = tmp / f"ours-{n}-{'etag' if etag else 'no-etag'}"
     run.mkdir()
     data = run / "data"
     config = run / "cameras.yaml"
@@ -319,6 +321,7 @@ def measure_ours(procs: Processes, tmp: Path, urls: Sequence[str], interval: flo
     totals = final["totals"]
     return {
         "cameras": n,
+        "etag": etag,
         "window_s": round(group.t1 - group.t0, 2),
         "polls": polls,
         "polls_total": totals["polls"],
@@ -342,8 +345,17 @@ def measure_ours(procs: Processes, tmp: Path, urls: Sequence[str], interval: flo
 def child_original(url: str, folder: str, interval: str, seconds: str) -> int:
     """BASELINE: the original capture script's loop, step for step, for one camera.
 
-    One process per camera. Prints one line per poll (monotonic time, what happened) so the
-    parent can count polls in its window; that is the only addition.
+    As the original: the folder is listed once at start (``liste_images``) and every saved
+    name is appended, so the previous frame is always ``liste_images[-1]``, the last one
+    saved; a blocking GET; the new frame and the previous file are opened with PIL and
+    hashed with ``average_hash``; a difference over 2 bits saves ``img.save(path)``, a
+    re-encode at Pillow's default quality, in a flat folder. Then ``sleep(interval)``
+    after the work, so the schedule drifts.
+
+    The only additions: one line printed per poll (monotonic time, outcome) so the parent
+    can count polls in its window; a stop time; an empty folder at start stores the first
+    frame (the original indexed ``liste_images[-1]`` and assumed a non-empty folder); an
+    exception is printed and the loop goes on (a crash would end the measurement).
     """
     import io
     import urllib.request
@@ -354,30 +366,29 @@ def child_original(url: str, folder: str, interval: str, seconds: str) -> int:
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
     camera = url.rsplit("/", 1)[-1].removesuffix(".JPG")
+    liste_images = os.listdir(out)  # read once, never again
     stop_at = time.monotonic() + float(seconds)
     print(f"{time.monotonic():.4f} ready", flush=True)
     while time.monotonic() < stop_at:
         try:
             with urllib.request.urlopen(url, timeout=20) as resp:  # requests.get(url)
                 body = resp.read()
-            img = Image.open(io.BytesIO(body))  # full decode
-            img.load()
-            h = imagehash.average_hash(img)
-            names = os.listdir(out)  # unsorted; its last name taken as "the previous frame"
-            if names:
-                with Image.open(out / names[-1]) as prev:
-                    prev.load()
-                    h_prev = imagehash.average_hash(prev)
-                if h - h_prev <= ORIGINAL_MAX_REPEAT_BITS:
-                    print(f"{time.monotonic():.4f} dropped", flush=True)
-                    time.sleep(float(interval))
-                    continue
-            stamp = time.strftime("%Y%m%d_%H%M%S") + f"_{time.time_ns() % 10**9:09d}"
-            img.save(out / f"{camera}_{stamp}.jpg", "JPEG", quality=95)  # re-encoded
-            print(f"{time.monotonic():.4f} stored", flush=True)
-        except Exception as exc:  # the original logged and carried on
+            img = Image.open(io.BytesIO(body))
+            h = imagehash.average_hash(img)  # converts, so decodes the whole frame
+            new = True
+            if liste_images:
+                h_prev = imagehash.average_hash(Image.open(out / liste_images[-1]))
+                new = h - h_prev > ORIGINAL_MAX_REPEAT_BITS
+            if new:
+                name = f"{camera}_{time.strftime('%Y%m%d_%H%M%S')}_{time.time_ns():d}.jpg"
+                img.save(out / name)  # re-encoded, quality 75, EXIF dropped
+                liste_images.append(name)
+                print(f"{time.monotonic():.4f} stored", flush=True)
+            else:
+                print(f"{time.monotonic():.4f} dropped", flush=True)
+        except Exception as exc:  # keep measuring; the error is counted
             print(f"{time.monotonic():.4f} error {type(exc).__name__}", flush=True)
-        time.sleep(float(interval))  # after the work: the schedule drifts
+        time.sleep(float(interval))
     return 0
 
 
@@ -454,60 +465,86 @@ def interruptible() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-def report(ours: list[dict[str, Any]], orig: dict[str, Any], args: argparse.Namespace
-           ) -> dict[str, Any]:
-    print(f"loopback simulator, new frame every {args.period:g} s per camera; every client "
-          f"polls every {args.interval:g} s; {args.warmup:g} s warm-up, then "
-          f"{args.window:g} s measured")
-    for r in ours:
-        print(f"  lyoncam, {r['cameras']:3d} cameras, 1 process: "
-              f"{r['cpu_ms_per_poll']:6.2f} ms CPU/poll ({r['polls']} polls, "
-              f"{r['cpu_share']:.1%} of a core), RSS {r['rss_mb']:.1f} MB "
-              f"(peak {r['peak_rss_mb']:.1f}, PSS {r['pss_mb']:.1f}) = "
-              f"{r['rss_mb'] / r['cameras']:.2f} MB/camera; "
-              f"RSS {r['rss_start_mb']:.1f} -> {r['rss_mb']:.1f} MB "
-              f"({r['rss_growth_mb_per_min']:+.2f} MB/min); stored {r['stored_frames']} frames, "
-              f"outcomes {r['outcomes_total']}"
-              + (f", errors {r['errors_total']}" if r["errors_total"] else ""))
-    print(f"  original script, {orig['processes']} processes (1 per camera): "
-          f"{orig['cpu_ms_per_poll']:6.2f} ms CPU/poll ({orig['polls']} polls), "
-          f"RSS {orig['rss_mb_per_camera']:.1f} MB/camera (peak "
-          f"{orig['peak_rss_mb_per_camera']:.1f}, PSS {orig['pss_mb_per_camera']:.1f}); "
-          f"{orig['rss_growth_mb_per_min']:+.2f} MB/min in all; outcomes {orig['outcomes']}")
-    base = ours[0]
-    big = ours[-1]
+def describe_ours(r: dict[str, Any]) -> str:
+    return (f"  lyoncam, {r['cameras']:3d} cameras, 1 process, "
+            f"{'ETag' if r['etag'] else 'no ETag'}: "
+            f"{r['cpu_ms_per_poll']:6.2f} ms CPU/poll ({r['polls']} polls, "
+            f"{r['cpu_share']:.1%} of a core), RSS {r['rss_mb']:.1f} MB "
+            f"(peak {r['peak_rss_mb']:.1f}, PSS {r['pss_mb']:.1f}) = "
+            f"{r['rss_mb'] / r['cameras']:.2f} MB/camera; "
+            f"RSS {r['rss_start_mb']:.1f} -> {r['rss_mb']:.1f} MB "
+            f"({r['rss_growth_mb_per_min']:+.2f} MB/min); stored {r['stored_frames']} frames, "
+            f"outcomes {r['outcomes_total']}"
+            + (f", errors {r['errors_total']}" if r["errors_total"] else ""))
+
+
+def ratios(ours: list[dict[str, Any]], orig: dict[str, Any]) -> dict[str, Any]:
+    """Original / lyoncam for one server behaviour; `ours` sorted by camera count."""
+    base, big = ours[0], ours[-1]
     marginal = ((big["rss_mb"] - base["rss_mb"]) / (big["cameras"] - base["cameras"])
                 if big["cameras"] > base["cameras"] else None)
-    memory_ratio = orig["rss_mb_per_camera"] / (base["rss_mb"] / base["cameras"])
-    cpu_ratio = orig["cpu_ms_per_poll"] / base["cpu_ms_per_poll"]
-    more_mem = more_cpu = ""
-    if marginal is not None:
-        more_mem = (f", {orig['rss_mb_per_camera'] / (big['rss_mb'] / big['cameras']):.1f}x at "
-                    f"{big['cameras']}; each camera past {base['cameras']} adds "
-                    f"{marginal:.2f} MB to lyoncam")
-        more_cpu = (f", {orig['cpu_ms_per_poll'] / big['cpu_ms_per_poll']:.1f}x at "
-                    f"{big['cameras']}")
-    print(f"  memory per camera, original / lyoncam: {memory_ratio:.1f}x at "
-          f"{base['cameras']} cameras{more_mem}")
-    print(f"  CPU per poll, original / lyoncam: {cpu_ratio:.1f}x at {base['cameras']} cameras"
-          f"{more_cpu}")
     return {
         "cameras": base["cameras"],
         "ours_rss_mb": base["rss_mb"],
         "ours_rss_mb_per_camera": round(base["rss_mb"] / base["cameras"], 2),
         "original_rss_mb_per_camera": orig["rss_mb_per_camera"],
-        "memory_ratio": round(memory_ratio, 2),
+        "memory_ratio": round(orig["rss_mb_per_camera"] / (base["rss_mb"] / base["cameras"]), 2),
         "ours_cpu_ms_per_poll": base["cpu_ms_per_poll"],
         "original_cpu_ms_per_poll": orig["cpu_ms_per_poll"],
-        "cpu_ratio": round(cpu_ratio, 2),
+        "cpu_ratio": round(orig["cpu_ms_per_poll"] / base["cpu_ms_per_poll"], 2),
         "stored_frames": base["stored_frames"],
         "polls": base["polls"],
+        "big_cameras": big["cameras"],
+        "big_cpu_ms_per_poll": big["cpu_ms_per_poll"],
+        "big_rss_mb_per_camera": round(big["rss_mb"] / big["cameras"], 2),
+        "big_memory_ratio": round(orig["rss_mb_per_camera"] / (big["rss_mb"] / big["cameras"]),
+                                  2),
+        "big_cpu_ratio": round(orig["cpu_ms_per_poll"] / big["cpu_ms_per_poll"], 2),
         "ours_marginal_rss_mb_per_camera": None if marginal is None else round(marginal, 3),
+    }
+
+
+def report(ours: dict[bool, list[dict[str, Any]]], orig: dict[str, Any],
+           args: argparse.Namespace) -> dict[str, Any]:
+    print(f"loopback simulator, new frame every {args.period:g} s per camera; every client "
+          f"polls every {args.interval:g} s; {args.warmup:g} s warm-up, then "
+          f"{args.window:g} s measured")
+    for runs in ours.values():
+        for r in runs:
+            print(describe_ours(r))
+    print(f"  original script, {orig['processes']} processes (1 per camera): "
+          f"{orig['cpu_ms_per_poll']:6.2f} ms CPU/poll ({orig['polls']} polls), "
+          f"RSS {orig['rss_mb_per_camera']:.1f} MB/camera (peak "
+          f"{orig['peak_rss_mb_per_camera']:.1f}, PSS {orig['pss_mb_per_camera']:.1f}); "
+          f"{orig['rss_growth_mb_per_min']:+.2f} MB/min in all; outcomes {orig['outcomes']} "
+          f"in the window, {orig['stored_frames']} of {orig['polls_total']} polls stored "
+          f"in all")
+    by_mode = {etag: ratios(runs, orig) for etag, runs in ours.items()}
+    print(f"\n  {'server':10s} {'cameras':>7s} {'lyoncam ms CPU/poll':>20s} "
+          f"{'original':>9s} {'ratio':>7s} {'lyoncam MB/camera':>18s} {'original':>9s} "
+          f"{'ratio':>7s}")
+    for etag, r in by_mode.items():
+        for n, cpu, mem in ((r["cameras"], r["ours_cpu_ms_per_poll"],
+                             r["ours_rss_mb_per_camera"]),
+                            (r["big_cameras"], r["big_cpu_ms_per_poll"],
+                             r["big_rss_mb_per_camera"])):
+            print(f"  {'ETag' if etag else 'no ETag':10s} {n:7d} {cpu:20.2f} "
+                  f"{orig['cpu_ms_per_poll']:9.2f} {orig['cpu_ms_per_poll'] / cpu:6.1f}x "
+                  f"{mem:18.2f} {orig['rss_mb_per_camera']:9.1f} "
+                  f"{orig['rss_mb_per_camera'] / mem:6.1f}x")
+            if r["big_cameras"] == r["cameras"]:
+                break
+    # The headline is the server without ETags: whether CriTer sends them is unconfirmed.
+    headline = by_mode.get(False) or by_mode[True]
+    return {
+        **headline,
+        # Whether the top-level figures are the server with ETags (only with --etag yes).
+        "etag": False not in by_mode,
+        "with_etag": by_mode.get(True),
         "interval_s": args.interval,
         "period_s": args.period,
         "window_s": args.window,
-        "etag": args.etag,
-        "ours": ours,
+        "ours": [r for runs in ours.values() for r in runs],
         "original": orig,
     }
 
@@ -531,8 +568,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="seconds between new frames of a simulated camera (default: 3)")
     ap.add_argument("--warmup", type=float, default=4.0, help="seconds before measuring")
     ap.add_argument("--window", type=float, default=20.0, help="seconds measured per run")
-    ap.add_argument("--no-etag", dest="etag", action="store_false",
-                    help="simulator sends no ETag, so every poll downloads the whole frame")
+    ap.add_argument("--etag", choices=["both", "yes", "no"], default="both",
+                    help="server behaviours measured for lyoncam: with ETags (a repeat costs "
+                         "a 304), without (every poll downloads the frame), or both (default)")
     args = ap.parse_args(argv)
     counts = sorted({int(c) for c in args.cameras.split(",")})
     if counts[0] < 1 or args.original_processes < 1:
@@ -542,11 +580,15 @@ def main(argv: list[str] | None = None) -> int:
         with interruptible(), Processes() as procs, \
                 tempfile.TemporaryDirectory(prefix="lyoncam-bench-") as tmp_name:
             tmp = Path(tmp_name)
-            urls = start_simulator(procs, tmp, max(counts[-1], args.original_processes),
-                                   args.period, args.etag)
-            ours = [measure_ours(procs, tmp, urls[:n], args.interval, args.warmup, args.window)
-                    for n in counts]
-            orig = measure_original(procs, tmp, urls[: args.original_processes],
+            modes = {"both": [False, True], "yes": [True], "no": [False]}[args.etag]
+            cams = max(counts[-1], args.original_processes)
+            urls = {etag: start_simulator(procs, tmp, cams, args.period, etag)
+                    for etag in modes}
+            ours = {etag: [measure_ours(procs, tmp, urls[etag][:n], args.interval,
+                                        args.warmup, args.window, etag) for n in counts]
+                    for etag in modes}
+            # The original sends no validators: the server's ETags change nothing for it.
+            orig = measure_original(procs, tmp, urls[modes[0]][: args.original_processes],
                                     args.interval, args.warmup, args.window)
             result = report(ours, orig, args)
     except KeyboardInterrupt:

@@ -1,11 +1,20 @@
-"""Benchmark `pull`: images/s from a local Label Studio with no limit, and the achieved rate
-against ``--rate`` when limited, next to the original script's 0.2 images/s (one image every 5 s).
+"""Benchmark `pull`: images/s from a local Label Studio, with no limit and at the default
+``--rate`` (5), against the original downloader measured on the same server in the same run.
 
 Starts its own Label Studio on loopback (``LYONCAM_LABEL_STUDIO`` or scripts/labelstudio-venv.sh),
-uploads N copies of the real CriTer fixture frame under distinct names with one box each, pulls
-them into fresh directories, and stops the server. Usage::
+uploads N copies of the real CriTer fixture frame under distinct names with one box each, then:
 
-    .venv/bin/python bench/pull.py [--images 60] [--rates 2,5] [--concurrency 4]
+- ``original``: the original downloader, re-created (``original_download``): one blocking GET
+  per image of the export, in order, each written to a folder, then ``time.sleep(5)``. Run
+  on a few images only (``--original-images``, default 3: about 15 s), since its rate is
+  set by the sleep; images/s = images / elapsed, sleeps included.
+- ``pull``: ``run_pull`` (what the ``pull`` command runs) into a fresh folder, once with no
+  limit and once per ``--rates`` value; images/s over the whole pull (task listing
+  included) and steady (between the first and the last image).
+
+Prints a table of ratios against the original, then one JSON line. Usage::
+
+    .venv/bin/python -m bench.pull [--images 60] [--rates 5] [--original-images 3]
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
+from urllib.parse import urljoin
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -34,7 +44,8 @@ from lyoncam_daemon.labelstudio.client import LabelStudioClient  # noqa: E402
 from lyoncam_daemon.labelstudio.pull import ImageResult, PullOptions, run_pull  # noqa: E402
 
 TOKEN = "benchtoken0123456789abcdef0123456789abcd"
-ORIGINAL_RATE = 0.2
+#: The original downloader's pause after each image, seconds.
+ORIGINAL_SLEEP = 5.0
 CONFIG = ('<View><Image name="image" value="$image"/><RectangleLabels name="label" '
           'toName="image"><Label value="Car"/></RectangleLabels></View>')
 
@@ -133,12 +144,48 @@ async def one_pull(url: str, project: int, out: Path, rate: float | None,
     return n / total, steady, n
 
 
+def original_download(url: str, paths: list[str], out: Path) -> float:
+    """BASELINE: the original downloader, step for step: for each image of the export, a
+    blocking GET, the bytes written to a file, then ``time.sleep(5)``. Returns images/s."""
+    out.mkdir()
+    start = time.monotonic()
+    for path in paths:
+        req = urllib.request.Request(urljoin(url, path),
+                                     headers={"Authorization": f"Token {TOKEN}"})
+        with urllib.request.urlopen(req, timeout=60) as resp:  # requests.get(url)
+            (out / Path(path).name).write_bytes(resp.read())
+        time.sleep(ORIGINAL_SLEEP)
+    return len(paths) / (time.monotonic() - start)
+
+
+def setup_project(url: str, frame: bytes, images: int) -> tuple[int, list[str]]:
+    """A project of `images` annotated tasks; returns its id and the image paths."""
+    pid: int = api(url, "POST", "/api/projects",
+                   {"title": "bench pull", "label_config": CONFIG})["id"]
+    names = [f"CWL9018_20250301T{h:02d}{m:02d}00Z.jpg" for h in range(24) for m in range(60)]
+    for start in range(0, images, 100):
+        batch = [(n, frame) for n in names[start:min(images, start + 100)]]
+        api(url, "POST", f"/api/projects/{pid}/import", files=batch)
+    tasks = api(url, "GET", f"/api/tasks/?project={pid}&page_size=1000")["tasks"]
+    for task in tasks:
+        api(url, "POST", f"/api/tasks/{task['id']}/annotations/", {"result": [{
+            "from_name": "label", "to_name": "image", "type": "rectanglelabels",
+            "value": {"x": 10, "y": 10, "width": 5, "height": 5, "rotation": 0,
+                      "rectanglelabels": ["Car"]}}]})
+    return pid, [str(task["data"]["image"]) for task in tasks]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=60)
-    parser.add_argument("--rates", default="2,5", help="limited runs, requests/s")
+    parser.add_argument("--rates", default="5", help="limited runs, requests/s (default: 5, "
+                        "the default --rate)")
     parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--original-images", type=int, default=3,
+                        help="images the original downloader fetches (5 s each)")
     args = parser.parse_args()
+    if args.original_images < 1 or args.images < args.original_images:
+        parser.error("--original-images must be between 1 and --images")
     import structlog
 
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))
@@ -147,37 +194,35 @@ def main() -> int:
     t = time.monotonic()
     proc, url = start_server(workdir)
     print(f"Label Studio up in {time.monotonic() - t:.0f} s at {url}", flush=True)
+    runs: list[dict[str, Any]] = []
     try:
-        pid = api(url, "POST", "/api/projects", {"title": "bench pull", "label_config": CONFIG})[
-            "id"]
-        names = [f"CWL9018_20250301T{h:02d}{m:02d}00Z.jpg" for h in range(24) for m in range(60)]
-        for start in range(0, args.images, 100):
-            batch = [(n, frame) for n in names[start:min(args.images, start + 100)]]
-            api(url, "POST", f"/api/projects/{pid}/import", files=batch)
-        tasks = api(url, "GET", f"/api/tasks/?project={pid}&page_size=1000")["tasks"]
-        for task in tasks:
-            api(url, "POST", f"/api/tasks/{task['id']}/annotations/", {"result": [{
-                "from_name": "label", "to_name": "image", "type": "rectanglelabels",
-                "value": {"x": 10, "y": 10, "width": 5, "height": 5, "rotation": 0,
-                          "rectanglelabels": ["Car"]}}]})
+        pid, paths = setup_project(url, frame, args.images)
         mb = len(frame) * args.images / 1e6
         print(f"{args.images} frames of {len(frame)} B ({mb:.1f} MB), concurrency "
-              f"{args.concurrency}\n")
-        print(f"{'run':<22}{'images/s':>10}{'steady img/s':>14}{'vs --rate':>11}"
+              f"{args.concurrency}\n", flush=True)
+        original = original_download(url, paths[: args.original_images], workdir / "original")
+        print(f"{'run':<24}{'images/s':>10}{'steady img/s':>14}{'vs --rate':>11}"
               f"{'vs original':>13}")
-        print(f"{'original script':<22}{ORIGINAL_RATE:>10.2f}{'':>14}{'':>11}{'1x':>13}")
-        runs: list[float | None] = [None, *(float(r) for r in args.rates.split(",") if r)]
-        for i, rate in enumerate(runs):
+        print(f"{'original (' + str(args.original_images) + ' images)':<24}{original:>10.3f}"
+              f"{'':>14}{'':>11}{'1x':>13}", flush=True)
+        limits: list[float | None] = [None, *(float(r) for r in args.rates.split(",") if r)]
+        for i, rate in enumerate(limits):
             overall, steady, n = asyncio.run(
                 one_pull(url, pid, workdir / f"out{i}", rate, args.concurrency))
-            label = "no limit" if rate is None else f"--rate {rate:g}"
-            versus = "" if rate is None else f"{(steady - rate) / rate:+.1%}"
-            print(f"{label:<22}{overall:>10.2f}{steady:>14.2f}{versus:>11}"
-                  f"{overall / ORIGINAL_RATE:>12.0f}x", flush=True)
             assert n == args.images, f"fetched {n} of {args.images}"
+            label = "pull, no limit" if rate is None else f"pull --rate {rate:g}"
+            versus = "" if rate is None else f"{(steady - rate) / rate:+.1%}"
+            print(f"{label:<24}{overall:>10.2f}{steady:>14.2f}{versus:>11}"
+                  f"{overall / original:>12.1f}x", flush=True)
+            runs.append({"rate": rate, "images_per_s": round(overall, 3),
+                         "steady_images_per_s": round(steady, 3),
+                         "vs_original": round(overall / original, 2)})
     finally:
         stop(proc)
         shutil.rmtree(workdir, ignore_errors=True)
+    print(json.dumps({"images": args.images, "concurrency": args.concurrency,
+                      "original_images": args.original_images,
+                      "original_images_per_s": round(original, 4), "runs": runs}))
     return 0
 
 

@@ -10,10 +10,16 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lyoncam_daemon import __version__
-from lyoncam_daemon.config import Config, ConfigError, load_config
 from lyoncam_daemon.shard import Shard, parse_shard
+
+if TYPE_CHECKING:
+    from lyoncam_daemon.config import Config
+
+# Only argparse and cheap modules at import time: `--help` must not load pydantic, aiohttp,
+# Pillow or numpy (tests/test_cli.py checks). Each command imports what it needs.
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -21,6 +27,8 @@ EXIT_USAGE = 2
 
 
 def _load(path: Path) -> Config | None:
+    from lyoncam_daemon.config import ConfigError, load_config
+
     try:
         return load_config(path)
     except ConfigError as exc:
@@ -74,8 +82,13 @@ def _near(text: str) -> tuple[float, float, float]:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    from lyoncam_daemon.config import data_dir_problem
+
     config = _load(args.config)
     if config is None or _no_camera(args, config):
+        return EXIT_USAGE
+    if problem := data_dir_problem(config.data_dir):
+        print(f"error: {args.config}: {problem}", file=sys.stderr)
         return EXIT_USAGE
     from concurrent.futures import ThreadPoolExecutor
 
@@ -140,7 +153,9 @@ def cmd_pull(args: argparse.Namespace) -> int:
     return ls_cli.main(args)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line; given the `command` about to run, only what it needs (`--help`
+    and `run` must not import Label Studio's client, hence aiohttp)."""
     parser = argparse.ArgumentParser(
         prog="python -m lyoncam_daemon",
         description="Capture Grand Lyon CriTer traffic cameras into a detection dataset.",
@@ -193,18 +208,59 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=60.0, help="seconds for the download")
     p.set_defaults(func=cmd_discover)
 
-    from lyoncam_daemon.labelstudio import cli as ls_cli
+    p = sub.add_parser("pull", help="download a labelled Label Studio project as a YOLO dataset")
+    if command in (None, "pull"):
+        # pull's flags live beside its code, which imports aiohttp: only `pull` loads them.
+        from lyoncam_daemon.labelstudio import cli as ls_cli
 
-    p = sub.add_parser("pull", help="download a labelled Label Studio project as a YOLO dataset",
-                       description=ls_cli.__doc__)
-    ls_cli.add_arguments(p)
+        p.description = ls_cli.__doc__
+        ls_cli.add_arguments(p)
     p.set_defaults(func=cmd_pull)
+
+    from lyoncam_daemon import curate_cli
+
+    p = sub.add_parser("index", help="bring the frame index up to date with the sidecars",
+                       description="Add frames the index lacks, drop deleted ones; --rebuild "
+                       "re-reads every sidecar. The daemon keeps the index current itself.")
+    curate_cli.add_index_arguments(p)
+    p.set_defaults(func=curate_cli.cmd_index)
+
+    p = sub.add_parser("report", help="what the frames cover: camera x daypart x weather, days",
+                       description="Frames per camera, daypart and weather, frames per day, "
+                       "empty and thin cells; --json or --html FILE.")
+    curate_cli.add_report_arguments(p)
+    p.set_defaults(func=curate_cli.cmd_report)
+
+    p = sub.add_parser("sample", help="pick a balanced set of frames to label",
+                       description="Stratified by camera, daypart and weather, spread in time, "
+                       "without near-duplicates or frames already pushed.")
+    curate_cli.add_sample_arguments(p)
+    p.set_defaults(func=curate_cli.cmd_sample)
+
+    p = sub.add_parser("enrich", help="fill daylight and weather of frames stored without them",
+                       description="--backfill: sun_elevation/daypart computed, weather from "
+                       "the Open-Meteo archive (in batches, resumable).")
+    curate_cli.add_enrich_arguments(p)
+    p.set_defaults(func=curate_cli.cmd_enrich)
+
+    p = sub.add_parser("push", help="send frames to Label Studio as tasks, with predictions",
+                       description="Upload a balanced sample (or a `sample` file) as Label "
+                       "Studio tasks; idempotent: a frame is never pushed twice.")
+    curate_cli.add_push_arguments(p)
+    p.set_defaults(func=curate_cli.cmd_push)
     return parser
+
+
+def _command(argv: Sequence[str]) -> str:
+    """The subcommand named in `argv` ("" if none): the top level has no option taking a
+    value, so it is the first word that is not an option."""
+    return next((a for a in argv if not a.startswith("-")), "")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        args = build_parser().parse_args(argv)
+        words = sys.argv[1:] if argv is None else argv
+        args = build_parser(_command(words)).parse_args(words)
         return int(args.func(args))
     except KeyboardInterrupt:
         return 130

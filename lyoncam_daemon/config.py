@@ -8,6 +8,7 @@ the camera and the field, one line each, so `check` and `run` can print them as 
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -26,6 +27,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import ErrorDetails, InitErrorDetails, PydanticCustomError
 
 from lyoncam_daemon import __version__
 from lyoncam_daemon.shard import Shard, parse_shard
@@ -33,56 +35,134 @@ from lyoncam_daemon.shard import Shard, parse_shard
 #: Sub-10 s polling only re-downloads the same bytes (CriTer republishes once a minute) and
 #: the platform asks clients not to poll faster than the data set changes.
 MIN_INTERVAL_S = 10.0
+#: No setting needs more than a week: a larger one is a typo (or `1e300`), refused here with
+#: its line rather than left for the schedule and the health record to cope with.
+MAX_DURATION_S = 7 * 24 * 3600.0
+#: JPEG dimensions are 16-bit: an ignore rectangle beyond this can only be a typo.
+MAX_PIXEL_COORD = 65535
+#: cameras.yaml written like the repository's takes ~215 bytes per camera: 12 MiB is about
+#: 58 000 cameras, room for the 20 000 one daemon can poll and a catalogue beside them.
+#: Bigger files are refused before they are read (a 50 MB file took 98 s and 2.9 GB in
+#: `check`).
+MAX_CONFIG_BYTES = 12 * 2**20
+#: YAML values (nodes) in a file; each costs ~1 KB while parsing. A 20 000-camera file has
+#: ~220 000, and a 12 MiB flow list of zeros would have 6 million (6 GB) without this cap.
+MAX_CONFIG_NODES = 600_000
 
 CAMERA_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
-_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+#: A number as YAML 1.2 and JSON write it: `1e9`, `2.5E+3`, `.5`. PyYAML follows YAML 1.1,
+#: whose floats need a dot and a signed exponent, so it hands `interval: 1e9` over as the
+#: string "1e9": durations, sizes and counts accept such strings. (Reading them as numbers in
+#: the loader instead would turn `name: 1e5`, which PyYAML's own dumper writes unquoted, into
+#: a float.)
+_NUMBER = r"(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?"
+_DURATION_RE = re.compile(rf"^\s*({_NUMBER})\s*(ms|s|m|h)?\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|KiB|MiB|GiB)?\s*$", re.IGNORECASE)
+_SIZE_RE = re.compile(rf"^\s*({_NUMBER})\s*(B|KB|MB|GB|KiB|MiB|GiB)?\s*$", re.IGNORECASE)
 _SIZE_UNITS = {
     "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30,
     None: 1,
 }
 
 
+def shown(value: object, limit: int = 40) -> str:
+    """A value for an error line: its repr, one line, cut to `limit` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit - 3]}..."
+
+
+_DURATION_HINT = "must be a number of seconds or a duration such as '90s' or '2m'"
+_SIZE_HINT = "must be a number of bytes or a size such as '8MB'"
+
+
 def parse_duration(value: object) -> float:
-    """Seconds from a number or a string such as ``"90s"``, ``"2m"``, ``"500ms"``."""
-    if isinstance(value, bool):
-        raise ValueError("must be a number of seconds or a duration such as '90s' or '2m'")
+    """Seconds from a number or a string such as ``"90s"``, ``"2m"``, ``"500ms"``, ``"1e3"``."""
     seconds: float | None = None
-    if isinstance(value, int | float):
-        seconds = float(value)
-    elif isinstance(value, str) and (m := _DURATION_RE.match(value)):
-        seconds = float(m.group(1)) * _DURATION_UNITS[m.group(2)]
-    if seconds is None or not math.isfinite(seconds):
+    try:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            seconds = float(value)
+        elif isinstance(value, str) and (m := _DURATION_RE.match(value)):
+            seconds = float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+    except OverflowError:  # float() of a 400-digit integer
+        seconds = math.inf
+    if seconds is None:
+        raise ValueError(f"{_DURATION_HINT}, not {shown(value)}")
+    if not math.isfinite(seconds):
         # NaN or infinity would pass every `<` check and then kill the camera's schedule.
-        raise ValueError("must be a number of seconds or a duration such as '90s' or '2m'")
+        raise ValueError(f"must be a finite number of seconds, not {shown(value)}")
+    if seconds > MAX_DURATION_S:
+        raise ValueError(f"must be at most {MAX_DURATION_S:g} s (a week), not {shown(value)}")
     return seconds
 
 
 def parse_size(value: object) -> int:
-    """Bytes from a number or a string such as ``"8MB"`` or ``"512 KiB"``."""
-    if isinstance(value, bool):
-        raise ValueError("must be a number of bytes or a size such as '8MB'")
-    if isinstance(value, int):
+    """Bytes from a number or a string such as ``"8MB"``, ``"512 KiB"`` or ``"8e6"``."""
+    size: float | None = None
+    if isinstance(value, int) and not isinstance(value, bool):
         return value
-    if isinstance(value, str) and (m := _SIZE_RE.match(value)):
+    if isinstance(value, float):
+        size = value
+    elif isinstance(value, str) and (m := _SIZE_RE.match(value)):
         unit = m.group(2).lower() if m.group(2) else None
         size = float(m.group(1)) * _SIZE_UNITS[unit]
-        if math.isfinite(size):
-            return int(size)
-    raise ValueError("must be a number of bytes or a size such as '8MB'")
+    if size is None or not math.isfinite(size):
+        raise ValueError(f"{_SIZE_HINT}, not {shown(value)}")
+    return int(size)
 
 
-def _no_nul(path: Path) -> Path:
+def parse_count(value: object) -> object:
+    """An integer written with an exponent (`5e7`, as a string, see _NUMBER) as that integer;
+    anything else is left for pydantic's own integer check."""
+    if isinstance(value, str) and re.fullmatch(rf"\s*{_NUMBER}\s*", value):
+        number = float(value)
+        if number.is_integer():
+            return int(number)
+    return value
+
+
+def _usable_path(path: Path) -> Path:
+    """No NUL byte (every OS call would refuse it), and `~` expanded now: `~nobody/x` is an
+    error with its line here, not a crash when the path is used."""
     if "\0" in str(path):
         raise ValueError("must not contain a NUL byte")
-    return path
+    try:
+        return path.expanduser()
+    except RuntimeError:
+        raise ValueError(f"cannot find the home folder in {shown(str(path))}") from None
+
+
+def check_url(url: str) -> str:
+    """`url` if a camera can be polled at it, else ValueError saying why: aiohttp would refuse
+    it on every poll, long after `check` said the file was fine. The value is not repeated
+    in the message: a URL may carry a user:password@ (the line number finds it)."""
+    if not url.isprintable() or any(c.isspace() for c in url):
+        raise ValueError("must be a URL without spaces or control characters")
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an http:// or https:// URL")
+    try:
+        port = parts.port  # raises ValueError on a port out of range or not a number
+    except ValueError:
+        port = 0
+    if port == 0:
+        raise ValueError("the port must be a number from 1 to 65535")
+    return url
+
+
+def fingerprint_bits(hash_size: int) -> int:
+    """Bits in a fingerprint: every algorithm of frames.py makes a hash_size x hash_size grid
+    (tests/test_config.py checks this against frames.fingerprint)."""
+    return hash_size * hash_size
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
-FilePath = Annotated[Path, AfterValidator(_no_nul)]
+FilePath = Annotated[Path, AfterValidator(_usable_path)]
 ByteSize = Annotated[int, BeforeValidator(parse_size)]
+Count = Annotated[int, BeforeValidator(parse_count)]
 #: A rectangle in full-frame pixels: x, y, width, height.
 Rect = tuple[int, int, int, int]
 
@@ -95,20 +175,30 @@ def _at_least_floor(v: float, info: ValidationInfo) -> float:
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # No NaN or infinity anywhere: they pass every range check the wrong way.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class HttpSettings(_Model):
     """How lyoncam talks to the camera server."""
 
     user_agent: str = f"lyoncam/{__version__} (+https://github.com/lyoncam/lyoncam)"
+
     #: Requests in flight across all cameras.
-    max_concurrent: int = Field(8, ge=1)
+    max_concurrent: Count = Field(8, ge=1)
     #: All CriTer cameras share one host, which "is not sized for heavy load".
-    max_per_host: int = Field(4, ge=1)
+    max_per_host: Count = Field(4, ge=1)
     #: A body over this is an error, not a memory spike (CriTer frames are 280-610 KB).
     max_frame_bytes: ByteSize = Field(8_000_000, ge=1024)
     connect_timeout: Duration = Field(10.0, gt=0)
+
+    @field_validator("user_agent")
+    @classmethod
+    def _header_safe(cls, v: str) -> str:
+        # aiohttp refuses a header with a line break on every request: refuse it here instead.
+        if not v.isprintable():
+            raise ValueError(f"must be printable text on one line, not {shown(v)}")
+        return v
 
 
 class RetrySettings(_Model):
@@ -193,11 +283,11 @@ class DedupSettings(_Model):
     #: re-encodes, noise and flicker stay within 56 bits, a car-sized change starts at 78
     #: (124 in the benchmark's own labelled set);
     #: a 16x16 phash overlaps (copies up to 4 bits, some new scenes at 0).
-    hash_size: int = Field(64, ge=4, le=64)
+    hash_size: Count = Field(64, ge=4, le=64)
     #: Threads decoding and hashing frames off the event loop.
-    workers: int = Field(2, ge=1, le=64)
+    workers: Count = Field(2, ge=1, le=64)
     #: Frames with more pixels than this are refused before decoding (decompression bombs).
-    max_pixels: int = Field(50_000_000, ge=1)
+    max_pixels: Count = Field(50_000_000, ge=1)
     #: Extra "camera unavailable" images matched perceptually (paths relative to this file).
     placeholder_images: tuple[FilePath, ...] = ()
 
@@ -231,6 +321,30 @@ class RetentionSettings(_Model):
     interval: Duration = Field(3600.0, gt=0)
 
 
+class WeatherSettings(_Model):
+    """Open-Meteo current conditions in each sidecar (enrichers/weather.py)."""
+
+    enabled: bool = True
+    #: The forecast endpoint's `current=` values come from 15-minute model data.
+    url: str = "https://api.open-meteo.com/v1/forecast"
+    #: Past days, for `enrich --backfill` (hourly values).
+    archive_url: str = "https://archive-api.open-meteo.com/v1/archive"
+    #: Cameras within one cell of this many degrees share one request (0.1° ≈ 8-11 km).
+    cell_degrees: float = Field(0.1, gt=0, le=10)
+    #: Open-Meteo is free under 10,000 calls a day: a few a minute stays far below it.
+    max_calls_per_minute: int = Field(4, ge=1, le=60)
+    #: Seconds for one request; the frame never waits longer than the enrich deadline.
+    timeout: Duration = Field(10.0, gt=0)
+
+    @field_validator("url", "archive_url")
+    @classmethod
+    def _weather_url(cls, v: str) -> str:
+        parts = urlsplit(v)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("must be an http:// or https:// URL")
+        return v
+
+
 class Tuning(_Model):
     """Settings each camera may override; `defaults:` sets them for all cameras."""
 
@@ -241,7 +355,7 @@ class Tuning(_Model):
     #: Hamming distance at or below which a frame is a near-duplicate of the last stored one.
     #: 64 of 4096 bits sits between the worst copy (56) and the weakest new scene (78), erring
     #: towards keeping: an occasional duplicate is cheaper than a lost vehicle.
-    threshold: int = Field(64, ge=0)
+    threshold: Count = Field(64, ge=0)
     #: `drop` truncated JPEGs (no end-of-image marker), or `keep` them flagged in the sidecar.
     truncated: Literal["drop", "keep"] = "drop"
     #: Report the camera `stale` when its frame has not changed for this many intervals.
@@ -261,8 +375,9 @@ class Tuning(_Model):
     @classmethod
     def _rects(cls, v: tuple[Rect, ...]) -> tuple[Rect, ...]:
         for x, y, w, h in v:
-            if x < 0 or y < 0 or w <= 0 or h <= 0:
-                raise ValueError("each rectangle is [x, y, width, height] with width, height > 0")
+            if x < 0 or y < 0 or w <= 0 or h <= 0 or max(x, y, w, h) > MAX_PIXEL_COORD:
+                raise ValueError("each rectangle is [x, y, width, height] with width, height > 0"
+                                 f" and all at most {MAX_PIXEL_COORD}, not {shown([x, y, w, h])}")
         return v
 
 
@@ -287,10 +402,7 @@ class CameraConfig(Tuning):
     @field_validator("url")
     @classmethod
     def _url(cls, v: str) -> str:
-        parts = urlsplit(v)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ValueError("must be an http:// or https:// URL")
-        return v
+        return check_url(v)
 
 
 class Config(_Model):
@@ -307,6 +419,7 @@ class Config(_Model):
     dedup: DedupSettings = DedupSettings()
     status: StatusSettings = StatusSettings()
     retention: RetentionSettings = RetentionSettings()
+    weather: WeatherSettings = WeatherSettings()
     #: Extra placeholder SHA-256s; the known CriTer "Image indisponible" one is built in.
     placeholder_sha256: tuple[str, ...] = ()
     defaults: Tuning = Tuning()
@@ -338,6 +451,36 @@ class Config(_Model):
             raise ValueError("must be a list of cameras")
         return v
 
+    @model_validator(mode="after")
+    def _threshold_within_bits(self) -> Config:
+        """A threshold at or over the fingerprint's bits makes every frame a near-duplicate:
+        capture would stop silently after each camera's first frame."""
+        bits = fingerprint_bits(self.dedup.hash_size)
+        what = f"the {bits} bits of a {self.dedup.hash_size}x{self.dedup.hash_size} " \
+            f"{self.dedup.hash} (dedup.hash_size)"
+        errors: list[InitErrorDetails] = []
+
+        def refuse(loc: tuple[str | int, ...], threshold: int, message: str) -> None:
+            errors.append(InitErrorDetails(type=PydanticCustomError("threshold_bits", message),
+                                           loc=loc, input=threshold))
+
+        if self.defaults.threshold >= bits:
+            if "threshold" in self.defaults.model_fields_set:
+                refuse(("defaults", "threshold"), self.defaults.threshold,
+                       f"must be less than {what}, not {self.defaults.threshold}")
+            else:  # the built-in default: the fix is a threshold for this hash size
+                refuse(("dedup", "hash_size"), self.dedup.hash_size,
+                       f"{what} are not more than the default threshold "
+                       f"{self.defaults.threshold}: set defaults.threshold")
+        for i, cam in enumerate(self.cameras):
+            # Cameras that took the threshold from `defaults:` are reported there, once.
+            if cam.threshold >= bits and "threshold" in cam.model_fields_set:
+                refuse(("cameras", i, "threshold"), cam.threshold,
+                       f"must be less than {what}, not {cam.threshold}")
+        if errors:
+            raise ValidationError.from_exception_data(type(self).__name__, errors)
+        return self
+
     @field_validator("placeholder_sha256")
     @classmethod
     def _sha(cls, v: tuple[str, ...]) -> tuple[str, ...]:
@@ -366,6 +509,7 @@ class ConfigError(Exception):
     """An invalid configuration file: `errors` holds one printable line per problem."""
 
     def __init__(self, errors: list[str]) -> None:
+        errors = [_one_line(e) for e in errors]
         super().__init__("\n".join(errors))
         self.errors = errors
 
@@ -384,30 +528,56 @@ class _Shape(Exception):
         self.problem = problem
 
 
+_ANCHORS = "anchors and aliases are not supported; use `defaults:` to share settings"
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, bounded: anchors and aliases are refused where they appear
+    (aliases make the document a graph, which is how "billion laughs" files exhaust memory,
+    and `defaults:` already shares settings), and so is a file of more than
+    MAX_CONFIG_NODES values, before they are all built."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self._nodes = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        event = self.peek_event()  # type: ignore[no-untyped-call]
+        line = event.start_mark.line + 1 if event.start_mark else 0
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            raise _Shape(line, _ANCHORS)
+        self._nodes += 1
+        if self._nodes > MAX_CONFIG_NODES:
+            raise _Shape(line, f"more than {MAX_CONFIG_NODES} values in one file")
+        return super().compose_node(parent, index)
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        # An explicit tag on a value that does not fit it (`!!int abc`, `!!timestamp x`,
+        # `!!bool maybe`) makes PyYAML raise ValueError or worse, not a YAMLError with a line.
+        try:
+            return super().construct_object(node, deep)
+        except (ValueError, TypeError, AttributeError, LookupError, OverflowError):
+            raise _Shape(node.start_mark.line + 1,
+                         f"{shown(node.value)} is not a valid {node.tag.rsplit(':', 1)[-1]}"
+                         ) from None
+
+
 def _line_map(node: yaml.Node) -> dict[_Path, int]:
     """Map each key path of the document to the 1-based line it starts on.
 
-    Refuses aliases (`*name`): they make the document a graph, which is how "billion
-    laughs" files exhaust memory, and `defaults:` already shares settings. Refuses
-    duplicate keys, which YAML would resolve silently to the last one.
+    Refuses duplicate keys, which YAML would resolve silently to the last one.
     """
     lines: dict[_Path, int] = {}
-    seen: set[int] = set()
     stack: list[tuple[yaml.Node, _Path]] = [(node, ())]
     while stack:  # iterative: a deeply nested file must not overflow the Python stack
         current, path = stack.pop()
-        if id(current) in seen:
-            raise _Shape(current.start_mark.line + 1,
-                         "anchors and aliases are not supported; use `defaults:` to share "
-                         "settings")
-        seen.add(id(current))
         lines.setdefault(path, current.start_mark.line + 1)
         if isinstance(current, yaml.MappingNode):
             keys: set[str] = set()
             for key_node, value_node in current.value:
                 key = key_node.value if isinstance(key_node, yaml.ScalarNode) else str(key_node)
                 if key in keys:
-                    raise _Shape(key_node.start_mark.line + 1, f"duplicate key {key!r}")
+                    raise _Shape(key_node.start_mark.line + 1, f"duplicate key {shown(key)}")
                 keys.add(key)
                 lines[(*path, key)] = key_node.start_mark.line + 1
                 stack.append((value_node, (*path, key)))
@@ -426,6 +596,16 @@ def _line_for(lines: Mapping[_Path, int], loc: _Path) -> int | None:
     return None
 
 
+def _one_line(text: str) -> str:
+    """Every problem is one printed line: a key or a YAML message may hold a line break."""
+    return text if text.isprintable() else repr(text)[1:-1]
+
+
+def _field(loc: _Path) -> str:
+    return ".".join(str(p) if isinstance(p, int) else shown(p, 60).strip("'\"") for p in loc
+                    if not str(p).startswith("function-"))
+
+
 def _message(source: str, data: Mapping[str, Any], lines: Mapping[_Path, int], loc: _Path,
              msg: str) -> str:
     line = _line_for(lines, loc)
@@ -436,10 +616,10 @@ def _message(source: str, data: Mapping[str, Any], lines: Mapping[_Path, int], l
             and isinstance(cams, list):
         cam = cams[loc[1]] if loc[1] < len(cams) else None
         cam_id = cam.get("id") if isinstance(cam, Mapping) else None
-        who = f"camera {cam_id!r}" if cam_id else f"camera #{loc[1] + 1}"
-        field = ".".join(str(p) for p in loc[2:] if not str(p).startswith("function-"))
+        who = f"camera {shown(cam_id, 70)}" if cam_id else f"camera #{loc[1] + 1}"
+        field = _field(loc[2:])
         return f"{where}: {who}: {field}: {msg}" if field else f"{where}: {who}: {msg}"
-    field = ".".join(str(p) for p in loc)
+    field = _field(loc)
     return f"{where}: {field}: {msg}" if field else f"{where}: {msg}"
 
 
@@ -452,6 +632,15 @@ _FRIENDLY = {
     "dict_type": "must be a mapping",
     "path_type": "must be a path",
 }
+
+
+def _friendly(error: ErrorDetails) -> str:
+    """pydantic's message in our words; a value that is not of the field's type is named."""
+    msg = _FRIENDLY.get(error["type"], error["msg"])
+    if error["type"].endswith(("_parsing", "_type", "_from_float")) and error["type"] not in \
+            _FRIENDLY:
+        msg += f", not {shown(error['input'])}"
+    return msg
 
 
 def _from_defaults(data: Mapping[str, Any], loc: _Path) -> bool:
@@ -472,8 +661,7 @@ def _from_defaults(data: Mapping[str, Any], loc: _Path) -> bool:
 
 
 def _resolve_paths(config: Config, base_dir: Path) -> Config:
-    def rel(p: Path) -> Path:
-        p = p.expanduser()
+    def rel(p: Path) -> Path:  # `~` is already expanded (_usable_path)
         return p if p.is_absolute() else base_dir / p
 
     cams = tuple(
@@ -500,7 +688,7 @@ def parse_config(
 ) -> Config:
     """Validate YAML text. `context` may lower limits for tests (`{"min_interval": 0.05}`)."""
     try:
-        loader = yaml.SafeLoader(text)
+        loader = _Loader(text)
         try:
             node = loader.get_single_node()
             lines = _line_map(node) if node is not None else {}
@@ -516,6 +704,11 @@ def parse_config(
         line = f":{mark.line + 1}" if mark else ""
         problem = exc.problem or exc.context or "invalid YAML"
         raise ConfigError([f"{source}{line}: invalid YAML: {problem}"]) from None
+    except yaml.reader.ReaderError as exc:  # a control character or a bad byte: no mark
+        at = text.count("\n", 0, exc.position) + 1
+        char = f"#x{exc.character:04x}" if isinstance(exc.character, int) else "byte"
+        raise ConfigError([f"{source}:{at}: invalid YAML: unacceptable character {char}: "
+                           f"{exc.reason}"]) from None
     except yaml.YAMLError as exc:
         raise ConfigError([f"{source}: invalid YAML: {exc}"]) from None
     if not isinstance(data, dict) or node is None:
@@ -529,7 +722,7 @@ def parse_config(
         config = Config.model_validate(data, context=dict(context or {}))
     except ValidationError as exc:
         found += [
-            (tuple(e["loc"]), _FRIENDLY.get(e["type"], e["msg"]))
+            (tuple(e["loc"]), _friendly(e))
             for e in exc.errors()
             if not _from_defaults(data, tuple(e["loc"]))
         ]
@@ -568,18 +761,62 @@ def _missing_files(config: Config) -> list[tuple[_Path, str]]:
     dedup stage's check, which `check` also runs)."""
     found: list[tuple[_Path, str]] = []
     for i, cam in enumerate(config.cameras):
-        if cam.mask is not None and not cam.mask.is_file():
-            found.append((("cameras", i, "mask"), f"no such file: {cam.mask}"))
+        if cam.mask is not None and (problem := _file_problem(cam.mask)):
+            found.append((("cameras", i, "mask"), problem))
     for i, path in enumerate(config.dedup.placeholder_images):
-        if not path.is_file():
-            found.append((("dedup", "placeholder_images", i), f"no such file: {path}"))
+        if problem := _file_problem(path):
+            found.append((("dedup", "placeholder_images", i), problem))
     return found
+
+
+def _file_problem(path: Path) -> str | None:
+    try:
+        return None if path.is_file() else f"no such file: {path}"
+    except OSError as exc:  # e.g. a name too long: is_file() does not swallow that one
+        return f"cannot use {path}: {exc.strerror or exc}"
+
+
+def data_dir_problem(data_dir: Path) -> str | None:
+    """Why `run` could not store frames in `data_dir`, or None.
+
+    `check` calls this so a file that passes also starts; `run` finds the same problems
+    when it creates the folder and takes its lock (StartupError). Root passes every
+    permission test, so for root only a file in the way is found here.
+    """
+    existing = data_dir
+    try:
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if not existing.is_dir():
+            what = "is" if existing == data_dir else f"would be inside {existing}, which is"
+            return f"data_dir {data_dir} {what} not a folder"
+        if not os.access(existing, os.W_OK | os.X_OK):
+            what = "is" if existing == data_dir else f"would be created in {existing}, which is"
+            return f"data_dir {data_dir} {what} not writable"
+    except OSError as exc:
+        return f"data_dir {data_dir}: {exc.strerror or exc}"
+    return None
+
+
+def _read_bounded(path: Path) -> str:
+    """The file's text, refused without reading it whole when over MAX_CONFIG_BYTES
+    (also a FIFO or /dev/zero, which have no size to look at first)."""
+    with path.open("rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size > MAX_CONFIG_BYTES:
+            raise ConfigError([f"{path}: {size} bytes is over the {MAX_CONFIG_BYTES}-byte "
+                               "limit for a config file"])
+        data = f.read(MAX_CONFIG_BYTES + 1)
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError([f"{path}: more than {MAX_CONFIG_BYTES} bytes is over the "
+                           f"{MAX_CONFIG_BYTES}-byte limit for a config file"])
+    return data.decode("utf-8")
 
 
 def load_config(path: Path, context: Mapping[str, Any] | None = None) -> Config:
     """Read and validate a config file; every failure is a ConfigError naming the file."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = _read_bounded(path)
     except FileNotFoundError:
         raise ConfigError([f"{path}: no such file"]) from None
     except (OSError, UnicodeDecodeError) as exc:

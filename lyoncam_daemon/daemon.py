@@ -341,8 +341,18 @@ def run_daemon(config: Config) -> int:
     Exit 0 after a stop, 2 for unusable settings (like `check`), 1 when it cannot start.
     """
     configure_logging(config.log.format, config.log.level)
+    from lyoncam_daemon.enrichers import build_enrichers
+    from lyoncam_daemon.index import IndexHook
+
+    index = IndexHook(config.data_dir)
+    # The index catalogues the local tree (`index`, `report`, `sample` read its files); frames
+    # in an object store are not there, so it is kept only for the filesystem store.
+    hooks = [index] if config.storage.kind == "filesystem" else []
     try:
-        return asyncio.run(Daemon(config, owns_process=True).run())
+        return asyncio.run(Daemon(config, owns_process=True, enrichers=build_enrichers(config),
+                                  hooks=hooks).run())
     except StartupError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2 if isinstance(exc, SettingsError) else 1
+    finally:
+        index.close()

@@ -105,6 +105,10 @@ class Verdict:
     exif_datetime: str | None = None
     #: Why a frame was refused, for logs (e.g. the decoder's message).
     reason: str | None = None
+    #: Mean and standard deviation (0-255) of the whole reduced grayscale, unmasked: cheap
+    #: image statistics for the dataset tools, from the decode the fingerprint needed anyway.
+    brightness: float | None = None
+    contrast: float | None = None
 
 
 @dataclass(frozen=True)
@@ -134,6 +138,9 @@ class Looks:
 
     fingerprint: Fingerprint
     placeholder: Fingerprint | None = None
+    #: Of the whole grayscale (see Verdict).
+    brightness: float | None = None
+    contrast: float | None = None
 
 
 @dataclass(frozen=True)
@@ -178,6 +185,7 @@ def conclude(p: Pending, looks: Looks | CorruptFrame, last: LastFrame | None,
     if isinstance(looks, CorruptFrame):
         return replace(base, outcome=Outcome.CORRUPT, reason=str(looks))
     fp = looks.fingerprint
+    base = replace(base, brightness=looks.brightness, contrast=looks.contrast)
     if looks.placeholder is not None:
         for known in rules.placeholder_fingerprints:
             if known.compatible(looks.placeholder) and (
@@ -307,7 +315,7 @@ class Judge:
         card = None
         if self.placeholder_fingerprints:
             card = hash_pixels(pixels, full, *PLACEHOLDER_HASH)
-        return Looks(fp, card)
+        return Looks(fp, card, round(float(pixels.mean()), 2), round(float(pixels.std()), 2))
 
     async def judge(self, camera: CameraConfig, data: bytes, last: LastFrame | None) -> Verdict:
         state = await self._camera(camera)

@@ -645,13 +645,16 @@ def demo_config(
     interval: float = 10,
 ) -> str:
     """YAML for `run` polling the simulator: its placeholder's SHA-256 is listed so it is
-    recognised like the real one. `interval` below 10 s is refused by `run` (config floor)."""
+    recognised like the real one. `interval` below 10 s is refused by `check` and `run`
+    (config floor), which is why `--interval` refuses it first (`_interval_arg`)."""
     import yaml
 
     base = base_url.rstrip("/")
     doc = {
         "data_dir": data_dir,
         "placeholder_sha256": [placeholder_sha256()],
+        # Simulated cameras have no real place: no weather requests from a demo.
+        "weather": {"enabled": False},
         "defaults": {"interval": interval, "timeout": min(20.0, float(interval))},
         "cameras": [
             {"id": cid, "url": f"{base}{PATH_PREFIX}{cid}.JPG", "name": f"Simulated camera {cid}"}
@@ -672,6 +675,23 @@ def _mode_arg(text: str) -> tuple[str, str]:
             f"{text!r}: expected ID=MODE with MODE one of {', '.join(MODES)}"
         )
     return cid, mode
+
+
+def _interval_arg(text: str) -> float:
+    """`--interval` within the config's limits, so `--write-config` never writes a file that
+    `check` refuses. Refused rather than clamped: a config polling at another rate than the
+    one asked for would surprise later."""
+    from lyoncam_daemon.config import MAX_DURATION_S, MIN_INTERVAL_S  # not at --help
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not MIN_INTERVAL_S <= value <= MAX_DURATION_S:  # NaN fails this too
+        raise argparse.ArgumentTypeError(
+            f"must be from {MIN_INTERVAL_S:g} to {MAX_DURATION_S:g} s, not {text}: lyoncam never "
+            f"polls a camera more often than every {MIN_INTERVAL_S:g} s")
+    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -696,7 +716,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", default="./demo-data",
                         help="data_dir of the written config (default: ./demo-data, relative "
                         "to the config file's folder)")
-    parser.add_argument("--interval", type=float, default=10.0, metavar="S",
+    parser.add_argument("--interval", type=_interval_arg, default=10.0, metavar="S",
                         help="poll interval of the written config (default: 10, the minimum)")
 
 

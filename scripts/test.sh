@@ -13,6 +13,8 @@ if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt
 fi
 LYONCAM_LABEL_STUDIO="$(bash scripts/labelstudio-venv.sh)"
 export LYONCAM_LABEL_STUDIO
+# `report --html` is rendered in headless Chromium by the tests (Debian's package, no download).
+command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium; }
 .venv/bin/ruff check .
 .venv/bin/mypy
 exec .venv/bin/python -m pytest "$@"

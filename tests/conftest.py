@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 import structlog
@@ -47,6 +48,8 @@ def make_config(
         "retry:",
         *(f"  {key}: {value}" for key, value in retry.items()),
         extra,
+        # Tests never reach the internet: weather is off unless a test points it at a stand-in.
+        "" if "weather:" in extra else "weather:\n  enabled: false",
         status,
         "defaults:",
         f"  interval: {interval}",
@@ -67,6 +70,23 @@ async def run_for(config: Config, seconds: float) -> Daemon:
     await asyncio.sleep(seconds)
     daemon.request_stop()
     assert await asyncio.wait_for(task, timeout=15) == 0
+    return daemon
+
+
+async def run_until(config: Config, done: Callable[[Daemon], bool], what: str,
+                    limit: float = 30.0, **daemon_kw: Any) -> Daemon:
+    """Run a daemon until `done(daemon)` holds, then stop it as SIGTERM would.
+
+    For tests of logic: they wait for the event they need, however slow the machine, and
+    fail naming it after `limit` seconds, instead of counting what a fixed time gave.
+    """
+    daemon = Daemon(config, **daemon_kw)
+    task = asyncio.create_task(daemon.run())
+    try:
+        await until(lambda: task.done() or done(daemon), what, limit)
+    finally:
+        daemon.request_stop()
+        assert await asyncio.wait_for(task, timeout=15) == 0
     return daemon
 
 

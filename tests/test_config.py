@@ -81,7 +81,7 @@ def test_durations(value: object, seconds: float) -> None:
     ("cameras:\n  - id: A1\n", "cameras.yaml:2: camera 'A1': url: required but missing"),
     ("cameras:\n  - id: A1\n    url: http://x/a\n    interval: soon\n",
      "cameras.yaml:4: camera 'A1': interval: must be a number of seconds or a duration "
-     "such as '90s' or '2m'"),
+     "such as '90s' or '2m', not 'soon'"),
     ("http:\n  max_concurrent: 0\ncameras: []\n",
      "cameras.yaml:2: http.max_concurrent: must be greater than or equal to 1"),
     ("cameras:\n  - id: A\n   url: x\n",
@@ -154,13 +154,12 @@ def test_whash_needs_a_power_of_two_hash_size() -> None:
 
 @pytest.mark.parametrize(("text", "expected"), [
     ("cameras:\n  - id: A\n    url: http://x/a\n    interval: .nan\n",
-     "cameras.yaml:4: camera 'A': interval: must be a number of seconds or a duration such as "
-     "'90s' or '2m'"),
+     "cameras.yaml:4: camera 'A': interval: must be a finite number of seconds, not nan"),
     ("cameras:\n  - id: A\n    url: http://x/a\n    interval: .inf\n",
-     "cameras.yaml:4: camera 'A': interval: must be a number of seconds or a duration such as "
-     "'90s' or '2m'"),
+     "cameras.yaml:4: camera 'A': interval: must be a finite number of seconds, not inf"),
     ("http:\n  max_frame_bytes: '" + "9" * 400 + "GB'\ncameras: []\n",
-     "cameras.yaml:2: http.max_frame_bytes: must be a number of bytes or a size such as '8MB'"),
+     "cameras.yaml:2: http.max_frame_bytes: must be a number of bytes or a size such as '8MB',"
+     " not '" + "9" * 36 + "..."),
     ("cameras: &a [*a]\n",
      "cameras.yaml:1: invalid YAML: anchors and aliases are not supported; use `defaults:` to "
      "share settings"),
@@ -192,7 +191,7 @@ def test_errors_come_in_file_order() -> None:
     errors = errors_of(text)
     assert [int(e.split(":")[1]) for e in errors] == [4, 6, 7]
     assert errors[2] == "cameras.yaml:7: camera 'B': lat: must be a valid number, unable to " \
-        "parse string as a number"
+        "parse string as a number, not 'north'"
 
 
 def test_billion_laughs_is_refused_before_it_is_built() -> None:
@@ -260,3 +259,178 @@ def test_check_refuses_a_config_with_no_enabled_camera(
     cfg.write_text("cameras: []\n")
     assert main(["check", "--config", str(cfg)]) == 2
     assert capsys.readouterr().err.strip() == f"error: {cfg}: no enabled camera to capture"
+
+
+# --- issue 7: files that passed `check` but could not run ------------------------------------
+
+CAM = "cameras:\n  - id: A\n    url: http://x/a\n"
+
+
+def test_a_threshold_over_the_fingerprint_bits_is_refused() -> None:
+    # 99999 > 4096 bits: every frame would be a near-duplicate of the first one stored.
+    assert errors_of(CAM + "    threshold: 99999\n") == [
+        "cameras.yaml:4: camera 'A': threshold: must be less than the 4096 bits of a 64x64 "
+        "phash (dedup.hash_size), not 99999"]
+    assert errors_of("dedup:\n  hash: dhash\n  hash_size: 16\n" + CAM + "    threshold: 256\n") == [
+        "cameras.yaml:7: camera 'A': threshold: must be less than the 256 bits of a 16x16 "
+        "dhash (dedup.hash_size), not 256"]
+    assert parse_config(CAM + "    threshold: 4095\n").cameras[0].threshold == 4095
+
+
+def test_an_inherited_threshold_is_reported_once_at_the_defaults_line() -> None:
+    text = ("defaults:\n  threshold: 5000\ncameras:\n  - id: A\n    url: http://x/a\n"
+            "  - id: B\n    url: http://x/b\n")
+    assert errors_of(text) == [
+        "cameras.yaml:2: defaults.threshold: must be less than the 4096 bits of a 64x64 phash "
+        "(dedup.hash_size), not 5000"]
+
+
+def test_a_hash_size_too_small_for_the_default_threshold_names_the_fix() -> None:
+    assert errors_of("dedup:\n  hash_size: 8\n" + CAM) == [
+        "cameras.yaml:2: dedup.hash_size: the 64 bits of a 8x8 phash (dedup.hash_size) are not "
+        "more than the default threshold 64: set defaults.threshold"]
+    config = parse_config("dedup:\n  hash_size: 8\ndefaults:\n  threshold: 10\n" + CAM)
+    assert config.cameras[0].threshold == 10
+
+
+@pytest.mark.parametrize("algo", ["phash", "dhash", "ahash", "whash"])
+def test_fingerprint_bits_is_what_frames_computes(algo: str) -> None:
+    from lyoncam_daemon.config import fingerprint_bits
+    from lyoncam_daemon.frames import Fingerprint, fingerprint
+
+    night_frame = (REPO / "tests/fixtures/CWL9018_night.jpg").read_bytes()
+    for size in (8, 16):
+        fp = fingerprint(night_frame, algo, size)
+        # The farthest fingerprint possible differs in every bit.
+        ones = Fingerprint(algo, size, format((1 << fingerprint_bits(size)) - 1, "x"))
+        flipped = Fingerprint(algo, size, format(int(fp.hex, 16) ^ int(ones.hex, 16),
+                                                  f"0{len(fp.hex)}x"))
+        assert len(ones.hex) == len(fp.hex)
+        assert fp.distance(flipped) == fingerprint_bits(size)
+
+
+@pytest.mark.parametrize(("url", "problem"), [
+    ("http://x:99999/a", "the port must be a number from 1 to 65535"),
+    ("http://x:0/a", "the port must be a number from 1 to 65535"),
+    ("http://x:port/a", "the port must be a number from 1 to 65535"),
+    ("'http://x/a b'", "must be a URL without spaces or control characters"),
+    ("http://[::1/a", "must be an http:// or https:// URL"),
+    ("http://:80/a", "must be an http:// or https:// URL"),
+])
+def test_a_url_aiohttp_cannot_fetch_is_refused(url: str, problem: str) -> None:
+    text = f"cameras:\n  - id: A\n    url: {url}\n"
+    assert errors_of(text) == [f"cameras.yaml:3: camera 'A': url: {problem}"]
+
+
+def test_a_lone_anchor_is_refused_too() -> None:
+    assert errors_of("cameras: &cams []\n") == [
+        "cameras.yaml:1: invalid YAML: anchors and aliases are not supported; use `defaults:` "
+        "to share settings"]
+    assert errors_of("cameras:\n  - id: &a A\n    url: http://x/a\n") == [
+        "cameras.yaml:2: invalid YAML: anchors and aliases are not supported; use `defaults:` "
+        "to share settings"]
+
+
+def test_numbers_with_an_exponent_are_numbers() -> None:
+    # PyYAML (YAML 1.1) reads an unquoted 1e3 as the string "1e3"; YAML 1.2 and JSON do not.
+    # Where a number is expected, the string is read as one.
+    text = ("http:\n  max_frame_bytes: 8e6\ndedup:\n  max_pixels: 5e7\n" + CAM
+            + "    interval: 1.5e2\n    timeout: '2e1s'\n    threshold: 1E2\n    lat: 4.5e1\n")
+    config = parse_config(text)
+    cam = config.cameras[0]
+    assert (cam.interval, cam.timeout, cam.threshold, cam.lat) == (150.0, 20.0, 100, 45.0)
+    assert config.http.max_frame_bytes == 8_000_000 and config.dedup.max_pixels == 50_000_000
+
+
+def test_text_that_looks_like_a_number_stays_text() -> None:
+    # What PyYAML's own dumper writes unquoted (found by the fuzzing) must read back the same.
+    import yaml
+
+    doc = {"data_dir": "1e5", "cameras": [{"id": "1E5", "url": "http://x/a", "name": "0e0"}]}
+    config = parse_config(yaml.safe_dump(doc), base_dir=Path("/base"))
+    assert (config.data_dir, config.cameras[0].id, config.cameras[0].name) == (
+        Path("/base/1e5"), "1E5", "0e0")
+
+
+def test_a_count_with_a_fraction_is_named() -> None:
+    assert errors_of(CAM + "    threshold: 12.5\n") == [
+        "cameras.yaml:4: camera 'A': threshold: must be a valid integer, got a number with a "
+        "fractional part, not 12.5"]
+    assert errors_of(CAM + "    threshold: 1.25e1\n") == [
+        "cameras.yaml:4: camera 'A': threshold: must be a valid integer, unable to parse string "
+        "as an integer, not '1.25e1'"]
+    assert parse_config(CAM + "    threshold: 1.5e1\n").cameras[0].threshold == 15
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("1e9", "interval: must be at most 604800 s (a week), not '1e9'"),
+    ("'10 parsecs'", "interval: must be a number of seconds or a duration such as '90s' or '2m',"
+     " not '10 parsecs'"),
+    ("1" + "0" * 400, "interval: must be a finite number of seconds, not 1" + "0" * 36 + "..."),
+])
+def test_a_bad_number_is_named_with_its_value(value: str, expected: str) -> None:
+    errors = errors_of(CAM + f"    interval: {value}\n")
+    assert errors == [f"cameras.yaml:4: camera 'A': {expected}"]
+
+
+def test_a_file_over_the_size_limit_is_refused_before_it_is_read(tmp_path: Path) -> None:
+    from lyoncam_daemon.config import MAX_CONFIG_BYTES
+
+    big = tmp_path / "cameras.yaml"
+    with big.open("wb") as f:  # sparse: over the limit on paper, nothing on disk
+        f.truncate(MAX_CONFIG_BYTES + 2**20)
+    with pytest.raises(ConfigError) as info:
+        load_config(big)
+    assert info.value.errors == [
+        f"{big}: {MAX_CONFIG_BYTES + 2**20} bytes is over the {MAX_CONFIG_BYTES}-byte limit "
+        "for a config file"]
+
+
+def test_a_file_with_no_size_is_read_only_up_to_the_limit() -> None:
+    from lyoncam_daemon.config import MAX_CONFIG_BYTES
+
+    with pytest.raises(ConfigError) as info:
+        load_config(Path("/dev/zero"))
+    assert info.value.errors == [
+        f"/dev/zero: more than {MAX_CONFIG_BYTES} bytes is over the {MAX_CONFIG_BYTES}-byte limit "
+        "for a config file"]
+
+
+def test_a_file_of_too_many_values_is_refused_while_parsing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from lyoncam_daemon import config as config_module
+
+    monkeypatch.setattr(config_module, "MAX_CONFIG_NODES", 1000)
+    text = "cameras: []\nx:\n" + "".join(f"  - {i}\n" for i in range(2000))
+    assert errors_of(text) == ["cameras.yaml:998: invalid YAML: more than 1000 values in one file"]
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ('cameras: []\n"a\\nb": 1\n', "cameras.yaml:2: a\\nb: unknown key"),
+    ("cameras: []\nx: !!int abc\n", "cameras.yaml:2: invalid YAML: 'abc' is not a valid int"),
+    ("cameras: []\nx: !!timestamp abc\n",
+     "cameras.yaml:2: invalid YAML: 'abc' is not a valid timestamp"),
+    ("cameras: []\nx: \x07\n",
+     "cameras.yaml:2: invalid YAML: unacceptable character #x0007: special characters are not "
+     "allowed"),
+    ("http:\n  user_agent: \"a\\r\\nX-Evil: 1\"\ncameras: []\n",
+     "cameras.yaml:2: http.user_agent: must be printable text on one line, not 'a\\r\\nX-Evil: 1'"),
+    ("data_dir: ~nobody-lyoncam/x\ncameras: []\n",
+     "cameras.yaml:1: data_dir: cannot find the home folder in '~nobody-lyoncam/x'"),
+    (CAM + "    ignore: [[0, 0, 99999999999999999999, 10]]\n",
+     "cameras.yaml:4: camera 'A': ignore: each rectangle is [x, y, width, height] with width, "
+     "height > 0 and all at most 65535, not [0, 0, 99999999999999999999, 10]"),
+    (CAM + "    stale_after: .inf\n",
+     "cameras.yaml:4: camera 'A': stale_after: must be a finite number"),
+])
+def test_what_fuzzing_found_is_one_line(text: str, expected: str) -> None:
+    assert errors_of(text) == [expected]
+
+
+def test_a_mask_name_too_long_is_an_error_not_a_traceback(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(CAM + "    mask: " + "m" * 300 + "\n", "cameras.yaml", tmp_path)
+    assert info.value.errors == [
+        f"cameras.yaml:4: camera 'A': mask: cannot use {tmp_path / ('m' * 300)}: "
+        "File name too long"]

@@ -21,7 +21,7 @@ from lyoncam_daemon.simulator import CriterSimulator, camera_ids, placeholder_sh
 from lyoncam_daemon.storage import Frame, StoredFrame, StoreError
 from lyoncam_daemon.storage.filesystem import FilesystemStorage
 
-from .conftest import make_config, run_for, stored_frames, until
+from .conftest import make_config, run_for, run_until, stored_frames, until
 
 SIDECAR_FIELDS = {"camera_id", "captured_at", "url", "sha256", "bytes", "width", "height",
                   "etag", "last_modified", "exif_datetime", "fingerprint", "truncated"}
@@ -31,7 +31,8 @@ async def test_every_camera_is_captured_byte_for_byte(tmp_path: Path) -> None:
     ids = camera_ids(3)
     async with CriterSimulator(ids, period=0.4) as sim:
         config = make_config(tmp_path, {i: sim.url(i) for i in ids}, interval=0.2)
-        await run_for(config, 2.5)
+        await run_until(config, lambda d: all(
+            d.stats.camera(i).outcomes["stored"] >= 3 for i in ids), "3 frames each")
         for cam in ids:
             frames = stored_frames(tmp_path, cam)
             assert len(frames) >= 3, cam
@@ -68,22 +69,27 @@ async def test_failure_modes_are_skipped_and_counted_while_healthy_cameras_keep_
             tmp_path, {i: sim.url(i) for i in modes}, interval=0.25, timeout=0.8,
             extra=f"placeholder_sha256: [{sha}]\nhttp:\n  max_frame_bytes: 1MB",
         )
+        expected_outcome = {"SIM003": "placeholder", "SIM004": "truncated",
+                            "SIM006": "not_image", "SIM007": "not_image"}
+        expected_error = {"SIM005": "http", "SIM008": "too_large", "SIM009": "timeout",
+                          "SIM010": "connection", "SIM011": "http"}
+
+        def seen_everything(d: Daemon) -> bool:
+            c = d.stats.camera
+            return (all(c(h).outcomes["stored"] >= 5 for h in ("SIM001", "SIM002"))
+                    and all(c(k).outcomes[o] >= 3 for k, o in expected_outcome.items())
+                    and all(c(k).errors[e] >= 1 for k, e in expected_error.items()))
+
         with structlog.testing.capture_logs() as logs:
-            daemon = await run_for(config, 3.0)
+            daemon = await run_until(config, seen_everything, "every mode counted")
     cams = daemon.stats.cameras
     for healthy in ("SIM001", "SIM002"):
-        assert cams[healthy].polls >= 9, cams[healthy]  # ~12 expected at 0.25 s over 3 s
-        assert cams[healthy].outcomes["stored"] >= 5
-        assert cams[healthy].state == "ok"
-    expected_outcome = {"SIM003": "placeholder", "SIM004": "truncated", "SIM006": "not_image",
-                        "SIM007": "not_image"}
+        assert cams[healthy].state == "ok" and not cams[healthy].errors
     for cam, outcome in expected_outcome.items():
         assert cams[cam].outcomes[outcome] >= 3, (cam, cams[cam])
         assert cams[cam].condition == outcome
     hints = {e["camera"]: e.get("hint") for e in logs if e["event"] == "camera condition"}
     assert all(hints[cam] for cam in expected_outcome), hints
-    expected_error = {"SIM005": "http", "SIM008": "too_large", "SIM009": "timeout",
-                      "SIM010": "connection", "SIM011": "http"}
     for cam, kind in expected_error.items():
         assert cams[cam].errors[kind] >= 1, (cam, cams[cam])
         assert cams[cam].state in ("failing", "down")
@@ -105,8 +111,8 @@ async def test_truncated_keep_policy_stores_flagged_frames(tmp_path: Path) -> No
 async def test_etag_gives_304_counted_as_unchanged(tmp_path: Path) -> None:
     async with CriterSimulator(["E1"], period=30, etag=True) as sim:
         config = make_config(tmp_path, {"E1": sim.url("E1")}, interval=0.1)
-        daemon = await run_for(config, 1.0)
-        assert sim.stats["E1"].not_modified_304 >= 3
+        daemon = await run_until(config, lambda d: sim.stats["E1"].not_modified_304 >= 3,
+                                 "three 304s")
     cam = daemon.stats.cameras["E1"]
     assert cam.outcomes["stored"] == 1
     assert cam.outcomes["unchanged"] == sim.stats["E1"].not_modified_304
@@ -115,30 +121,20 @@ async def test_etag_gives_304_counted_as_unchanged(tmp_path: Path) -> None:
 async def test_without_etag_identical_bytes_are_unchanged(tmp_path: Path) -> None:
     async with CriterSimulator(["N1"], period=30, etag=False) as sim:
         config = make_config(tmp_path, {"N1": sim.url("N1")}, interval=0.1)
-        daemon = await run_for(config, 1.0)
+        daemon = await run_until(
+            config, lambda d: d.stats.camera("N1").outcomes["unchanged"] >= 3, "3 repeats")
         assert sim.stats["N1"].not_modified_304 == 0
     cam = daemon.stats.cameras["N1"]
     assert cam.outcomes["stored"] == 1 and cam.outcomes["unchanged"] >= 3
 
 
-async def test_a_slow_camera_does_not_delay_the_others(tmp_path: Path) -> None:
-    ids = ["FAST1", "FAST2", "SLOW"]
-    async with CriterSimulator(ids, period=0.2, modes={"SLOW": "slow"}, slow_seconds=5) as sim:
-        config = make_config(tmp_path, {i: sim.url(i) for i in ids}, interval=0.2, timeout=2,
-                             extra="http:\n  max_concurrent: 2\n  max_per_host: 2")
-        daemon = await run_for(config, 3.0)
-    for fast in ("FAST1", "FAST2"):
-        # 15 ticks in 3 s; allow for start-up and a loaded CI machine
-        assert daemon.stats.cameras[fast].polls >= 11, daemon.stats.cameras[fast]
-    assert daemon.stats.cameras["SLOW"].errors["timeout"] >= 1
-
-
 async def test_restart_recovers_the_last_frame_and_stores_no_duplicate(tmp_path: Path) -> None:
     async with CriterSimulator(["R1"], period=60, etag=False) as sim:
         config = make_config(tmp_path, {"R1": sim.url("R1")}, interval=0.1)
-        await run_for(config, 0.6)
+        await run_until(config, lambda d: d.stats.camera("R1").polls >= 3, "3 polls")
         assert len(stored_frames(tmp_path, "R1")) == 1
-        daemon = await run_for(config, 0.6)
+        daemon = await run_until(
+            config, lambda d: d.stats.camera("R1").outcomes["unchanged"] >= 2, "2 repeats")
     assert len(stored_frames(tmp_path, "R1")) == 1
     assert daemon.stats.cameras["R1"].outcomes["stored"] == 0
     assert daemon.stats.cameras["R1"].outcomes["unchanged"] >= 2
@@ -183,7 +179,8 @@ async def test_write_errors_are_counted_and_the_camera_keeps_polling(
     async with CriterSimulator(["W1"], period=0.2) as sim:
         config = make_config(tmp_path, {"W1": sim.url("W1")}, interval=0.2)
         with structlog.testing.capture_logs() as logs:
-            daemon = await run_for(config, 2.0)
+            daemon = await run_until(
+                config, lambda d: d.stats.camera("W1").outcomes["stored"] >= 2, "recovery")
     cam = daemon.stats.cameras["W1"]
     assert cam.write_errors == 3
     assert cam.outcomes["stored"] >= 2
@@ -286,7 +283,8 @@ async def test_a_truncating_camera_is_logged_once_with_the_policy_hint(tmp_path:
                                etag=False) as sim:
         config = make_config(tmp_path, {"CUT": sim.url("CUT")}, interval=0.1)
         with structlog.testing.capture_logs() as logs:
-            daemon = await run_for(config, 1.2)
+            daemon = await run_until(
+                config, lambda d: d.stats.camera("CUT").outcomes["truncated"] >= 8, "8 cuts")
     notes = [e for e in logs if e["event"] == "camera condition"]
     assert len(notes) == 1 and notes[0]["condition"] == "truncated"
     assert "truncated: keep" in notes[0]["hint"]
@@ -334,7 +332,8 @@ async def test_a_crashing_poll_is_logged_once_and_the_camera_keeps_going(
     async with CriterSimulator(["BUG"], period=0.2, etag=False) as sim:
         config = make_config(tmp_path, {"BUG": sim.url("BUG")}, interval=0.1)
         with structlog.testing.capture_logs() as logs:
-            daemon = await run_for(config, 1.0)
+            daemon = await run_until(config, lambda d: d.stats.camera("BUG").polls >= 7,
+                                     "7 polls")
     cam = daemon.stats.cameras["BUG"]
     assert cam.polls >= 7 and cam.errors["internal"] == cam.polls
     assert [e["event"] for e in logs].count("poll crashed") == 1
@@ -358,7 +357,8 @@ async def test_a_camera_task_that_dies_is_restarted(
     async with CriterSimulator(["DIE"], period=0.2, etag=False) as sim:
         config = make_config(tmp_path, {"DIE": sim.url("DIE")}, interval=0.1)
         with structlog.testing.capture_logs() as logs:
-            daemon = await run_for(config, 1.2)
+            daemon = await run_until(config, lambda d: d.stats.camera("DIE").polls >= 6,
+                                     "polls after the restart")
     assert [e["event"] for e in logs].count("camera task crashed; restarting") == 1
     assert daemon.stats.cameras["DIE"].polls >= 6
 
@@ -470,8 +470,9 @@ async def test_slow_decoding_never_stalls_the_event_loop(
     assert sum(c.outcomes["stored"] for c in daemon.stats.cameras.values()) >= 4
     # every decode ran in the worker pool, never on the event loop's thread ...
     assert decode_threads and loop_thread not in decode_threads
-    # ... so the loop never stopped for as long as one decode took
-    assert max(lags) < min(decode_s) / 2, (max(lags), min(decode_s))
+    # ... so the loop never stopped for as long as one decode took (decoding on the loop,
+    # or in a thread holding the GIL, would stall it at least that long)
+    assert max(lags) < min(decode_s), (max(lags), min(decode_s))
 
 
 async def test_slow_cameras_never_starve_healthy_ones_on_the_same_host(tmp_path: Path) -> None:
@@ -554,7 +555,8 @@ async def test_a_full_disk_shows_in_the_camera_condition_and_health(
     async with CriterSimulator(["D1", "D2"], period=0.2) as sim:
         config = make_config(tmp_path, {i: sim.url(i) for i in ("D1", "D2")}, interval=0.1)
         with structlog.testing.capture_logs() as logs:
-            daemon = await run_for(config, 1.0)
+            daemon = await run_until(config, lambda d: all(
+                d.stats.camera(c).write_errors >= 3 for c in ("D1", "D2")), "3 failed writes")
     health = json.loads((tmp_path / ".lyoncam" / "health.json").read_text())
     assert health["storage"]["ok"] is False
     assert "No space left on device" in health["storage"]["error"]

@@ -374,3 +374,18 @@ def test_fingerprint_survives_the_sidecar_roundtrip(src: bytes) -> None:
                                                          "fingerprint": fp.to_json()})))
     assert back is not None and back.fingerprint == fp
     assert isinstance(back.fingerprint, Fingerprint)
+
+
+async def test_stored_verdict_carries_brightness_and_contrast(
+    frame: Image.Image, pool: concurrent.futures.Executor,
+) -> None:
+    """From the dedup decode: a flat grey frame has no contrast; a brightened frame is brighter."""
+    flat = encode(Image.new("RGB", frame.size, (128, 128, 128)))
+    grey = await judged(flat, None, pool)
+    assert grey.brightness is not None and abs(grey.brightness - 128) < 2
+    assert grey.contrast is not None and grey.contrast < 1
+    night = await judged(encode(frame), None, pool)
+    lit = await judged(encode(ImageEnhance.Brightness(frame).enhance(1.6)), None, pool)
+    assert night.brightness is not None and lit.brightness is not None
+    assert lit.brightness > night.brightness + 10
+    assert night.contrast is not None and night.contrast > 5

@@ -10,10 +10,11 @@ import pytest
 
 from lyoncam_daemon.cli import main
 from lyoncam_daemon.config import ConfigError, parse_config
+from lyoncam_daemon.daemon import Daemon
 from lyoncam_daemon.shard import Shard, owner, parse_shard
 from lyoncam_daemon.simulator import CriterSimulator, camera_ids
 
-from .conftest import make_config, run_for, stored_frames
+from .conftest import make_config, run_until, stored_frames
 
 
 def test_every_camera_has_exactly_one_owner_and_shards_are_balanced() -> None:
@@ -79,7 +80,12 @@ async def test_three_shards_capture_thirty_cameras_once_each(tmp_path: Path) -> 
         urls = {i: sim.url(i) for i in ids}
         shards = [make_config(tmp_path / f"shard{i}", urls, interval=0.2)
                   .model_copy(update={"shard": Shard(i, 3)}) for i in (1, 2, 3)]
-        await asyncio.gather(*(run_for(config, 1.0) for config in shards))
+        def all_mine_stored(d: Daemon) -> bool:
+            return all(d.stats.camera(c.id).outcomes["stored"] >= 1
+                       for c in d.config.enabled_cameras)
+
+        await asyncio.gather(*(run_until(config, all_mine_stored, "the shard's frames")
+                               for config in shards))
     for c in ids:
         holders = [i for i in (1, 2, 3) if stored_frames(tmp_path / f"shard{i}", c)]
         assert holders == [owner(c, 3)], (c, holders)

@@ -261,9 +261,13 @@ class LabelStudioClient:
         *,
         params: Mapping[str, str | int] | None = None,
         json: Any = None,
+        form: Callable[[], aiohttp.FormData] | None = None,
         auth: bool = True,
     ) -> Response:
-        """Send with retries. Returns any final status other than 401/429/5xx to the caller."""
+        """Send with retries. Returns any final status other than 401/429/5xx to the caller.
+
+        `form` builds a multipart body (file uploads) afresh for each try: a sent one is spent.
+        """
         if self._session is None:
             raise RuntimeError("use `async with LabelStudioClient(...)`")
         url = self.url(path_or_url)
@@ -279,7 +283,8 @@ class LabelStudioClient:
                     await self._wait_turn()
                     self.requests += 1
                     async with self._session.request(
-                        method, url, params=params, json=json, headers=headers
+                        method, url, params=params, json=json, headers=headers,
+                        data=form() if form is not None else None,
                     ) as resp:
                         self._answered = self._answered or self.is_own(url)
                         body = await resp.read()

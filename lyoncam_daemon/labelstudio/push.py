@@ -1,0 +1,367 @@
+"""`push`: frames of the data directory → Label Studio tasks, with optional box predictions.
+
+Per batch of at most `batch` frames (Label Studio takes 100 files a request by default):
+
+1. the frames are recorded as *pending* in the index's `pushed` table;
+2. their bytes are uploaded without creating tasks (`import?commit_to_project=false`);
+3. the stored paths of those uploads are read back (`file-uploads?ids=`);
+4. one JSON import creates the tasks, whose data carries `image`, `camera`, `captured_at`,
+   `daypart`, `weather` and `lyoncam_key`, with their predictions;
+5. the task ids are recorded: the frames are pushed.
+
+A crash between 1 and 5 leaves pending rows: the next run looks for tasks carrying those
+keys (`lyoncam_key`) in the project, records the ones it finds and pushes the others again,
+so a frame is never pushed twice and never lost (an upload of step 2 with no task is only an
+orphan file on the server).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import sqlite3
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from xml.etree import ElementTree
+
+import aiohttp
+import yaml
+
+from lyoncam_daemon.labelstudio.client import HTTPError, LabelStudioClient
+
+DEFAULT_LABELS = ("Car", "Truck", "Bus", "Motorbike", "Scooter", "Bicycle", "Pedestrian")
+MODEL_VERSION = "lyoncam-push"
+BATCH = 100
+
+
+class PushError(Exception):
+    """The push cannot go on; the message is one line naming the culprit."""
+
+
+def default_label_config(labels: Sequence[str] = DEFAULT_LABELS) -> str:
+    choices = "".join(f'<Label value="{name}"/>' for name in labels)
+    return ('<View><Image name="image" value="$image"/>'
+            f'<RectangleLabels name="label" toName="image">{choices}</RectangleLabels></View>')
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where boxes go in the project's labelling interface."""
+
+    from_name: str
+    to_name: str
+    labels: tuple[str, ...]
+
+
+def target_of(label_config: str) -> Target:
+    """The first RectangleLabels of a label config; PushError if it has none."""
+    try:
+        root = ElementTree.fromstring(label_config)
+    except ElementTree.ParseError as exc:
+        raise PushError(f"the project's label config is not XML: {exc}") from None
+    for tag in root.iter():
+        if tag.tag.lower() == "rectanglelabels" and tag.get("name") and tag.get("toName"):
+            labels = tuple(lab.get("value", "") for lab in tag if lab.tag.lower() == "label")
+            return Target(tag.get("name", ""), tag.get("toName", ""), labels)
+    raise PushError("the project's label config has no RectangleLabels for boxes")
+
+
+# --- predictions ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Box:
+    class_id: int
+    cx: float
+    cy: float
+    w: float
+    h: float
+    score: float | None
+
+
+def read_boxes(path: Path) -> list[Box]:
+    """A YOLO label file: `class cx cy w h [score]` per line (normalised); ValueError naming
+    the line otherwise."""
+    boxes = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        parts = line.split()
+        if not parts:
+            continue
+        try:
+            if len(parts) not in (5, 6):
+                raise ValueError
+            cx, cy, w, h = (float(p) for p in parts[1:5])
+            score = float(parts[5]) if len(parts) == 6 else None
+            box = Box(int(parts[0]), cx, cy, w, h, score)
+        except ValueError:
+            raise ValueError(f"{path}:{n}: not `class cx cy w h [score]`") from None
+        boxes.append(box)
+    return boxes
+
+
+def class_names(folder: Path) -> list[str] | None:
+    """Class names in id order from `classes.txt` or `data.yaml` (as `pull` writes them)."""
+    classes = folder / "classes.txt"
+    if classes.is_file():
+        return [line.strip() for line in classes.read_text().splitlines() if line.strip()]
+    data = folder / "data.yaml"
+    if data.is_file():
+        names = (yaml.safe_load(data.read_text()) or {}).get("names")
+        if isinstance(names, dict):
+            return [str(names[k]) for k in sorted(names)]
+        if isinstance(names, list):
+            return [str(n) for n in names]
+    return None
+
+
+@dataclass
+class Predictions:
+    """YOLO label files of a folder, by frame stem, and the names of their class ids."""
+
+    folder: Path
+    names: list[str] | None
+
+    def prediction(self, stem: str, target: Target, width: int | None, height: int | None,
+                   problems: list[str]) -> dict[str, Any] | None:
+        """The Label Studio prediction of one frame; boxes it cannot name go to `problems`."""
+        path = self.folder / f"{stem}.txt"
+        if not path.is_file():
+            path = self.folder / "labels" / f"{stem}.txt"
+            if not path.is_file():
+                return None
+        try:
+            boxes = read_boxes(path)
+        except (OSError, ValueError) as exc:
+            problems.append(str(exc))
+            return None
+        names = self.names if self.names is not None else list(target.labels)
+        results, scores = [], []
+        for box in boxes:
+            name = names[box.class_id] if 0 <= box.class_id < len(names) else None
+            if name is None or name not in target.labels:
+                shown = name if name is not None else f"class id {box.class_id}"
+                problems.append(f"{path}: {shown!r} is not a label of the project: box left out")
+                continue
+            result: dict[str, Any] = {
+                "type": "rectanglelabels", "from_name": target.from_name,
+                "to_name": target.to_name,
+                "value": {"x": (box.cx - box.w / 2) * 100, "y": (box.cy - box.h / 2) * 100,
+                          "width": box.w * 100, "height": box.h * 100, "rotation": 0,
+                          "rectanglelabels": [name]},
+            }
+            if width and height:
+                result["original_width"], result["original_height"] = width, height
+            if box.score is not None:
+                result["score"] = box.score
+                scores.append(box.score)
+            results.append(result)
+        if not results:
+            return None
+        prediction: dict[str, Any] = {"model_version": MODEL_VERSION, "result": results}
+        if scores:
+            prediction["score"] = sum(scores) / len(scores)
+        return prediction
+
+
+# --- what was pushed -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PushFrame:
+    key: str
+    camera: str
+    captured_at: str
+    daypart: str | None
+    weather: str | None
+    width: int | None
+    height: int | None
+
+    @property
+    def name(self) -> str:
+        return self.key.rsplit("/", 1)[-1]
+
+    @property
+    def stem(self) -> str:
+        return self.name.rsplit(".", 1)[0]
+
+
+def frames_of(db: sqlite3.Connection, keys: Sequence[str]) -> tuple[list[PushFrame], list[str]]:
+    """The index rows of `keys`, in order, and the keys the index does not have."""
+    found, missing = [], []
+    for key in keys:
+        row = db.execute("SELECT key, camera, captured_at, daypart, weather, width, height "
+                         "FROM frames WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            missing.append(key)
+        else:
+            found.append(PushFrame(*row))
+    return found, missing
+
+
+class Ledger:
+    """The index's `pushed` table for one server and project: pending, then task id."""
+
+    def __init__(self, db: sqlite3.Connection, server: str, project: int) -> None:
+        self.db, self.server, self.project = db, server, project
+
+    def pushed(self) -> set[str]:
+        return {k for (k,) in self.db.execute(
+            "SELECT key FROM pushed WHERE server = ? AND project = ? AND task_id IS NOT NULL",
+            (self.server, self.project))}
+
+    def pending(self) -> set[str]:
+        return {k for (k,) in self.db.execute(
+            "SELECT key FROM pushed WHERE server = ? AND project = ? AND task_id IS NULL",
+            (self.server, self.project))}
+
+    def mark_pending(self, keys: Sequence[str]) -> None:
+        self._write("INSERT OR REPLACE INTO pushed VALUES (?, ?, ?, NULL, ?)",
+                    [(k, self.server, self.project, time.time()) for k in keys])
+
+    def confirm(self, tasks: Mapping[str, int]) -> None:
+        self._write("UPDATE pushed SET task_id = ?, pushed_at = ? WHERE key = ? AND server = ? "
+                    "AND project = ?",
+                    [(t, time.time(), k, self.server, self.project) for k, t in tasks.items()])
+
+    def forget(self, keys: Sequence[str]) -> None:
+        self._write("DELETE FROM pushed WHERE key = ? AND server = ? AND project = ?",
+                    [(k, self.server, self.project) for k in keys])
+
+    def _write(self, sql: str, rows: Sequence[tuple[Any, ...]]) -> None:
+        """One transaction (the index connection is in autocommit mode), durable on return."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            self.db.executemany(sql, rows)
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+
+# --- the push ------------------------------------------------------------------------------
+
+
+@dataclass
+class Pushed:
+    pushed: int = 0
+    already: int = 0
+    recovered: int = 0
+    predictions: int = 0
+    problems: list[str] = field(default_factory=list)
+
+
+def _json(body: bytes, what: str) -> Any:
+    try:
+        return json.loads(body)
+    except ValueError:
+        raise PushError(f"{what}: the answer is not JSON") from None
+
+
+class Pusher:
+    def __init__(self, client: LabelStudioClient, project: int, data_dir: Path, ledger: Ledger,
+                 predictions: Predictions | None = None, batch: int = BATCH,
+                 progress: Callable[[int, int], None] | None = None) -> None:
+        self.client, self.project, self.data_dir = client, project, data_dir
+        self.ledger, self.predictions, self.batch = ledger, predictions, batch
+        self.progress = progress
+        self.done = Pushed()
+
+    async def run(self, frames: Sequence[PushFrame]) -> Pushed:
+        project = await self.client.get_project(self.project)
+        target = target_of(str(project.get("label_config") or ""))
+        await self._recover()
+        already = self.ledger.pushed()
+        todo = [f for f in frames if f.key not in already]
+        self.done.already = len(frames) - len(todo)
+        for start in range(0, len(todo), self.batch):
+            await self._batch(todo[start:start + self.batch], target)
+            if self.progress is not None:
+                self.progress(min(start + self.batch, len(todo)), len(todo))
+        return self.done
+
+    async def _recover(self) -> None:
+        """Pending frames of an interrupted run: pushed if the project has their task."""
+        pending = self.ledger.pending()
+        if not pending:
+            return
+        found: dict[str, int] = {}
+        async for task in self.client.iter_tasks(self.project):
+            data = task.get("data")
+            key = data.get("lyoncam_key") if isinstance(data, dict) else None
+            if key in pending and isinstance(task.get("id"), int):
+                found[key] = task["id"]
+        self.ledger.confirm(found)
+        self.ledger.forget([k for k in pending if k not in found])
+        self.done.recovered = len(found)
+
+    async def _batch(self, frames: Sequence[PushFrame], target: Target) -> None:
+        blobs = await asyncio.to_thread(self._read, frames)
+        self.ledger.mark_pending([f.key for f in frames])
+        paths = await self._upload(frames, blobs)
+        tasks = []
+        for f in frames:
+            data = {"image": f"/data/{paths[f.name]}", "camera": f.camera,
+                    "captured_at": f.captured_at, "daypart": f.daypart, "weather": f.weather,
+                    "lyoncam_key": f.key}
+            task: dict[str, Any] = {"data": data}
+            if self.predictions is not None:
+                p = self.predictions.prediction(f.stem, target, f.width, f.height,
+                                                self.done.problems)
+                if p is not None:
+                    task["predictions"] = [p]
+                    self.done.predictions += 1
+            tasks.append(task)
+        path = f"/api/projects/{self.project}/import"
+        resp = await self.client.request("POST", path, params={"return_task_ids": "true"},
+                                         json=tasks)
+        if resp.status not in (200, 201):
+            raise HTTPError(resp.status, "POST", self.client.url(path), f"HTTP {resp.status}")
+        ids = _json(resp.body, f"POST {path}").get("task_ids")
+        if not isinstance(ids, list) or len(ids) != len(frames):
+            raise PushError(f"POST {path}: expected {len(frames)} task ids, got {ids!r}")
+        self.ledger.confirm({f.key: int(i) for f, i in zip(frames, ids, strict=True)})
+        self.done.pushed += len(frames)
+
+    def _read(self, frames: Sequence[PushFrame]) -> list[bytes]:
+        blobs = []
+        for f in frames:
+            try:
+                blobs.append((self.data_dir / f.key).read_bytes())
+            except OSError as exc:
+                raise PushError(f"cannot read {self.data_dir / f.key}: "
+                                f"{exc.strerror or exc}") from None
+        return blobs
+
+    async def _upload(self, frames: Sequence[PushFrame], blobs: Sequence[bytes]) -> dict[str, str]:
+        """Upload the files without creating tasks; their stored paths by file name."""
+        def form() -> aiohttp.FormData:
+            body = aiohttp.FormData()
+            for i, (f, blob) in enumerate(zip(frames, blobs, strict=True)):
+                body.add_field(f"file{i}", blob, filename=f.name, content_type="image/jpeg")
+            return body
+
+        path = f"/api/projects/{self.project}/import"
+        resp = await self.client.request("POST", path, params={"commit_to_project": "false"},
+                                         form=form)
+        if resp.status not in (200, 201):
+            raise HTTPError(resp.status, "POST", self.client.url(path), f"HTTP {resp.status}")
+        ids = _json(resp.body, f"POST {path}").get("file_upload_ids")
+        if not isinstance(ids, list) or len(ids) != len(frames):
+            raise PushError(f"POST {path}: expected {len(frames)} file uploads, got {ids!r}")
+        listing = await self.client.get_json(
+            f"/api/projects/{self.project}/file-uploads",
+            params={"ids": json.dumps(ids, separators=(",", ":"))})
+        paths: dict[str, str] = {}
+        for upload in listing if isinstance(listing, list) else []:
+            stored = upload.get("file") if isinstance(upload, dict) else None
+            if isinstance(stored, str):
+                # `upload/<pid>/<8 hex>-<name>`: the name the frame was sent under.
+                paths[re.sub(r"^[0-9a-f]+-", "", stored.rsplit("/", 1)[-1])] = stored
+        missing = [f.name for f in frames if f.name not in paths]
+        if missing:
+            raise PushError(f"the server did not list the uploads of {', '.join(missing[:3])}")
+        return paths
