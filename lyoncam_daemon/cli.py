@@ -41,11 +41,33 @@ def _plural(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (0-65535)")
+    return port
+
+
 def _shard_arg(text: str) -> Shard:
     try:
         return parse_shard(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _near(text: str) -> tuple[float, float, float]:
+    try:
+        lat, lon, km = (float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not LAT,LON,KM (e.g. 45.76,4.84,3)") from None
+    if not (-90 <= lat <= 90 and -180 <= lon <= 180 and km > 0):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: latitude -90..90, longitude -180..180 and a radius > 0 km")
+    return lat, lon, km
 
 
 def load_checked(path: Path, args: argparse.Namespace | None = None,
@@ -111,6 +133,9 @@ def _overridden(config: Config, args: argparse.Namespace) -> Config:
         )
     if args.shard is not None:
         config = config.model_copy(update={"shard": args.shard})
+    if args.status_port is not None:
+        config = config.model_copy(update={"status": config.status.model_copy(
+            update={"port": args.status_port, "enabled": args.status_port != 0})})
     return config
 
 
@@ -156,6 +181,12 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return simulator.main(args)
 
 
+def cmd_discover(args: argparse.Namespace) -> int:
+    from lyoncam_daemon import discover
+
+    return discover.main(args)
+
+
 def cmd_pull(args: argparse.Namespace) -> int:
     from lyoncam_daemon.labelstudio import cli as ls_cli
 
@@ -182,6 +213,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                    help="overrides log.format of the config")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default=None,
                    help="overrides log.level of the config")
+    p.add_argument("--status-port", type=_port, default=None, metavar="PORT",
+                   help="port of /metrics, /healthz and the status page (overrides status.port; "
+                   "0 turns the endpoint off)")
     p.add_argument("--shard", type=_shard_arg, default=None, metavar="I/N",
                    help="poll only the cameras shard I of N owns (overrides shard: of the "
                    "config); N daemons with the same file cover every camera once")
@@ -207,6 +241,20 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                        description=simulator.__doc__)
     simulator.add_arguments(p)
     p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("discover", help="build or update cameras.yaml from the CriTer catalogue",
+                       description="Write the catalogue's cameras (id, name, lat, lon, url) "
+                       "into cameras.yaml; an existing file keeps its comments and your own "
+                       "settings, and a camera gone from the catalogue is disabled, never "
+                       "deleted. The result passes `check`.")
+    p.add_argument("--source", required=True, metavar="URL|FILE",
+                   help="the catalogue: WFS GeoJSON or JSON table, by URL or file")
+    p.add_argument("--output", type=Path, default=Path("cameras.yaml"),
+                   help="the camera list to create or update (default: ./cameras.yaml)")
+    p.add_argument("--near", type=_near, default=None, metavar="LAT,LON,KM",
+                   help="add only new cameras within KM km of LAT,LON")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds for the download")
+    p.set_defaults(func=cmd_discover)
 
     p = sub.add_parser("pull", help="download a labelled Label Studio project as a YOLO dataset")
     if command in (None, "pull"):

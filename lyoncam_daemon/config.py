@@ -298,6 +298,29 @@ class DedupSettings(_Model):
         return self
 
 
+class StatusSettings(_Model):
+    """The HTTP endpoint of the daemon: `/metrics`, `/healthz` and the status page `/`."""
+
+    enabled: bool = True
+    #: Loopback by default: the page shows every camera's latest frame to whoever reaches it.
+    host: str = "127.0.0.1"
+    #: 0 picks a free port (logged at start); `run --status-port 0` turns the endpoint off.
+    port: int = Field(9120, ge=0, le=65535)
+
+
+class RetentionSettings(_Model):
+    """What the daemon deletes so the disk never fills: oldest whole days first."""
+
+    #: Frames older than this many days are deleted (none when unset).
+    max_age_days: float | None = Field(None, gt=0)
+    #: Frames beyond this many bytes in all are deleted, oldest first (no limit when unset).
+    max_bytes: ByteSize | None = Field(None, ge=1)
+    #: Below this much free space on the data disk, storing pauses until space returns.
+    min_free_bytes: ByteSize = Field(1_000_000_000, ge=0)
+    #: Seconds between retention passes (the first runs at start).
+    interval: Duration = Field(3600.0, gt=0)
+
+
 class WeatherSettings(_Model):
     """Open-Meteo current conditions in each sidecar (enrichers/weather.py)."""
 
@@ -394,6 +417,8 @@ class Config(_Model):
     retry: RetrySettings = RetrySettings()
     log: LogSettings = LogSettings()
     dedup: DedupSettings = DedupSettings()
+    status: StatusSettings = StatusSettings()
+    retention: RetentionSettings = RetentionSettings()
     weather: WeatherSettings = WeatherSettings()
     #: Extra placeholder SHA-256s; the known CriTer "Image indisponible" one is built in.
     placeholder_sha256: tuple[str, ...] = ()

@@ -30,12 +30,16 @@ from lyoncam_daemon.enrich import Enricher
 from lyoncam_daemon.fetch import Slots
 from lyoncam_daemon.frames import KNOWN_PLACEHOLDER_SHA256
 from lyoncam_daemon.logs import configure_logging
+from lyoncam_daemon.metrics import DiskFigures
 from lyoncam_daemon.notify import Notifier, watchdog_interval
+from lyoncam_daemon.recent import RecentFrames
 from lyoncam_daemon.registry import CameraRegistry
 from lyoncam_daemon.reload import ReloadPlan, plan_reload
+from lyoncam_daemon.retention import FreeSpaceGuard, RetentionPass
 from lyoncam_daemon.schedule import phase
 from lyoncam_daemon.state import StateDir, StateError
 from lyoncam_daemon.stats import SpoolStats, Stats
+from lyoncam_daemon.status import Sources, StatusServer
 from lyoncam_daemon.storage import Storage, StoreHook, iso_utc
 from lyoncam_daemon.storage.filesystem import FilesystemStorage
 
@@ -110,6 +114,7 @@ class Daemon:
         self._reload_lock = asyncio.Lock()
         self._reloads: set[asyncio.Task[ReloadPlan | None]] = set()
         self._watchdog: asyncio.Task[None] | None = None
+        self._init_monitoring()
 
     def request_stop(self) -> None:
         """First call: stop scheduling and drain. A second (a second Ctrl-C): cancel now."""
@@ -129,13 +134,15 @@ class Daemon:
             if removed:
                 self.log.info("removed temp files of an interrupted run",
                               folder=str(self.state.path), files=removed)
-            storage = self._storage or build_storage(cfg, self.state, self.stats)
+            storage = self._guarded(self._storage or build_storage(cfg, self.state, self.stats))
             with ThreadPoolExecutor(cfg.dedup.workers, thread_name_prefix="lyoncam-decode") as pool:
                 judge = build_judge(cfg, pool)
                 await storage.open()
+                await self._start_monitoring()
                 try:
                     return await self._run_with(judge, storage)
                 finally:
+                    await self._stop_monitoring()
                     await storage.close()
         finally:
             self.state.release()
@@ -163,7 +170,7 @@ class Daemon:
             for i, cam in enumerate(cameras):
                 registry.add(cam, phase(i, len(cameras), cam.interval))
             self.log.info("started", version=__version__, cameras=len(registry),
-                          data_dir=str(cfg.data_dir), pid=os.getpid())
+                          data_dir=str(cfg.data_dir), pid=os.getpid(), status=self.status_url)
             reporter = asyncio.create_task(self._report_loop(), name="reporter")
             self._supervised_start()
             await self.stop.wait()
@@ -178,6 +185,109 @@ class Daemon:
         snapshot = self._write_health(stopping=True)
         self.log.info("stopped", cancelled=cancelled, **snapshot)
         return 0
+
+    # -- monitoring: status endpoint, retention, free-space guard (status.py, retention.py) --
+
+    def _init_monitoring(self) -> None:
+        """Count recent frames by hook; the store is guarded once built (`_guarded`)."""
+        self.recent = RecentFrames()
+        self.hooks = (*self.hooks, self.recent.hook)
+        self.guard: FreeSpaceGuard | None = None
+        self.retention: RetentionPass | None = None
+        self.status: StatusServer | None = None
+        #: Logged in the `started` line; None when the endpoint is off.
+        self.status_url: str | None = None
+        self._fs: FilesystemStorage | None = None
+        self._retention_task: asyncio.Task[None] | None = None
+
+    def _guarded(self, storage: Storage) -> Storage:
+        """A filesystem store gets the free-space guard, retention and thumbnails."""
+        if not isinstance(storage, FilesystemStorage):
+            return storage
+        self._fs = storage
+        self.guard = FreeSpaceGuard(storage, self.config.data_dir,
+                                    self.config.retention.min_free_bytes)
+        self.retention = RetentionPass(self.config.data_dir, self.config.retention)
+        return self.guard
+
+    def disk_figures(self) -> DiskFigures:
+        total = self.retention.total if self.retention is not None else None
+        return DiskFigures(
+            free_bytes=self.guard.free_bytes() if self.guard is not None else None,
+            paused=self.guard.paused if self.guard is not None else False,
+            paused_frames=self.guard.paused_frames if self.guard is not None else 0,
+            retention_freed_bytes=total.freed_bytes if total is not None else 0,
+            retention_deleted_frames=total.frames if total is not None else 0,
+        )
+
+    async def _start_monitoring(self) -> None:
+        """Before the first camera: seed the 24 h counts, bind the endpoint (a port in use
+        is a start-up error naming it), start retention passes."""
+        cfg = self.config
+        if self._fs is not None:
+            await asyncio.to_thread(self.recent.seed, self._fs,
+                                    [c.id for c in cfg.enabled_cameras])
+        if cfg.status.enabled:
+            self.status = StatusServer(
+                Sources(config=lambda: self.config, stats=self.stats, recent=self.recent,
+                        disk=self.disk_figures, started_unix=self._started,
+                        frame_file=self._fs.path_of if self._fs is not None else None),
+                cfg.status.host, cfg.status.port)
+            try:
+                port = await self.status.start()
+            except OSError as exc:
+                await self.status.close()
+                self.status = None
+                raise StartupError(
+                    f"status endpoint {cfg.status.host}:{cfg.status.port}: "
+                    f"{exc.strerror or exc}; set status.port, or --status-port 0 to turn "
+                    "it off") from None
+            self.status_url = f"http://{cfg.status.host}:{port}/"
+        if self.retention is not None and self.retention.active:
+            self._retention_task = asyncio.create_task(self._retention_loop(), name="retention")
+
+    def monitoring_reloaded(self) -> None:
+        """Take `retention:` from a reloaded config (call after replacing `self.config`).
+
+        The endpoint keeps its address until a restart; it reads the config afresh anyway.
+        """
+        settings = self.config.retention
+        if self.guard is not None:
+            self.guard.min_free_bytes = settings.min_free_bytes
+        if self.retention is not None:
+            self.retention.policy = settings
+            if (self.retention.active and self._retention_task is None
+                    and self.registry is not None):
+                self._retention_task = asyncio.create_task(self._retention_loop(),
+                                                           name="retention")
+
+    async def _stop_monitoring(self) -> None:
+        if self._retention_task is not None and self.retention is not None:
+            self.retention.cancel.set()  # a pass in its thread ends after its current frame
+            self._retention_task.cancel()
+            await asyncio.gather(self._retention_task, return_exceptions=True)
+        if self.status is not None:
+            await self.status.close()
+
+    async def _retention_loop(self) -> None:
+        """A pass at start, then every `retention.interval`, each in a thread of its own."""
+        with ThreadPoolExecutor(1, thread_name_prefix="lyoncam-retention") as pool:
+            while not self.stop.is_set():
+                # A reload may have removed both limits: then wait for them to come back.
+                if self.retention is not None and self.retention.active:
+                    await self._retention_pass(self.retention, pool)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stop.wait(), self.config.retention.interval)
+
+    async def _retention_pass(self, retention: RetentionPass, pool: Executor) -> None:
+        began = time.monotonic()
+        try:
+            result = await asyncio.get_running_loop().run_in_executor(pool, retention.run)
+        except Exception:
+            self.log.exception("retention pass failed; next one in an interval")
+            return
+        self.log.info("retention pass", days=result.days, frames=result.frames,
+                      freed_bytes=result.freed_bytes, took_s=round(time.monotonic() - began, 3))
 
     def _install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
@@ -262,6 +372,8 @@ class Daemon:
         self.config = registry.rt.config = plan.config
         if self.owns_process and {"log.format", "log.level"} & set(plan.applied):
             configure_logging(plan.config.log.format, plan.config.log.level)
+        if any(s.startswith("retention.") for s in plan.applied):
+            self.monitoring_reloaded()
         grace = plan.config.shutdown_grace
         cameras = plan.config.enabled_cameras
         phases = {c.id: phase(i, len(cameras), c.interval) for i, c in enumerate(cameras)}

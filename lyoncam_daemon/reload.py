@@ -20,7 +20,7 @@ from lyoncam_daemon.config import CameraConfig, Config
 #: Every other one was taken at start-up (the data folder and its lock, the HTTP session and
 #: request slots, the Judge and its placeholder images, ...) and waits for a restart: a
 #: setting added later is thus safe by default, until someone makes it live on purpose.
-LIVE = ("retry", "log", "shutdown_grace")
+LIVE = ("retry", "log", "shutdown_grace", "retention")
 
 #: Merged into each camera by the loader: compared through the cameras, never by itself.
 _NOT_COMPARED = ("cameras", "defaults")

@@ -8,6 +8,7 @@ removed from the config is dropped with `Stats.remove`.
 
 from __future__ import annotations
 
+import bisect
 import copy
 import dataclasses
 import time
@@ -43,20 +44,31 @@ class Condition(StrEnum):
     WRITE_FAILING = "write_failing"
 
 
+#: Upper bounds (seconds) of the histogram buckets every Timing keeps, for `/metrics`.
+BUCKETS_S: tuple[float, ...] = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0,
+                                 30.0, 60.0)
+
+
 @dataclass
 class Timing:
-    """Observations of one duration: enough for a summary now and a histogram later."""
+    """Observations of one duration: a summary, and bucket counts for a histogram."""
 
     count: int = 0
     total: float = 0.0
     max: float = 0.0
     last: float | None = None
+    #: Observations per bound of BUCKETS_S (not cumulative); those above the last bound are
+    #: `count - sum(buckets)`.
+    buckets: list[int] = field(default_factory=lambda: [0] * len(BUCKETS_S))
 
     def observe(self, seconds: float) -> None:
         self.count += 1
         self.total += seconds
         self.max = max(self.max, seconds)
         self.last = seconds
+        i = bisect.bisect_left(BUCKETS_S, seconds)
+        if i < len(BUCKETS_S):
+            self.buckets[i] += 1
 
     @property
     def mean(self) -> float | None:
@@ -94,6 +106,9 @@ class CameraStats:
         d = dataclasses.asdict(self)
         d["outcomes"], d["errors"] = dict(self.outcomes), dict(self.errors)
         d["state"], d["condition"] = self.state.value, self.condition.value
+        for f in dataclasses.fields(self):
+            if isinstance(getattr(self, f.name), Timing):
+                del d[f.name]["buckets"]  # histogram detail is for /metrics, not health.json
         return d
 
 

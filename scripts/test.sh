@@ -1,12 +1,18 @@
 #!/usr/bin/env bash
 # Set up (first time) and run every check: ruff, mypy, then the whole pytest suite,
 # including the tests against a real Label Studio server (installed into a cached
-# virtualenv outside the checkout by scripts/labelstudio-venv.sh) and the Docker and systemd
-# tests (a private Docker daemon started and stopped here by scripts/docker-env.sh; as root it
-# installs docker.io and debootstrap; LYONCAM_SKIP_DOCKER=1 opts out). Extra arguments go to pytest.
+# virtualenv outside the checkout by scripts/labelstudio-venv.sh), the status page and the
+# report in headless Chromium, and the Docker and systemd tests (a private Docker daemon
+# started and stopped here by scripts/docker-env.sh; as root it installs docker.io and
+# debootstrap; LYONCAM_SKIP_DOCKER=1 opts out). Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh dev
+# The status page is tested in a real headless browser: Debian's chromium (installed as root,
+# as CI runs; elsewhere install it first). The test fails, never skips, without it.
+if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
 LYONCAM_LABEL_STUDIO="$(bash scripts/labelstudio-venv.sh)"
 export LYONCAM_LABEL_STUDIO
 # `report --html` is rendered in headless Chromium by the tests (Debian's package, no download).

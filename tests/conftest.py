@@ -33,8 +33,12 @@ def make_config(
     per_camera: Mapping[str, str] | None = None,
     summary_interval: float = 1.0,
     retry: Mapping[str, float] | None = None,
+    status: str = "status:\n  enabled: false",
 ) -> Config:
-    """A config for fast tests: sub-second intervals (allowed through the test context)."""
+    """A config for fast tests: sub-second intervals (allowed through the test context).
+
+    The status endpoint is off unless `status` says otherwise: tests never bind port 9120.
+    """
     retry = {"backoff_initial": 0.2, "backoff_max": 0.4, "down_after": 1,
              "down_probe_interval": 0.4, **(retry or {})}
     lines = [
@@ -46,6 +50,7 @@ def make_config(
         extra,
         # Tests never reach the internet: weather is off unless a test points it at a stand-in.
         "" if "weather:" in extra else "weather:\n  enabled: false",
+        status,
         "defaults:",
         f"  interval: {interval}",
         f"  timeout: {timeout}",

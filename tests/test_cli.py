@@ -35,7 +35,7 @@ def imported_by(*argv: str) -> set[str]:
             for line in proc.stderr.splitlines() if line.startswith("import time:")}
 
 
-@pytest.mark.parametrize("command", [[], ["run"], ["check"], ["simulate"]])
+@pytest.mark.parametrize("command", [[], ["run"], ["check"], ["simulate"], ["discover"]])
 def test_help_imports_nothing_heavy(command: list[str]) -> None:
     # `pull --help` may load pull's own modules (its flags are defined beside them).
     modules = imported_by(*command, "--help")

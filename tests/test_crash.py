@@ -60,6 +60,7 @@ def write_config(path: Path, data_dir: Path, sim: CriterSimulator) -> None:
         "shutdown_grace: 5",
         # Health is rewritten every half second, so kills also land around that write.
         "log:\n  format: json\n  level: info\n  summary_interval: 0.5",
+        "status:\n  port: 0",  # the endpoint runs too, on a free port
         f"defaults:\n  interval: {INTERVAL}\n  timeout: 5",
         "cameras:",
     ]

@@ -229,6 +229,7 @@ async def test_sigterm_stops_the_daemon_with_exit_0(tmp_path: Path) -> None:
         )
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "lyoncam_daemon", "run", "--config", str(cfg),
+            "--status-port", "0",
             "--log-format", "json", stderr=asyncio.subprocess.PIPE,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
@@ -399,6 +400,7 @@ async def test_two_quick_signals_still_exit_0_with_a_stopped_line(
                        f"  - id: TWO\n    url: {sim.url('TWO')}\n")
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "lyoncam_daemon", "run", "--config", str(cfg),
+            "--status-port", "0",
             "--log-format", "json", stderr=asyncio.subprocess.PIPE,
         )
         assert proc.stderr is not None

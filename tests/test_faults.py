@@ -88,6 +88,7 @@ def write_config(path: Path, data_dir: Path, sim: CriterSimulator) -> None:
         # The real retry settings scaled from a 60 s period down to PERIOD.
         "retry:\n  backoff_initial: 0.25\n  backoff_max: 5\n  down_after: 15\n"
         "  down_probe_interval: 10",
+        "status:\n  port: 0",  # the endpoint runs too, on a free port
         f"defaults:\n  interval: {INTERVAL}\n  timeout: {TIMEOUT}",
         "cameras:",
     ]
