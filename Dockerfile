@@ -44,6 +44,6 @@ WORKDIR /data
 VOLUME /data
 STOPSIGNAL SIGTERM
 # The daemon's own liveness: its heartbeat in /data/.lyoncam/health.json (lyoncam health).
-HEALTHCHECK --interval=30s --timeout=10s --start-period=30s --retries=3 CMD ["lyoncam", "health", "--data-dir", "/data"]
+HEALTHCHECK --interval=30s --timeout=10s --start-period=30s --retries=3 CMD ["lyoncam", "health", "--data-dir", "/data", "--url", "http://127.0.0.1:9120/healthz"]
 ENTRYPOINT ["lyoncam"]
 CMD ["run", "--config", "/config/cameras.yaml", "--data-dir", "/data", "--log-format", "json"]

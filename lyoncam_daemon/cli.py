@@ -156,7 +156,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_health(args: argparse.Namespace) -> int:
     import time
 
-    from lyoncam_daemon.healthcheck import judge_health, read_health
+    from lyoncam_daemon.healthcheck import ask_healthz, judge_health, read_health
 
     data_dir = args.data_dir
     if data_dir is None:
@@ -166,6 +166,8 @@ def cmd_health(args: argparse.Namespace) -> int:
         data_dir = config.data_dir
     record = read_health(data_dir)
     problem = record if isinstance(record, str) else judge_health(record, time.time())
+    if problem is None and args.url is not None:
+        problem = ask_healthz(args.url)
     if problem is not None:
         print(f"unhealthy: {problem}")
         return EXIT_FAILED
@@ -233,6 +235,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--config", type=Path, default=Path("cameras.yaml"),
                    help="read data_dir from this file (default: ./cameras.yaml)")
     p.add_argument("--data-dir", type=Path, default=None, help="the daemon's data_dir")
+    p.add_argument("--url", default=None, metavar="URL",
+                   help="also ask the daemon's /healthz (e.g. http://127.0.0.1:9120/healthz): "
+                   "unhealthy unless it answers 200")
     p.set_defaults(func=cmd_health)
 
     from lyoncam_daemon import simulator

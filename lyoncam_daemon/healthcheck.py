@@ -1,5 +1,6 @@
 """`health`: is the daemon writing to this data_dir alive? For Docker's HEALTHCHECK and
-scripts; the answer comes from the heartbeat in `<data_dir>/.lyoncam/health.json`.
+scripts; the answer comes from the heartbeat in `<data_dir>/.lyoncam/health.json` and, with
+`--url`, from the daemon's own `/healthz` (is it capturing, can it write).
 
 The report loop rewrites the heartbeat from the event loop every `log.summary_interval`,
 so a stale heartbeat means a dead or stalled daemon, whatever the cameras are doing.
@@ -43,3 +44,28 @@ def judge_health(record: Mapping[str, Any], now: float) -> str | None:
     if age > limit:
         return f"heartbeat {age:.0f} s old (limit {limit:.0f} s): the daemon is stalled or dead"
     return None
+
+
+def ask_healthz(url: str, timeout: float = 5.0) -> str | None:
+    """None when `/healthz` answers 200; else a one-line reason (its own when it gives one).
+
+    urllib, not aiohttp: the health check is a short-lived process run every few seconds.
+    """
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            resp.read()
+            return None
+    except urllib.error.HTTPError as exc:
+        body = exc.read().decode("utf-8", "replace")
+        try:
+            reasons = json.loads(body).get("reasons")
+        except (ValueError, AttributeError):
+            reasons = None
+        why = "; ".join(map(str, reasons)) if isinstance(reasons, list) and reasons else body
+        return f"{url}: HTTP {exc.code}: {why.strip()[:300]}"
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        return f"{url}: not answering: {reason}"

@@ -57,3 +57,43 @@ async def test_health_of_a_running_daemon_then_a_stopped_one(
     assert main(["health", "--data-dir", str(tmp_path)]) == 1
     assert capsys.readouterr().out.splitlines()[-1] == "unhealthy: the daemon is stopping"
     assert time.time() - json.loads(health.read_text())["heartbeat_unix"] < 60
+
+
+async def test_the_health_command_asks_healthz_too(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A fresh heartbeat is not enough when /healthz says the daemon cannot store."""
+    from aiohttp import web
+
+    state = tmp_path / ".lyoncam"
+    state.mkdir()
+    (state / "health.json").write_text(json.dumps(
+        {"pid": 1, "heartbeat_unix": time.time(), "heartbeat_every_s": 300, "totals": {}}))
+    answers = {"status": 200}
+
+    async def healthz(request: web.Request) -> web.Response:
+        if answers["status"] == 200:
+            return web.json_response({"healthy": True})
+        return web.json_response({"healthy": False, "reasons": ["writes failing: disk full"]},
+                                 status=503)
+
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    url = f"http://127.0.0.1:{port}/healthz"
+    try:
+        args = ["health", "--data-dir", str(tmp_path), "--url", url]
+        assert await asyncio.to_thread(main, args) == 0
+        answers["status"] = 503
+        assert await asyncio.to_thread(main, args) == 1
+    finally:
+        await runner.cleanup()
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("healthy: pid 1")
+    assert out[1] == f"unhealthy: {url}: HTTP 503: writes failing: disk full"
+    assert await asyncio.to_thread(main, args) == 1  # nobody listening any more
+    assert capsys.readouterr().out.startswith(f"unhealthy: {url}: not answering")
