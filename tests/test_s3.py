@@ -223,3 +223,14 @@ async def test_an_outage_loses_nothing_and_stores_nothing_twice(
     assert health["storage"]["spool"]["frames"] == 0
     assert health["storage"]["spool"]["uploaded"] >= 8
     assert not list((tmp_path / "data" / ".lyoncam" / "spool").rglob("*.jpg"))
+
+
+async def test_an_identical_picture_stored_earlier_is_not_taken_for_a_retry(
+    store: S3Storage,
+) -> None:
+    """A frozen camera can send the same bytes again: a new frame, under the next key."""
+    first = await store.save(Frame("CAM", T0, b"frozen", {"captured_at": "first"}))
+    later = await store.save(Frame("CAM", T0, b"frozen", {"captured_at": "later"}))
+    assert later.key != first.key and later.key.endswith("_1.jpg")
+    found = await store.latest("CAM")
+    assert found is not None and found.key == later.key

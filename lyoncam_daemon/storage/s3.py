@@ -21,7 +21,7 @@ import os
 import re
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import obstore
 from obstore.exceptions import AlreadyExistsError, BaseError, NotFoundError
@@ -111,24 +111,32 @@ class S3Storage:
         try:
             for n in itertools.count():
                 key = frame_key(frame.camera_id, frame.captured_at, n)
-                if await self._create(key, frame.data):
+                jpg = await self._create(key, frame.data)
+                if jpg == "taken":
+                    continue
+                sidecar = {**frame.sidecar, "file": Path(key).name}
+                meta = json.dumps(sidecar, indent=1, sort_keys=True, ensure_ascii=False)
+                side = await self._create(key.removesuffix(".jpg") + ".json", meta.encode())
+                if side != "taken":
                     break
-            sidecar = {**frame.sidecar, "file": Path(key).name}
-            meta = json.dumps(sidecar, indent=1, sort_keys=True, ensure_ascii=False).encode()
-            # Create-only too; a sidecar already there can only be this frame's, written by
-            # an earlier attempt whose answer was lost.
-            await self._create(key.removesuffix(".jpg") + ".json", meta)
+                if jpg == "new":  # cannot happen unless someone writes sidecars by hand
+                    raise StoreError(f"cannot store frame of {frame.camera_id} in "
+                                     f"{self.where}: {key} has another frame's sidecar")
+                # The same bytes under another frame's sidecar: an identical picture stored
+                # earlier (a frozen camera), not our retry. Take the next key.
         except BaseError as exc:
             raise StoreError(f"cannot store frame of {frame.camera_id} in {self.where}: "
                              f"{_short(exc)}") from None
         return StoredFrame(frame.camera_id, key, frame.captured_at, len(frame.data), sidecar)
 
-    async def _create(self, key: str, data: bytes) -> bool:
-        """Put unless the key exists; False if it holds other bytes.
+    async def _create(self, key: str, data: bytes) -> Literal["new", "same", "taken"]:
+        """Put unless the key exists: "new"; "same" if it holds these very bytes, else
+        "taken".
 
-        The same bytes already there are ours: an earlier attempt whose answer was lost (a
-        timeout, an outage). Taking the key again makes a retry idempotent instead of a
-        duplicate under the next `_n` name. (The ETag of a single-part put is its MD5.)
+        The same JPEG and the same sidecar already there are ours: an earlier attempt whose
+        answer was lost (a timeout, an outage). Taking the key again makes a retry idempotent
+        instead of a duplicate under the next `_n` name. (A single-part put's ETag is its
+        MD5.)
         """
         path = self._path(key)
         try:
@@ -136,8 +144,9 @@ class S3Storage:
         except AlreadyExistsError:
             meta = await obstore.head_async(self.store, path)
             etag = (meta.get("e_tag") or "").strip('"')
-            return etag == hashlib.md5(data, usedforsecurity=False).hexdigest()
-        return True
+            same = etag == hashlib.md5(data, usedforsecurity=False).hexdigest()
+            return "same" if same else "taken"
+        return "new"
 
     async def latest(self, camera_id: str) -> StoredFrame | None:
         try:
