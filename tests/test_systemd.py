@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import pytest
 
+from lyoncam_daemon.shard import owner
+
 from ._docker import ROOT, config_yaml, docker, simulator, systemd_image, wait_for
 
 WATCHDOG_S = 4
@@ -53,9 +55,10 @@ def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Host]:
     context = tmp_path_factory.mktemp("systemd-image")
     shutil.copy(ROOT / "tests" / "systemd.Dockerfile", context / "Dockerfile")
     shutil.copy(ROOT / "systemd" / "lyoncam.service", context / "lyoncam.service")
+    template = (ROOT / "systemd" / "lyoncam@.service").read_text()
     image = systemd_image(context)
     name = f"lyoncam-systemd-{uuid.uuid4().hex[:8]}"
-    with simulator(tmp_path_factory.mktemp("sim"), cameras=2) as urls:
+    with simulator(tmp_path_factory.mktemp("sim"), cameras=3) as urls:
         # As the field notes measured: what systemd needs as PID 1 here (no --privileged).
         docker("run", "-d", "--name", name, "--network", "host", "--tmpfs", "/run",
                "--tmpfs", "/run/lock", "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw",
@@ -68,6 +71,8 @@ def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Host]:
             h.sh("mkdir -p /etc/lyoncam /etc/systemd/system/lyoncam.service.d"
                  " && cat > /etc/systemd/system/lyoncam.service.d/test.conf"
                  " && systemctl daemon-reload", stdin=DROP_IN)
+            h.sh("cat > /etc/systemd/system/lyoncam@.service && systemctl daemon-reload",
+                 stdin=template)
             h.write_config(cameras=1)
             yield h
         finally:
@@ -131,3 +136,34 @@ def test_stop_ends_with_result_success(host: Host) -> None:
     assert state == {"ActiveState": "inactive", "Result": "success", "ExecMainStatus": "0"}
     journal = host.sh("journalctl -u lyoncam -o cat --no-pager")
     assert '"event": "stopped"' in journal
+
+
+def test_the_template_unit_runs_one_shard_per_instance(host: Host) -> None:
+    """lyoncam@I-N.service polls only shard I of N's cameras, into its own state folder."""
+    cameras = ("SIM001", "SIM002", "SIM003")
+    expected = {c: owner(c, 2) for c in cameras}
+    assert set(expected.values()) == {1, 2}  # both shards own a camera of these three
+    host.write_config(cameras=3)
+    started = host.sh("systemctl start lyoncam@1-2 lyoncam@2-2 2>&1; echo rc=$?", check=False)
+    assert started.strip().endswith("rc=0"), host.sh(  # %I unescapes 1-2 to 1/2
+        "journalctl -u lyoncam@1-2 -u lyoncam@2-2 -o cat --no-pager | tail -20", check=False)
+
+    def holders() -> dict[str, list[int]]:
+        return {c: [i for i in (1, 2) if host.sh(
+            f"find /var/lib/private/lyoncam-shard-{i}-2/ -name '{c}_*.jpg'", check=False).split()]
+            for c in cameras}
+
+    try:
+        for i in (1, 2):
+            assert host.sh(f"systemctl is-active lyoncam@{i}-2").strip() == "active"
+        wait_for("a frame of every camera", lambda: all(holders().values()), 60)
+        assert holders() == {c: [expected[c]] for c in cameras}
+        report = host.sh("systemd-analyze security lyoncam@1-2.service --no-pager")
+        found = re.search(r"Overall exposure level for lyoncam@1-2\.service: (\d+\.\d+)",
+                          report)
+        assert found and float(found.group(1)) <= 2.0, report[-500:]
+    finally:
+        host.sh("systemctl stop lyoncam@1-2 lyoncam@2-2", check=False)
+    for i in (1, 2):
+        state = host.sh(f"systemctl show lyoncam@{i}-2 -p Result").strip()
+        assert state == "Result=success"
