@@ -283,7 +283,7 @@ class CameraTask:
                     connect_timeout=self.rt.config.http.connect_timeout,
                 )
                 if not fetched.not_modified:
-                    await self.rt.pipeline.acquire()
+                    await self.rt.pipeline.acquire()  # released by _judge_and_store
         except NoTurn:
             self.stats.skipped += 1
             self.rt.stats.overloaded()
@@ -291,11 +291,12 @@ class CameraTask:
         except FetchError as exc:
             self._failed(exc)
             return False
-        self._answered(fetched)
         if fetched.not_modified:
+            self._answered(fetched)
             self._counted(Outcome.UNCHANGED, fetched)
             return True
         try:
+            self._answered(fetched)
             await self._judge_and_store(fetched)
         finally:
             self.rt.pipeline.release()
@@ -332,7 +333,8 @@ class CameraTask:
         if self.write_error is not None:
             self.log.info("writes recovered", key=stored.key)
             self.write_error = None
-            self.rt.stats.storage_error = None
+        # Any stored frame proves the store works again, whichever camera saw it fail.
+        self.rt.stats.storage_error = None
         self.last = LastFrame(sha256=verdict.sha256, fingerprint=verdict.fingerprint)
         self.stats.stored_bytes += stored.size
         self.stats.last_stored_at = sidecar["captured_at"]

@@ -152,10 +152,10 @@ class Daemon:
         # No connector limits: `Slots` decides how many requests run, before they start, so
         # queueing never eats into a camera's own deadline (fetch.py).
         connector = aiohttp.TCPConnector(limit=0, limit_per_host=0)
-        # Each fetch has its camera's own deadline (fetch.py); the session's total is a
-        # backstop at the longest of them, so no request can ever hang a camera for good.
-        longest = max((c.timeout for c in cfg.enabled_cameras), default=60.0)
-        timeout = aiohttp.ClientTimeout(total=longest, sock_connect=cfg.http.connect_timeout)
+        # Each fetch has its camera's own deadline (fetch.py: asyncio.timeout around the
+        # whole request), so the session sets none of its own: a reload that raises a
+        # camera's timeout then takes effect, instead of being cut at the start-up maximum.
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=cfg.http.connect_timeout)
         async with aiohttp.ClientSession(connector=connector, timeout=timeout,
                                          headers={"User-Agent": cfg.http.user_agent}) as session:
             rt = Runtime(config=cfg, session=session,

@@ -52,8 +52,11 @@ async def enrich(enrichers: Sequence[Enricher], camera: CameraConfig, captured_a
     failures: list[tuple[str, str]] = []
     for enricher, result in zip(enrichers, results, strict=True):
         if isinstance(result, asyncio.CancelledError):
-            raise result
-        if isinstance(result, TimeoutError):
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise result  # the camera is being stopped, not the enricher failing
+            failures.append((enricher.name, "cancelled"))
+        elif isinstance(result, TimeoutError):
             failures.append((enricher.name, f"no answer within {limit_s:g} s"))
         elif isinstance(result, BaseException):
             failures.append((enricher.name, f"{type(result).__name__}: {result}"))

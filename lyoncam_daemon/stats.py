@@ -123,6 +123,8 @@ class SpoolStats:
     uploaded: int = 0
     #: Frames refused because the spool was full (counted, logged once).
     refused: int = 0
+    #: Spooled frames that could not be read back from the local disk (logged each).
+    lost: int = 0
 
     def as_dict(self, now: float) -> dict[str, Any]:
         d = dataclasses.asdict(self)

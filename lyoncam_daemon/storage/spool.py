@@ -82,7 +82,12 @@ class SpoolingStorage:
         return await self.upstream.latest(camera_id)
 
     async def recover(self, camera_id: str) -> int:
-        return await self.local.recover(camera_id) + await self.upstream.recover(camera_id)
+        removed = await self.local.recover(camera_id)
+        if any(stored.camera_id == camera_id for stored in self._queue):
+            # The uploader may be between this camera's JPEG and its sidecar: the bucket's
+            # repair would delete a JPEG about to be completed. Its own frames come first.
+            return removed
+        return removed + await self.upstream.recover(camera_id)
 
     # -- internals --------------------------------------------------------------------------
 
@@ -95,6 +100,11 @@ class SpoolingStorage:
                                folder=str(self.local.data_dir), max_bytes=self.max_bytes)
             raise StoreError(f"cannot store frame of {frame.camera_id}: the spool is full "
                              f"({self.max_bytes} bytes) and the object store unreachable")
+        # Shielded: a camera cancelled mid-write (a reload's grace ran out) must not leave a
+        # frame on disk that the queue never heard of.
+        return await asyncio.shield(self._write_and_queue(frame))
+
+    async def _write_and_queue(self, frame: Frame) -> StoredFrame:
         stored = await self.local.save(frame)
         self._queued(stored)
         self._wake.set()
@@ -121,27 +131,47 @@ class SpoolingStorage:
                 continue
             head = self._queue[0]
             try:
-                await self._upload(head)
+                data, sidecar = await asyncio.to_thread(self._read, head)
+            except OSError as exc:
+                # Gone or unreadable on the local disk: nothing to upload, and waiting would
+                # hold every later frame behind it for good.
+                self.log.error("spooled frame unreadable; dropped", key=head.key,
+                               error=exc.strerror or str(exc))
+                self.stats.lost += 1
+                self._dequeue()
+                continue
+            try:
+                await self.upstream.save(Frame(head.camera_id, head.captured_at, data, sidecar))
             except StoreError as exc:
                 self._went_down(str(exc))
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX_S)
                 continue
+            except Exception as exc:  # a bug must not stop the uploader for good
+                self.log.exception("spool upload crashed; retrying", key=head.key,
+                                   error=f"{type(exc).__name__}: {exc}")
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX_S)
+                continue
             delay = RETRY_FIRST_S
-            self._queue.popleft()
-            self.stats.frames -= 1
-            self.stats.bytes -= head.size
+            try:
+                await asyncio.to_thread(self._remove, head)
+            except OSError as exc:  # uploaded: a local copy left behind costs only disk
+                self.log.warning("uploaded frame not removed from the spool", key=head.key,
+                                 error=exc.strerror or str(exc))
+            self._dequeue()
             self.stats.uploaded += 1
-            self.stats.oldest_unix = (self._queue[0].captured_at.timestamp()
-                                      if self._queue else None)
-            if not self._queue and self._outage is not None:
-                self.log.info("object store back; spool drained")
-                self._outage, self._full_logged = None, False
 
-    async def _upload(self, stored: StoredFrame) -> None:
-        data, sidecar = await asyncio.to_thread(self._read, stored)
-        await self.upstream.save(Frame(stored.camera_id, stored.captured_at, data, sidecar))
-        await asyncio.to_thread(self._remove, stored)
+    def _dequeue(self) -> None:
+        head = self._queue.popleft()
+        self.stats.frames -= 1
+        self.stats.bytes -= head.size
+        self.stats.oldest_unix = (self._queue[0].captured_at.timestamp()
+                                  if self._queue else None)
+        if not self._queue:
+            if self._outage is not None:
+                self.log.info("object store back; spool drained")
+            self._outage, self._full_logged = None, False
 
     def _read(self, stored: StoredFrame) -> tuple[bytes, dict[str, Any]]:
         jpg = self.local.path_of(stored.key)
