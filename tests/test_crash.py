@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import NamedTuple
 
+import pytest
 from PIL import Image
 
 from lyoncam_daemon.simulator import CriterSimulator, camera_ids, fixture_frame
@@ -25,6 +26,10 @@ from ._procs import STATE_DIR, TMP_MARK, DaemonProcess, log_events
 
 CAMERAS = 50
 KILLS = 20
+#: Kills go on past KILLS until this many left something to repair (a fast, quiet machine
+#: writes so quickly that few random kills land mid-write), at most MAX_KILLS in all.
+MIN_CRASH_ROUNDS = 3
+MAX_KILLS = 80
 SEED = 7
 #: Every camera publishes a new frame each PERIOD s and is polled every INTERVAL s, with no
 #: ETag (the real server's is unconfirmed), so only the recovered SHA-256 tells a restarted
@@ -125,6 +130,7 @@ def check_repairs(before: Snapshot, after: Snapshot, logged: Counter[str]) -> in
     return verified
 
 
+@pytest.mark.timeout(600)
 async def test_sigkill_at_random_moments_leaves_a_clean_tree_without_duplicates(
     tmp_path: Path,
 ) -> None:
@@ -138,12 +144,15 @@ async def test_sigkill_at_random_moments_leaves_a_clean_tree_without_duplicates(
         write_config(config, data, sim)
         new = NewFrames(sim)
         before = snapshot(data, ids)
-        for run in range(KILLS + 1):
+        run, last = 0, False
+        while not last:
+            last = run >= MAX_KILLS or (run >= KILLS and rounds_with_leftovers
+                                        >= MIN_CRASH_ROUNDS)
             daemon = DaemonProcess(config, tmp_path / f"run{run:02d}.log")
             await daemon.start()
             try:
                 await daemon.wait_started()
-                if run < KILLS:
+                if not last:
                     await kill_among_writes(daemon, new, rng)
                 else:
                     await stop_after_a_new_frame_each(daemon, new)
@@ -153,14 +162,17 @@ async def test_sigkill_at_random_moments_leaves_a_clean_tree_without_duplicates(
             verified += check_repairs(before, after, repairs_logged(daemon))
             rounds_with_leftovers += any(after.left.values())
             before = after
+            run += 1
         # A camera shows its cycle of distinct frames once at most: any repeat is the daemon's.
         assert max(sim.tick(cid) for cid in ids) < VARIANTS
         served = {cid: set(sim.stats[cid].served_sha256) for cid in ids}
 
-    assert log_events(tmp_path / f"run{KILLS:02d}.log")[-1]["event"] == "stopped"
-    # Some kills did land mid-write (8-17 of 20 in trials), and their repairs were checked
-    # exactly: else this run proved nothing about crash windows.
-    assert rounds_with_leftovers >= 3 and verified >= 3, (rounds_with_leftovers, verified)
+    assert log_events(tmp_path / f"run{run - 1:02d}.log")[-1]["event"] == "stopped"
+    # Some kills did land mid-write (8-17 of 20 in loaded trials, 1 of 20 on a quiet machine,
+    # hence the extra kills), and their repairs were checked exactly: else this run proved
+    # nothing about crash windows.
+    assert rounds_with_leftovers >= MIN_CRASH_ROUNDS and verified >= MIN_CRASH_ROUNDS, (
+        rounds_with_leftovers, verified, run)
     await asyncio.to_thread(check_tree, data, ids, served)
 
 
