@@ -69,7 +69,8 @@ class Runtime:
     stats: Stats
     #: Fetched frames being judged and stored: bounds the frames held in memory. A frame
     #: waits for room here while its request slot is still held (camera.poll_once).
-    pipeline: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(6))
+    pipeline: asyncio.Semaphore = field(
+        default_factory=lambda: asyncio.Semaphore(pipeline_size(workers=2)))
     enrichers: Sequence[Enricher] = ()
     hooks: Sequence[StoreHook] = ()
     rng: random.Random = field(default_factory=random.Random)
@@ -209,11 +210,11 @@ class CameraTask:
         await self.recover()
         due = time.monotonic() + self.phase
         while await self._wait_until(due):
-            ok = await self._poll_in_turn(due)
+            ok = await self._poll_guarded(due)
             now = time.monotonic()
             due = next_due(due, self.camera.interval, now) if ok else now + self._retry_delay()
 
-    async def _poll_in_turn(self, due: float) -> bool:
+    async def _poll_guarded(self, due: float) -> bool:
         try:
             ok = await self.poll_once(due)
             self._crash = None

@@ -161,8 +161,7 @@ class Daemon:
             rt = Runtime(config=cfg, session=session,
                          slots=Slots(cfg.http.max_concurrent, cfg.http.max_per_host),
                          judge=judge, storage=storage, stats=self.stats,
-                         pipeline=asyncio.Semaphore(
-                             pipeline_size(cfg.dedup.workers)),
+                         pipeline=asyncio.Semaphore(pipeline_size(cfg.dedup.workers)),
                          enrichers=self.enrichers, hooks=self.hooks)
             registry = self.registry = CameraRegistry(rt)
             self._install_signal_handlers()  # before any camera: a SIGTERM then still exits 0
@@ -182,8 +181,8 @@ class Daemon:
                 self._watchdog.cancel()
             await asyncio.gather(reporter, return_exceptions=True)
             self._remove_signal_handlers()
-        snapshot = self._write_health(stopping=True)
-        self.log.info("stopped", cancelled=cancelled, **snapshot)
+        totals = self._write_health(stopping=True)
+        self.log.info("stopped", cancelled=cancelled, **totals)
         return 0
 
     # -- monitoring: status endpoint, retention, free-space guard (status.py, retention.py) --

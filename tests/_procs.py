@@ -18,11 +18,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-#: Where the daemon keeps its state under data_dir: the one line to change if it moves.
-STATE_DIR = ".lyoncam"
-
-#: Marks the hidden temp files of atomic writes (`.<name>.tmp-<random>`).
-TMP_MARK = ".tmp-"
+# Re-exported for the proof tests: the daemon's own names for its state folder and temp files.
+from lyoncam_daemon.atomic import TMP_MARK as TMP_MARK
+from lyoncam_daemon.state import STATE_DIR as STATE_DIR
 
 #: Generous limits for a loaded 2-core machine: they only turn a hang into a failure.
 WAIT_LIMIT_S = 60
