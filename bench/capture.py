@@ -144,8 +144,8 @@ class Processes:
         self.procs: list[subprocess.Popen[bytes]] = []
         self.files: list[IO[bytes]] = []
 
-    def start(self, args: Sequence[str], log: Path, stdout: Path | None = None
-              ) -> subprocess.Popen[bytes]:
+    def start(self, args: Sequence[str], log: Path, stdout: Path | None = None,
+              env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         err = log.open("wb")
         self.files.append(err)
         out: IO[bytes] | int = subprocess.DEVNULL
@@ -154,7 +154,8 @@ class Processes:
             self.files.append(out)
         # A session of its own: a Ctrl-C reaches only us, and we stop the children in order.
         proc = subprocess.Popen(list(args), cwd=REPO, stdin=subprocess.DEVNULL, stdout=out,
-                                stderr=err, start_new_session=True)
+                                stderr=err, start_new_session=True,
+                                env={**os.environ, **env} if env else None)
         self.procs.append(proc)
         return proc
 

@@ -17,11 +17,12 @@ from pathlib import Path
 TMP_MARK = ".tmp-"
 
 
-def temp_name(path: Path) -> Path:
-    return path.with_name(f".{path.name}{TMP_MARK}{secrets.token_hex(4)}")
+def temp_name(path: str | Path) -> str:
+    head, name = os.path.split(path)
+    return os.path.join(head, f".{name}{TMP_MARK}{secrets.token_hex(4)}")
 
 
-def write_temp(path: Path, data: bytes, *, durable: bool = True) -> Path:
+def write_temp(path: str | Path, data: bytes, *, durable: bool = True) -> str:
     """Write `data` to a new hidden temp file beside `path`; rename it with `os.replace`.
 
     On any error the temp file is removed and the error re-raised.
@@ -39,7 +40,7 @@ def write_temp(path: Path, data: bytes, *, durable: bool = True) -> Path:
             os.close(fd)
     except BaseException:
         with contextlib.suppress(OSError):
-            tmp.unlink()
+            os.unlink(tmp)
         raise
     return tmp
 
@@ -55,13 +56,13 @@ def write_atomic(path: Path, data: bytes, *, durable: bool = True) -> None:
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
-            tmp.unlink()
+            os.unlink(tmp)
         raise
     if durable:
         fsync_dir(path.parent)
 
 
-def fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: str | Path) -> None:
     """Make renames in `folder` durable; a no-op where folders cannot be opened."""
     try:
         fd = os.open(folder, os.O_RDONLY)

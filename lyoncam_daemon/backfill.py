@@ -27,6 +27,7 @@ from lyoncam_daemon.config import WeatherSettings
 from lyoncam_daemon.enrichers.daylight import daylight_fields
 from lyoncam_daemon.enrichers.weather import Cell, RateLimit, cell_of, parse_conditions
 from lyoncam_daemon.index import connect, frame_keys, index_path, row_of, upsert
+from lyoncam_daemon.storage import encode_sidecar
 
 #: Days per archive request: Open-Meteo answers a month of hourly values in one small JSON.
 BATCH_DAYS = 31
@@ -101,8 +102,7 @@ class Backfill:
         self._index = connect(index_path(data_dir)) if index_path(data_dir).exists() else None
 
     def _write(self, item: Pending) -> None:
-        write_atomic(_sidecar(self.data_dir, item.key),
-                     json.dumps(item.meta, indent=1, sort_keys=True, ensure_ascii=False).encode())
+        write_atomic(_sidecar(self.data_dir, item.key), encode_sidecar(item.meta))
         if self._index is not None:
             upsert(self._index, [row_of(item.key, item.meta, time.time())])
 

@@ -306,6 +306,9 @@ class StatusSettings(_Model):
     host: str = "127.0.0.1"
     #: 0 picks a free port (logged at start); `run --status-port 0` turns the endpoint off.
     port: int = Field(9120, ge=0, le=65535)
+    #: Series per camera in `/metrics` beside the daemon-wide ones. Turn off for thousands of
+    #: cameras: 20,000 cameras make about a million series, more than a scrape should carry.
+    camera_metrics: bool = True
 
 
 class RetentionSettings(_Model):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import signal
 import sys
@@ -38,7 +39,7 @@ from lyoncam_daemon.reload import ReloadPlan, plan_reload
 from lyoncam_daemon.retention import FreeSpaceGuard, RetentionPass
 from lyoncam_daemon.schedule import phase
 from lyoncam_daemon.state import StateDir, StateError
-from lyoncam_daemon.stats import SpoolStats, Stats
+from lyoncam_daemon.stats import Snapshot, SpoolStats, Stats
 from lyoncam_daemon.status import Sources, StatusServer
 from lyoncam_daemon.storage import Storage, StoreHook, iso_utc
 from lyoncam_daemon.storage.filesystem import FilesystemStorage
@@ -114,6 +115,7 @@ class Daemon:
         self._reload_lock = asyncio.Lock()
         self._reloads: set[asyncio.Task[ReloadPlan | None]] = set()
         self._watchdog: asyncio.Task[None] | None = None
+        self._health_write: asyncio.Future[dict[str, Any]] | None = None
         self._init_monitoring()
 
     def request_stop(self) -> None:
@@ -168,6 +170,8 @@ class Daemon:
             cameras = cfg.enabled_cameras
             for i, cam in enumerate(cameras):
                 registry.add(cam, phase(i, len(cameras), cam.interval))
+            if self.owns_process:
+                settle_gc()
             self.log.info("started", version=__version__, cameras=len(registry),
                           data_dir=str(cfg.data_dir), pid=os.getpid(), status=self.status_url)
             reporter = asyncio.create_task(self._report_loop(), name="reporter")
@@ -181,7 +185,7 @@ class Daemon:
                 self._watchdog.cancel()
             await asyncio.gather(reporter, return_exceptions=True)
             self._remove_signal_handlers()
-        totals = self._write_health(stopping=True)
+        totals = await self._write_health(stopping=True)
         self.log.info("stopped", cancelled=cancelled, **totals)
         return 0
 
@@ -398,10 +402,10 @@ class Daemon:
         cams = self.config.enabled_cameras
         first_round = max((c.interval for c in cams), default=0.0) + max(
             (c.timeout for c in cams), default=0.0)
-        self._write_health()
+        await self._write_health()
         await asyncio.sleep(min(every, first_round))
         while True:
-            totals = self._write_health()
+            totals = await self._write_health()
             self.log.info("summary", **totals)
             skipped = self.stats.take_skips()
             if skipped:
@@ -412,7 +416,9 @@ class Daemon:
                                  hint="check the network, a proxy, or the cameras' urls")
             await asyncio.sleep(self.config.log.summary_interval)  # a reload may change it
 
-    def health(self, stopping: bool = False) -> dict[str, Any]:
+    def health(self, stopping: bool = False, snapshot: Snapshot | None = None
+               ) -> dict[str, Any]:
+        snap = snapshot if snapshot is not None else self.stats.snapshot()
         return {
             "pid": os.getpid(),
             "version": __version__,
@@ -422,18 +428,52 @@ class Daemon:
             #: How often the heartbeat is rewritten: what `lyoncam health` judges its age by.
             "heartbeat_every_s": self.config.log.summary_interval,
             "stopping": stopping,
-            **self.stats.snapshot().as_dict(),
+            **snap.as_dict(),
         }
 
-    def _write_health(self, stopping: bool = False) -> dict[str, Any]:
-        """Rewrite health.json (a failure is only logged); return the totals written."""
-        record = self.health(stopping)
+    async def _write_health(self, stopping: bool = False) -> dict[str, Any]:
+        """Rewrite health.json; return the totals written.
+
+        The snapshot is taken on the loop (consistent, and cheap); turning it into JSON and
+        writing it happens in a thread: for 20,000 cameras that is several megabytes and
+        would hold every camera's poll back. One write at a time, so the final `stopping`
+        record is never overtaken by an earlier one.
+        """
+        snap = self.stats.snapshot()
+        if self._health_write is not None:
+            await asyncio.wait([self._health_write])
+        loop = asyncio.get_running_loop()
+        write = loop.run_in_executor(None, self._write_record, snap, stopping)
+        self._health_write = write
+        return await asyncio.shield(write)
+
+    def _write_record(self, snap: Snapshot, stopping: bool) -> dict[str, Any]:
+        record = self.health(stopping, snap)
         try:
             self.state.write_health(record)
         except OSError as exc:
             self.log.warning("health record not written", error=exc.strerror or str(exc))
         totals: dict[str, Any] = record["totals"]
         return totals
+
+
+#: Allocations between two young-generation collections (Python's default is 700). A poll
+#: allocates a few hundred objects, so the default ran a collection several times a poll.
+GC_YOUNG_THRESHOLD = 50_000
+
+
+def settle_gc() -> None:
+    """Keep the cyclic garbage collector off the daemon's long-lived objects.
+
+    Measured at 2,000 cameras: the collector took 16 % of the event loop's time, walking
+    every camera's config, task and counters again and again. Everything alive once the
+    cameras are set up is moved out of its reach (`gc.freeze`), and young collections run
+    less often; reference counting still frees almost everything at once. Only for the
+    process `run` starts: the test suite runs daemons in its own process.
+    """
+    gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
 
 
 def run_daemon(config: Config, reload_config: Callable[[], Config] | None = None) -> int:

@@ -13,8 +13,8 @@ The chain (see `precheck` and `conclude`):
 9. ``near_duplicate``  fingerprint within the camera's threshold of the last *stored* one
 10. ``stored``         everything else (flagged ``truncated`` under policy ``keep``)
 
-Steps 1-6 read bytes only and run on the event loop (a few hundred microseconds);
-7-10 need a reduced-scale decode, which runs in the worker pool.
+Steps 1-6 read bytes only (a few hundred microseconds); 7-10 need a reduced-scale
+decode. `Judge.judge` runs them all in one trip to the worker pool.
 """
 
 from __future__ import annotations
@@ -318,15 +318,11 @@ class Judge:
         return Looks(fp, card, round(float(pixels.mean()), 2), round(float(pixels.std()), 2))
 
     async def judge(self, camera: CameraConfig, data: bytes, last: LastFrame | None) -> Verdict:
+        """The whole chain in one trip to the worker pool: the byte checks too (SHA-256 of
+        half a megabyte, the header walk), which would otherwise hold the event loop."""
         state = await self._camera(camera)
-        checked = precheck(data, last, state.rules)
-        if isinstance(checked, Verdict):
-            return checked
         loop = asyncio.get_running_loop()
-        try:
-            looks: Looks | CorruptFrame = await loop.run_in_executor(
-                self.executor, self.look, data, state.mask
-            )
-        except CorruptFrame as exc:
-            looks = exc
-        return conclude(checked, looks, last, state.rules)
+        return await loop.run_in_executor(self.executor, self._decide, data, last, state)
+
+    def _decide(self, data: bytes, last: LastFrame | None, state: _CameraState) -> Verdict:
+        return decide(data, last, state.rules, lambda body: self.look(body, state.mask))

@@ -184,14 +184,28 @@ class Slots:
         gate = self._hosts.get(host)
         if gate is None:
             gate = self._hosts[host] = _Gate(self._per_host)
-        async with contextlib.AsyncExitStack() as stack:
+        if within is None or (gate.free(suspect) and self._total.free(suspect)):
+            # A turn is free: no timer to arm (the common case, once per poll).
+            await self._take(gate, suspect)
+        else:
             try:
                 async with asyncio.timeout(within):
-                    await stack.enter_async_context(gate.turn(suspect))
-                    await stack.enter_async_context(self._total.turn(suspect))
+                    await self._take(gate, suspect)
             except TimeoutError:
                 raise NoTurn(f"no request slot within {within:g} s") from None
+        try:
             yield
+        finally:
+            self._total.release(suspect)
+            gate.release(suspect)
+
+    async def _take(self, gate: _Gate, suspect: bool) -> None:
+        await gate.acquire(suspect)
+        try:
+            await self._total.acquire(suspect)
+        except BaseException:
+            gate.release(suspect)
+            raise
 
 
 class NoTurn(Exception):
@@ -208,10 +222,21 @@ class _Gate:
         self._all = asyncio.Semaphore(slots)
         self._suspects = asyncio.Semaphore(suspect_share(slots))
 
-    @contextlib.asynccontextmanager
-    async def turn(self, suspect: bool) -> AsyncIterator[None]:
-        async with contextlib.AsyncExitStack() as stack:
+    def free(self, suspect: bool) -> bool:
+        """A turn can be taken without waiting."""
+        return not self._all.locked() and not (suspect and self._suspects.locked())
+
+    async def acquire(self, suspect: bool) -> None:
+        if suspect:
+            await self._suspects.acquire()
+        try:
+            await self._all.acquire()
+        except BaseException:
             if suspect:
-                await stack.enter_async_context(self._suspects)
-            await stack.enter_async_context(self._all)
-            yield
+                self._suspects.release()
+            raise
+
+    def release(self, suspect: bool) -> None:
+        self._all.release()
+        if suspect:
+            self._suspects.release()

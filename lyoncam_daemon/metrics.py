@@ -59,14 +59,20 @@ def histogram_buckets(timing: Timing) -> list[tuple[str, float]]:
 
 
 class LyoncamCollector(Collector):
-    def __init__(self, snapshot: Callable[[], Snapshot], disk: Callable[[], DiskFigures]) -> None:
+    def __init__(self, snapshot: Callable[[], Snapshot], disk: Callable[[], DiskFigures],
+                 per_camera: bool = True) -> None:
         self._snapshot = snapshot
         self._disk = disk
+        self._per_camera = per_camera
 
     def collect(self) -> Iterable[Metric]:
         snap = self._snapshot()
-        yield from _camera_metrics(snap)
+        yield from _daemon_metrics(snap)
+        if self._per_camera:
+            yield from _camera_metrics(snap)
         yield from _disk_metrics(self._disk(), snap)
+        if snap.spool is not None:
+            yield from _spool_metrics(snap)
         info = GaugeMetricFamily("lyoncam_build_info", "lyoncam version running",
                                  labels=["version"])
         info.add_metric([__version__], 1.0)
@@ -123,6 +129,55 @@ def _camera_metrics(snap: Snapshot) -> Iterable[Metric]:
             fetch_s, late_s]
 
 
+def _daemon_metrics(snap: Snapshot) -> Iterable[Metric]:
+    """Every camera together: what a daemon of 20,000 cameras is watched by, where 20,000
+    series per family would be more than a Prometheus server wants (`status.camera_metrics`)."""
+    totals = snap.totals()
+    yield GaugeMetricFamily("lyoncam_cameras", "Cameras polled by this daemon",
+                            value=totals["cameras"])
+    yield CounterMetricFamily("lyoncam_daemon_polls", "Polls started, every camera",
+                              value=totals["polls"])
+    yield CounterMetricFamily("lyoncam_daemon_polls_skipped",
+                              "Polls not made: no room before the camera's next tick "
+                              "(overload)", value=totals["skipped"])
+    frames = CounterMetricFamily("lyoncam_daemon_frames",
+                                 "Frames fetched by every camera, by what became of them",
+                                 labels=["outcome"])
+    for outcome in Outcome:
+        frames.add_metric([outcome.value], totals["outcomes"].get(outcome.value, 0))
+    yield frames
+    fetch_s = HistogramMetricFamily("lyoncam_daemon_fetch_seconds",
+                                    "Request time of every camera, slot granted to last byte")
+    fetch_s.add_metric([], histogram_buckets(snap.fetch_s), snap.fetch_s.total)
+    yield fetch_s
+    late_s = HistogramMetricFamily("lyoncam_daemon_lateness_seconds",
+                                   "How late every camera's polls started against schedule")
+    late_s.add_metric([], histogram_buckets(snap.lateness_s), snap.lateness_s.total)
+    yield late_s
+
+
+def _spool_metrics(snap: Snapshot) -> Iterable[Metric]:
+    """The local spool in front of an object store (storage/spool.py)."""
+    assert snap.spool is not None
+    spool = snap.spool.as_dict(snap.taken_unix)
+    yield GaugeMetricFamily("lyoncam_spool_frames", "Frames waiting on local disk for upload",
+                            value=spool["frames"])
+    yield GaugeMetricFamily("lyoncam_spool_bytes", "Bytes waiting on local disk for upload",
+                            value=spool["bytes"])
+    yield GaugeMetricFamily("lyoncam_spool_lag_seconds",
+                            "Age of the oldest frame waiting for upload (0 when empty)",
+                            value=spool["lag_s"])
+    yield CounterMetricFamily("lyoncam_spool_uploaded_frames",
+                              "Spooled frames uploaded once the store answered again",
+                              value=spool["uploaded"])
+    yield CounterMetricFamily("lyoncam_spool_refused_frames",
+                              "Frames refused because the spool was full",
+                              value=spool["refused"])
+    yield CounterMetricFamily("lyoncam_spool_lost_frames",
+                              "Spooled frames that could not be read back from local disk",
+                              value=spool["lost"])
+
+
 def _disk_metrics(disk: DiskFigures, snap: Snapshot) -> Iterable[Metric]:
     if disk.free_bytes is not None:
         yield GaugeMetricFamily("lyoncam_disk_free_bytes", "Free bytes on the data disk",
@@ -142,17 +197,17 @@ def _disk_metrics(disk: DiskFigures, snap: Snapshot) -> Iterable[Metric]:
                               value=disk.retention_deleted_frames)
 
 
-def build_registry(snapshot: Callable[[], Snapshot], disk: Callable[[], DiskFigures]
-                   ) -> CollectorRegistry:
+def build_registry(snapshot: Callable[[], Snapshot], disk: Callable[[], DiskFigures],
+                   per_camera: bool = True) -> CollectorRegistry:
     """A registry of our own (not the global one, so tests and reloads never collide), with
     the process figures (memory, CPU, open files) beside lyoncam's."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(LyoncamCollector(snapshot, disk))
+    registry.register(LyoncamCollector(snapshot, disk, per_camera))
     ProcessCollector(registry=registry)
     return registry
 
 
-def render(snapshot: Snapshot, disk: DiskFigures) -> bytes:
+def render(snapshot: Snapshot, disk: DiskFigures, per_camera: bool = True) -> bytes:
     """The `/metrics` body for one snapshot. Pure CPU (a few ms for a dozen cameras, and
     /proc reads): the endpoint calls it in a thread, with the snapshot taken on the loop."""
-    return generate_latest(build_registry(lambda: snapshot, lambda: disk))
+    return generate_latest(build_registry(lambda: snapshot, lambda: disk, per_camera))

@@ -8,7 +8,6 @@ a bug escapes it, so a bug costs minutes of one camera, never its months.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Iterator
 
 import structlog
@@ -87,8 +86,7 @@ class CameraRegistry:
             except Exception:
                 self.log.exception("camera task crashed; restarting", camera=cam.camera.id)
                 cam.stats.errors[ErrorKind.INTERNAL.value] += 1
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(cam.stop.wait(), timeout=cam.camera.interval)
+                await cam.stop.wait(cam.camera.interval)
 
 
 async def _stop(entries: list[tuple[CameraTask, asyncio.Task[None]]], grace: float) -> int:

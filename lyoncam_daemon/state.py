@@ -82,7 +82,9 @@ class StateDir:
 
         Raises OSError: the caller decides how loudly to say so.
         """
-        write_atomic(self.health_path, json.dumps(record, indent=1).encode(), durable=False)
+        # No indent: that would leave the json module's C encoder for its Python one, and
+        # the record of 20,000 cameras is several megabytes.
+        write_atomic(self.health_path, json.dumps(record).encode(), durable=False)
 
 
 def _read_pid(path: Path) -> str:

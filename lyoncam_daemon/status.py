@@ -238,7 +238,8 @@ class StatusServer:
         if self._rendering is None:
             disk, snap = self._disk_and_snapshot()
             loop = asyncio.get_running_loop()
-            rendering = loop.run_in_executor(self._pool, metrics.render, snap, disk)
+            per_camera = self.sources.config().status.camera_metrics
+            rendering = loop.run_in_executor(self._pool, metrics.render, snap, disk, per_camera)
             self._rendering = rendering
             rendering.add_done_callback(lambda _: setattr(self, "_rendering", None))
         body = await asyncio.shield(self._rendering)

@@ -112,17 +112,28 @@ def stored(data: bytes) -> LastFrame:
     return LastFrame(sha256_hex(data), fingerprint(data, ALGO, SIZE))
 
 
-class NoExecutor(concurrent.futures.Executor):
-    """Fails the test if anything is sent for decoding."""
+class NoDecode(concurrent.futures.Executor):
+    """Runs the judge's work inline; `judged` makes any decode fail the test."""
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
-        raise AssertionError("decoded although the byte checks should have decided")
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as exc:
+            future.set_exception(exc)
+        return future
+
+
+def _no_decode(data: bytes, mask: object) -> Any:
+    raise AssertionError("decoded although the byte checks should have decided")
 
 
 async def judged(data: bytes, last: LastFrame | None, pool: concurrent.futures.Executor,
                  cam: CameraConfig | None = None, **judge_kw: Any) -> Verdict:
     judge = Judge(judge_kw.pop("settings", SETTINGS), judge_kw.pop("placeholders", ()), pool,
                   **judge_kw)
+    if isinstance(pool, NoDecode):
+        setattr(judge, "look", _no_decode)  # noqa: B010 - a method replaced on one instance
     return await judge.judge(cam or camera(), data, last)
 
 
@@ -242,14 +253,14 @@ async def test_bad_mask_path_is_a_construction_error(tmp_path: Path,
 @pytest.mark.parametrize("body", [b"", b"<!DOCTYPE html><html><body>503</body></html>",
                                   b"\x89PNG\r\n\x1a\n" + bytes(100)])
 async def test_not_an_image(body: bytes, src: bytes) -> None:
-    verdict = await judged(body, stored(src), NoExecutor())
+    verdict = await judged(body, stored(src), NoDecode())
     assert verdict.outcome is Outcome.NOT_IMAGE
     assert verdict.sha256 == sha256_hex(body)
 
 
 async def test_random_bytes_after_soi_are_corrupt(src: bytes) -> None:
     body = b"\xff\xd8\xff" + np.random.default_rng(3).bytes(200_000)
-    verdict = await judged(body, stored(src), NoExecutor())
+    verdict = await judged(body, stored(src), NoDecode())
     assert verdict.outcome is Outcome.CORRUPT
 
 
@@ -264,7 +275,7 @@ async def test_undecodable_scan_is_corrupt(src: bytes, pool: concurrent.futures.
 
 async def test_truncated_drop_and_keep(src: bytes, pool: concurrent.futures.Executor) -> None:
     cut = src[:141_620]
-    dropped = await judged(cut, None, NoExecutor())
+    dropped = await judged(cut, None, NoDecode())
     assert (dropped.outcome, dropped.truncated, dropped.fingerprint) == (
         Outcome.TRUNCATED, True, None)
     kept = await judged(cut, None, pool, camera(truncated="keep"))
@@ -274,15 +285,15 @@ async def test_truncated_drop_and_keep(src: bytes, pool: concurrent.futures.Exec
 
 async def test_too_large_is_refused_without_decoding(src: bytes) -> None:
     bomb = with_size(src, 60000, 60000)
-    verdict = await judged(bomb, stored(src), NoExecutor())
+    verdict = await judged(bomb, stored(src), NoDecode())
     assert (verdict.outcome, verdict.width, verdict.height) == (Outcome.TOO_LARGE, 60000, 60000)
 
 
 async def test_placeholder_by_sha(src: bytes) -> None:
-    verdict = await judged(src, None, NoExecutor(), placeholders=[sha256_hex(src)])
+    verdict = await judged(src, None, NoDecode(), placeholders=[sha256_hex(src)])
     assert verdict.outcome is Outcome.PLACEHOLDER
     # The built-in one is always there, whatever the configuration lists.
-    judge = Judge(SETTINGS, (), NoExecutor())
+    judge = Judge(SETTINGS, (), NoDecode())
     assert "8be14bdafb0b8b688651206d02fad0656c0be2095c0e18c36945f74a8f598bdd" in (
         judge.placeholder_sha256
     )
@@ -313,7 +324,7 @@ async def test_bad_placeholder_path_is_a_construction_error(
 
 
 async def test_same_bytes_are_unchanged(src: bytes) -> None:
-    verdict = await judged(src, stored(src), NoExecutor())
+    verdict = await judged(src, stored(src), NoDecode())
     assert verdict.outcome is Outcome.UNCHANGED
 
 

@@ -162,7 +162,7 @@ async def test_metrics_are_rendered_off_the_loop_and_concurrent_scrapes_share_on
     threads: list[str] = []
     release = threading.Event()
 
-    def render(snapshot: object, disk: DiskFigures) -> bytes:
+    def render(snapshot: object, disk: DiskFigures, per_camera: bool = True) -> bytes:
         threads.append(threading.current_thread().name)
         release.wait(10)  # hold the render until every scrape has arrived
         return b"lyoncam_test 1\n"

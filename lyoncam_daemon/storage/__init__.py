@@ -9,6 +9,7 @@ Label Studio) hangs on post-store hooks, never inside a store.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -22,11 +23,21 @@ __all__ = [
     "StoreError",
     "StoreHook",
     "StoredFrame",
+    "encode_sidecar",
     "frame_key",
     "iso_utc",
     "parse_frame_stem",
     "utc_stamp",
 ]
+
+
+def encode_sidecar(sidecar: Mapping[str, Any]) -> bytes:
+    """A sidecar as stored, by every store and tool: UTF-8 JSON on one line, keys sorted.
+
+    One line because an `indent` makes the json module fall back from its C encoder to
+    Python, a cost paid for every stored frame; `jq` shows it indented for a reader.
+    """
+    return json.dumps(sidecar, sort_keys=True, ensure_ascii=False).encode()
 
 
 class StoreError(Exception):

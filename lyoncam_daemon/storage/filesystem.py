@@ -21,8 +21,8 @@ from datetime import datetime
 from pathlib import Path
 
 from lyoncam_daemon.atomic import TMP_MARK, fsync_dir, write_temp
-from lyoncam_daemon.storage import Frame, StoredFrame, StoreError
-from lyoncam_daemon.storage.layout import day_prefix, frame_key, parse_frame_stem
+from lyoncam_daemon.storage import Frame, StoredFrame, StoreError, encode_sidecar
+from lyoncam_daemon.storage.layout import day_prefix, frame_stem, parse_frame_stem
 
 _DIGITS = re.compile(r"^\d+$")
 
@@ -64,37 +64,43 @@ class FilesystemStorage:
         trusts a frame whose sidecar exists. Raises StoreError (with the folder and the OS
         reason) on any OS failure, after removing whatever it had written.
         """
-        folder = self.data_dir / day_prefix(frame.camera_id, frame.captured_at)
-        temps: list[Path] = []
+        # Plain strings and os calls, not pathlib: this runs for every frame, in a thread
+        # that holds the GIL for all of it but the writes and fsyncs.
+        prefix = day_prefix(frame.camera_id, frame.captured_at)
+        folder = os.path.join(self.data_dir, prefix)
+        temps: list[str] = []
         try:
-            folder.mkdir(parents=True, exist_ok=True)
-            key = self._free_key(frame.camera_id, frame.captured_at)
-            final = self.path_of(key)
-            sidecar = {**frame.sidecar, "file": final.name}
-            meta = json.dumps(sidecar, indent=1, sort_keys=True, ensure_ascii=False).encode()
-            temps.append(write_temp(final, frame.data))
-            temps.append(write_temp(final.with_suffix(".json"), meta))
-            os.replace(temps[0], final)
+            os.makedirs(folder, exist_ok=True)
+            stem = self._free_stem(folder, frame.camera_id, frame.captured_at)
+            final = os.path.join(folder, stem)
+            sidecar = {**frame.sidecar, "file": stem + ".jpg"}
+            temps.append(write_temp(final + ".jpg", frame.data))
+            temps.append(write_temp(final + ".json", encode_sidecar(sidecar)))
+            os.replace(temps[0], final + ".jpg")
             try:
-                os.replace(temps[1], final.with_suffix(".json"))
+                os.replace(temps[1], final + ".json")
             except OSError:
-                final.unlink(missing_ok=True)
+                with contextlib.suppress(OSError):
+                    os.unlink(final + ".jpg")
                 raise
             fsync_dir(folder)
         except OSError as exc:
             for tmp in temps:
-                tmp.unlink(missing_ok=True)
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
             reason = exc.strerror or errno.errorcode.get(exc.errno or 0, str(exc))
             raise StoreError(
                 f"cannot write frame of {frame.camera_id} under {folder}: {reason}") from None
+        key = f"{prefix}/{stem}.jpg"
         return StoredFrame(frame.camera_id, key, frame.captured_at, len(frame.data), sidecar)
 
-    def _free_key(self, camera_id: str, moment: datetime) -> str:
+    @staticmethod
+    def _free_stem(folder: str, camera_id: str, moment: datetime) -> str:
         for n in itertools.count():
-            key = frame_key(camera_id, moment, n)
-            path = self.path_of(key)
-            if not path.exists() and not path.with_suffix(".json").exists():
-                return key
+            stem = frame_stem(camera_id, moment, n)
+            path = os.path.join(folder, stem)
+            if not os.path.exists(path + ".jpg") and not os.path.exists(path + ".json"):
+                return stem
         raise AssertionError("unreachable")  # pragma: no cover
 
     def find_latest(self, camera_id: str) -> StoredFrame | None:

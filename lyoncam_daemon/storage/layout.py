@@ -19,9 +19,15 @@ _FRAME_STEM = re.compile(
 )
 
 
+# Formatted by hand, not with strftime: glibc's strftime looks at the time zone (a stat of
+# /etc/localtime) on every call, and these run for every stored frame.
+
+
 def utc_stamp(moment: datetime) -> str:
     """`20261126T001500Z`: sorts by time, safe in any file system and object store."""
-    return moment.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+    m = moment.astimezone(UTC)
+    return (f"{m.year:04d}{m.month:02d}{m.day:02d}"
+            f"T{m.hour:02d}{m.minute:02d}{m.second:02d}Z")
 
 
 def iso_utc(moment: datetime) -> str:
@@ -31,7 +37,7 @@ def iso_utc(moment: datetime) -> str:
 
 def day_prefix(camera_id: str, moment: datetime) -> str:
     m = moment.astimezone(UTC)
-    return f"{camera_id}/{m:%Y}/{m:%m}/{m:%d}"
+    return f"{camera_id}/{m.year:04d}/{m.month:02d}/{m.day:02d}"
 
 
 def frame_stem(camera_id: str, moment: datetime, n: int = 0) -> str:

@@ -28,7 +28,7 @@ from obstore.exceptions import AlreadyExistsError, BaseError, NotFoundError
 from obstore.store import S3Store
 
 from lyoncam_daemon.config import StorageSettings
-from lyoncam_daemon.storage import Frame, StoredFrame, StoreError
+from lyoncam_daemon.storage import Frame, StoredFrame, StoreError, encode_sidecar
 from lyoncam_daemon.storage.layout import frame_key, parse_frame_stem
 
 if TYPE_CHECKING:
@@ -115,8 +115,8 @@ class S3Storage:
                 if jpg == "taken":
                     continue
                 sidecar = {**frame.sidecar, "file": Path(key).name}
-                meta = json.dumps(sidecar, indent=1, sort_keys=True, ensure_ascii=False)
-                side = await self._create(key.removesuffix(".jpg") + ".json", meta.encode())
+                side = await self._create(key.removesuffix(".jpg") + ".json",
+                                          encode_sidecar(sidecar))
                 if side != "taken":
                     break
                 if jpg == "new":  # cannot happen unless someone writes sidecars by hand
