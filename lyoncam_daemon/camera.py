@@ -118,8 +118,14 @@ class Runtime:
 
 def pipeline_size(workers: int) -> int:
     """Frames judged or stored at once: enough to keep every decode thread busy while
-    others are written, few enough that memory stays flat under overload."""
-    return 2 * workers + 2
+    others are written, few enough that memory stays flat under overload.
+
+    A frame spends its decode (~4 ms) in the pool and then tens of milliseconds writing
+    (fsyncs, the index thread) on a busy machine: at 2 * workers + 2 = 6, `bench/capacity.py`
+    capped at ~100 frames a second with a core idle. 32 frames of a few hundred KB (the
+    64 request slots already hold as many bodies) keep 333 a second moving.
+    """
+    return max(32, 8 * workers)
 
 
 @dataclass

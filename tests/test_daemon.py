@@ -619,7 +619,7 @@ async def test_overload_skips_polls_instead_of_piling_frames_up(
 
     monkeypatch.setattr(Judge, "judge", slow_judge)
     monkeypatch.setattr(camera_module, "fetch_frame", timed_fetch)
-    ids = camera_ids(12)
+    ids = camera_ids(pipeline_size(1) + 8)  # more frames at once than the pipeline holds
     interval = 0.2
     async with CriterSimulator(ids, period=0.1, etag=False) as sim:
         config = make_config(tmp_path, {i: sim.url(i) for i in ids}, interval=interval,
