@@ -1,10 +1,13 @@
-"""The per-camera pieces that need no network: health transitions and the sidecar."""
+"""The per-camera pieces that need no network: health transitions, the sidecar, the stop."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 
-from lyoncam_daemon.camera import Health, build_sidecar
+import pytest
+
+from lyoncam_daemon.camera import Health, StopSignal, build_sidecar
 from lyoncam_daemon.config import parse_config
 from lyoncam_daemon.dedup import Outcome, Verdict
 from lyoncam_daemon.fetch import Fetched
@@ -52,3 +55,24 @@ def test_sidecar_holds_what_the_dataset_tools_need() -> None:
     assert side["fingerprint"] == fp.to_json() and side["distance"] == 40
     assert side["truncated"] is False and side["fetch_ms"] == 123.4
     assert (side["lat"], side["lon"]) == (45.77, 4.81)
+
+
+async def test_a_stop_signal_times_out_unset_and_wakes_its_waiter_when_set() -> None:
+    stop = StopSignal()
+    assert await stop.wait(0.01) is False and not stop.is_set()
+    waiter = asyncio.create_task(stop.wait(3600))
+    await asyncio.sleep(0)  # the waiter is now waiting on its hour
+    assert not waiter.done()
+    stop.set()
+    # woken by set(), not by its deadline: the bound only keeps a broken signal from hanging
+    assert await asyncio.wait_for(waiter, timeout=10) is True
+    assert stop.is_set()
+
+
+def test_waiting_on_a_set_stop_signal_returns_without_suspending() -> None:
+    stop = StopSignal()
+    stop.set()
+    # Driven by hand, outside any event loop: a coroutine that suspended would need one.
+    with pytest.raises(StopIteration) as done:
+        stop.wait(3600).send(None)
+    assert done.value.value is True

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import hashlib
 import itertools
 import json
@@ -11,12 +12,14 @@ import os
 import signal
 import socket
 import sys
+import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 import structlog
 
-from lyoncam_daemon.daemon import Daemon
+from lyoncam_daemon.daemon import GC_YOUNG_THRESHOLD, Daemon, settle_gc
 from lyoncam_daemon.simulator import CriterSimulator, camera_ids, placeholder_sha256
 from lyoncam_daemon.storage import Frame, StoredFrame, StoreError
 from lyoncam_daemon.storage.filesystem import FilesystemStorage
@@ -633,3 +636,46 @@ async def test_overload_skips_polls_instead_of_piling_frames_up(
     for times in starts.values():  # a late camera skips ticks, it never catches up in a burst
         gaps = [b - a for a, b in itertools.pairwise(times)]
         assert min(gaps, default=interval) >= interval * 0.9, gaps
+
+
+async def test_the_stopping_health_record_is_written_last_even_past_a_slow_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    daemon = Daemon(make_config(tmp_path, {"CAM": "http://127.0.0.1:9/a.jpg"}))
+    write = daemon.state.write_health
+    held, release = threading.Event(), threading.Event()
+    begun: list[bool] = []
+    ended: list[bool] = []
+
+    def slow_first(record: dict[str, Any]) -> None:
+        begun.append(record["stopping"])
+        if len(begun) == 1:
+            held.set()
+            release.wait(10)
+        write(record)
+        ended.append(record["stopping"])
+
+    monkeypatch.setattr(daemon.state, "write_health", slow_first)
+    task = asyncio.create_task(daemon.run())
+    await until(held.is_set, "the first health write")
+    daemon.request_stop()
+    # Time for a stopping write that did not wait its turn to start (and finish) first.
+    with contextlib.suppress(AssertionError):
+        await until(lambda: len(begun) > 1, "a write overtaking the held one", limit=1.0)
+    release.set()
+    assert await asyncio.wait_for(task, timeout=15) == 0
+    await until(lambda: len(ended) == len(begun), "every health write to end")
+    assert begun == ended == [False, True]
+    assert json.loads(daemon.state.health_path.read_text())["stopping"] is True
+    assert gc.get_freeze_count() == 0  # a daemon inside another process leaves gc alone
+
+
+def test_settle_gc_freezes_what_lives_and_collects_young_objects_less_often() -> None:
+    thresholds = gc.get_threshold()
+    try:
+        settle_gc()
+        assert gc.get_threshold() == (GC_YOUNG_THRESHOLD, *thresholds[1:])
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*thresholds)

@@ -6,11 +6,13 @@ import hashlib
 import io
 import struct
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
+from lyoncam_daemon import frames
 from lyoncam_daemon.frames import (
     ALGORITHMS,
     KNOWN_PLACEHOLDER_SHA256,
@@ -111,6 +113,39 @@ def test_decode_is_dct_scaled_grey(src: bytes) -> None:
     assert full == (1920, 1080)
     assert pixels.shape == (135, 240)  # 1/8 scale: never a full-size decode
     assert 40 < float(pixels.mean()) < 130
+
+
+def test_exif_is_stripped_before_decoding_and_the_pixels_do_not_change(
+    src: bytes, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert exif_datetime(src) is not None  # the fixture has an Exif segment to strip
+    stripped = frames._without_exif(src)
+    assert exif_datetime(stripped) is None and b"Exif\x00\x00" not in stripped
+    app1 = src.index(b"\xff\xe1")  # the whole segment goes: marker, length, payload
+    (length,) = struct.unpack_from(">H", src, app1 + 2)
+    assert src[app1 + 4 : app1 + 10] == b"Exif\x00\x00"
+    assert stripped == src[:app1] + src[app1 + 2 + length :]
+    opened: list[bytes] = []
+    pillow_open = Image.open
+
+    def spy(fp: io.BytesIO, *args: Any, **kw: Any) -> ImageFile.ImageFile:
+        opened.append(fp.getvalue())
+        return pillow_open(fp, *args, **kw)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Image, "open", spy)
+        pixels, full = decode_gray(src)
+        cut_pixels, cut_full = decode_gray(src[: len(src) // 2])  # truncated: stripped too
+    assert len(opened) == 2 and not [data for data in opened if b"Exif\x00\x00" in data]
+    monkeypatch.setattr(frames, "_without_exif", lambda data: data)
+    assert np.array_equal(decode_gray(src)[0], pixels) and decode_gray(src)[1] == full
+    assert np.array_equal(decode_gray(src[: len(src) // 2])[0], cut_pixels)
+    assert cut_full == full and cut_pixels.shape == pixels.shape
+
+
+def test_a_jpeg_without_exif_is_decoded_from_the_very_bytes_given() -> None:
+    plain = _encode(Image.new("RGB", (16, 16)))
+    assert frames._without_exif(plain) is plain
 
 
 def test_truncated_frame_fingerprints_without_the_global_flag(src: bytes) -> None:

@@ -80,3 +80,25 @@ async def test_hooks_hear_of_every_stored_frame_and_a_broken_one_costs_nothing(
         assert f.size == (tmp_path / f.key).stat().st_size
     assert daemon.stats.cameras["H"].hook_errors == len(heard)
     assert [e["event"] for e in logs].count("post-store hook failed") == 1
+
+
+async def test_cameras_asleep_between_polls_stop_at_once_not_at_the_grace(
+    tmp_path: Path,
+) -> None:
+    async with CriterSimulator(["S1", "S2"], period=60) as sim:
+        config = make_config(tmp_path, {c: sim.url(c) for c in ("S1", "S2")}, interval=600)
+        daemon = Daemon(config)
+        task = asyncio.create_task(daemon.run())
+        try:
+            await until(lambda: daemon.stats.camera("S1").outcomes["stored"] == 1, "a frame")
+            # S1 now sleeps until its next poll, S2 until its first (phase: 300 s away)
+            await asyncio.sleep(0.2)
+            registry = daemon.registry
+            assert registry is not None
+            s1 = next(t for t in asyncio.all_tasks() if t.get_name() == "camera:S1")
+            await registry.remove("S1", grace=10)
+            assert s1.done() and not s1.cancelled()  # it ended by itself, within the grace
+            assert await registry.stop_all(grace=10) == 0  # none had to be cancelled
+        finally:
+            daemon.request_stop()
+            assert await task == 0

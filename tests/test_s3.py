@@ -18,7 +18,7 @@ import structlog
 from lyoncam_daemon.config import StorageSettings
 from lyoncam_daemon.daemon import Daemon
 from lyoncam_daemon.simulator import CriterSimulator, camera_ids
-from lyoncam_daemon.storage import Frame, StoreError
+from lyoncam_daemon.storage import Frame, StoreError, encode_sidecar
 from lyoncam_daemon.storage.s3 import CredentialsError, S3Storage, load_credentials
 
 from ._seaweed import ACCESS_KEY, SECRET_KEY, SeaweedS3
@@ -67,8 +67,9 @@ async def test_a_frame_is_stored_byte_for_byte_under_the_tree_key(store: S3Stora
     assert stored.key == "CAM/2026/11/26/CAM_20261126T001503Z.jpg"
     got = await objects(store)
     assert got[stored.key] == b"\xff\xd8jpeg\xff\xd9"
-    assert json.loads(got[stored.key.replace(".jpg", ".json")]) == {
-        "n": 1, "file": "CAM_20261126T001503Z.jpg"}
+    sidecar = got[stored.key.replace(".jpg", ".json")]
+    assert json.loads(sidecar) == {"n": 1, "file": "CAM_20261126T001503Z.jpg"}
+    assert sidecar == encode_sidecar(json.loads(sidecar))  # what every store writes
 
 
 async def test_keys_are_create_only_and_a_retry_is_idempotent(store: S3Storage) -> None:

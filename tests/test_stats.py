@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
-from lyoncam_daemon.stats import Condition, State, Stats
+import pytest
+
+from lyoncam_daemon import stats as stats_module
+from lyoncam_daemon.stats import CameraStats, Condition, SpoolStats, State, Stats, Timing
 
 
 def test_totals_add_up_over_cameras() -> None:
@@ -52,3 +56,55 @@ def test_a_removed_camera_leaves_the_reports() -> None:
     stats.remove("GONE")
     assert set(stats.snapshot().cameras) == {"A"}
     assert stats.snapshot().totals()["polls"] == 0
+
+
+def _observe_every_timing(cam: CameraStats, seconds: float) -> None:
+    for f in dataclasses.fields(cam):
+        timing = getattr(cam, f.name)
+        if isinstance(timing, Timing):
+            timing.observe(seconds)
+
+
+def test_a_camera_copy_shares_no_counter_or_bucket_with_its_original() -> None:
+    cam = CameraStats(polls=2)
+    cam.outcomes["stored"], cam.errors["timeout"] = 1, 1
+    _observe_every_timing(cam, 0.2)
+    copied = cam.copy()
+    assert copied == cam
+    before = dataclasses.asdict(cam)  # asdict copies deeply: a reference to compare with
+    copied.outcomes["stored"] += 1
+    copied.errors["http"] += 1
+    _observe_every_timing(copied, 1.2)
+    assert dataclasses.asdict(cam) == before
+    after = dataclasses.asdict(copied)
+    cam.outcomes["unchanged"] += 1
+    cam.errors["timeout"] += 1
+    _observe_every_timing(cam, 7.0)
+    assert dataclasses.asdict(copied) == after
+
+
+def test_a_snapshot_keeps_the_daemon_wide_timings_and_spool_of_its_moment() -> None:
+    stats = Stats(spool=SpoolStats(frames=2, bytes=100))
+    stats.fetch_s.observe(0.3)
+    stats.lateness_s.observe(1.8)
+    snap = stats.snapshot()
+    stats.fetch_s.observe(0.3)
+    stats.lateness_s.observe(1.8)
+    stats.spool.frames, stats.spool.bytes = 3, 150
+    assert (snap.fetch_s.count, sum(snap.fetch_s.buckets)) == (1, 1)
+    assert (snap.lateness_s.count, sum(snap.lateness_s.buckets)) == (1, 1)
+    assert snap.spool == SpoolStats(frames=2, bytes=100)
+
+
+def test_looking_a_camera_up_builds_its_stats_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    built: list[CameraStats] = []
+
+    def counting() -> CameraStats:
+        built.append(CameraStats())
+        return built[-1]
+
+    monkeypatch.setattr(stats_module, "CameraStats", counting)
+    stats = Stats()
+    first = stats.camera("A")
+    assert stats.camera("A") is first and stats.camera("A") is first
+    assert len(built) == 1  # no CameraStats built and thrown away per lookup

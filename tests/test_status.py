@@ -18,13 +18,14 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
+from lyoncam_daemon import metrics
 from lyoncam_daemon.cli import main
 from lyoncam_daemon.config import Config
 from lyoncam_daemon.daemon import Daemon, StartupError
 from lyoncam_daemon.metrics import DiskFigures, build_registry
 from lyoncam_daemon.recent import RecentFrames
 from lyoncam_daemon.simulator import CriterSimulator, camera_ids
-from lyoncam_daemon.stats import Condition, State, Stats
+from lyoncam_daemon.stats import Condition, Snapshot, SpoolStats, State, Stats
 from lyoncam_daemon.status import MAX_CONNECTIONS, Thumbnails, health_verdict, make_thumbnail
 from lyoncam_daemon.statuspage import Card, Header, ordered, render
 from lyoncam_daemon.storage import Frame, StoredFrame
@@ -123,6 +124,56 @@ def test_metrics_render_every_counter_histogram_and_drop_a_removed_camera() -> N
     assert value(text, "lyoncam_polls_total", camera="CAM_A") == 5
 
 
+def test_daemon_wide_families_add_every_camera_up_with_or_without_camera_series() -> None:
+    stats = Stats()
+    a, b = stats.camera("CAM_A"), stats.camera("CAM_B")
+    a.polls, a.skipped, b.polls, b.skipped = 5, 1, 7, 2
+    a.outcomes.update({"stored": 3, "unchanged": 1})
+    b.outcomes.update({"stored": 2, "placeholder": 4})
+    for seconds in (0.2, 1.2, 1.8):
+        stats.fetch_s.observe(seconds)
+    for seconds in (0.0, 2.2):
+        stats.lateness_s.observe(seconds)
+    snap = stats.snapshot()
+    per_camera = metrics.render(snap, NO_DISK, per_camera=True).decode()
+    daemon_only = metrics.render(snap, NO_DISK, per_camera=False).decode()
+    assert {s.labels["camera"] for s in samples(per_camera) if "camera" in s.labels} == {
+        "CAM_A", "CAM_B"}
+    assert not [s for s in samples(daemon_only) if "camera" in s.labels]
+    for text in (per_camera, daemon_only):
+        assert value(text, "lyoncam_cameras") == 2
+        assert value(text, "lyoncam_daemon_polls_total") == 12
+        assert value(text, "lyoncam_daemon_polls_skipped_total") == 3
+        assert value(text, "lyoncam_daemon_frames_total", outcome="stored") == 5
+        assert value(text, "lyoncam_daemon_frames_total", outcome="placeholder") == 4
+        assert value(text, "lyoncam_daemon_frames_total", outcome="unchanged") == 1
+        assert value(text, "lyoncam_daemon_frames_total", outcome="near_duplicate") == 0
+        # the 1.5 and 2.0 buckets tell 1.2 from 1.8 s apart
+        fetch = "lyoncam_daemon_fetch_seconds_bucket"
+        assert [value(text, fetch, le=le) for le in ("1.0", "1.5", "2.0", "+Inf")] == [
+            1, 2, 3, 3]
+        assert value(text, "lyoncam_daemon_fetch_seconds_sum") == pytest.approx(3.2)
+        late = "lyoncam_daemon_lateness_seconds_bucket"
+        assert [value(text, late, le=le) for le in ("0.01", "2.0", "2.5")] == [1, 1, 2]
+        assert value(text, "lyoncam_daemon_lateness_seconds_count") == 2
+        assert value(text, "lyoncam_disk_free_bytes") == 10**9
+
+
+def test_spool_families_appear_only_when_frames_go_through_a_spool() -> None:
+    text = metrics.render(Snapshot(1000.0, {}), NO_DISK).decode()
+    assert not [s for s in samples(text) if s.name.startswith("lyoncam_spool")]
+    spool = SpoolStats(frames=3, bytes=1500, oldest_unix=940.0, uploaded=7, refused=2, lost=1)
+    text = metrics.render(Snapshot(1000.0, {}, spool=spool), NO_DISK).decode()
+    assert value(text, "lyoncam_spool_frames") == 3
+    assert value(text, "lyoncam_spool_bytes") == 1500
+    assert value(text, "lyoncam_spool_lag_seconds") == 60
+    assert value(text, "lyoncam_spool_uploaded_frames_total") == 7
+    assert value(text, "lyoncam_spool_refused_frames_total") == 2
+    assert value(text, "lyoncam_spool_lost_frames_total") == 1
+    empty = metrics.render(Snapshot(1000.0, {}, spool=SpoolStats()), NO_DISK).decode()
+    assert value(empty, "lyoncam_spool_lag_seconds") == 0
+
+
 async def test_a_running_daemon_serves_metrics_and_a_removed_camera_vanishes(
     tmp_path: Path,
 ) -> None:
@@ -145,6 +196,12 @@ async def test_a_running_daemon_serves_metrics_and_a_removed_camera_vanishes(
                         or 0) > 0
             assert (value(text, "lyoncam_disk_free_bytes") or 0) > 0
             assert value(text, "process_resident_memory_bytes") is not None
+            # the daemon-wide histograms hear every camera's polls, in the same snapshot
+            for wide, each in (("lyoncam_daemon_fetch_seconds_count",
+                                "lyoncam_fetch_seconds_count"),
+                               ("lyoncam_daemon_lateness_seconds_count",
+                                "lyoncam_schedule_lateness_seconds_count")):
+                assert value(text, wide) == sum(value(text, each, camera=c) or 0 for c in ids)
 
             assert daemon.registry is not None
             await daemon.registry.remove(ids[1], grace=1)
@@ -154,11 +211,26 @@ async def test_a_running_daemon_serves_metrics_and_a_removed_camera_vanishes(
             assert value(text, "lyoncam_polls_total", camera=ids[0]) is not None
 
 
+async def test_camera_metrics_off_serves_only_the_daemon_wide_series(tmp_path: Path) -> None:
+    ids = camera_ids(2)
+    async with CriterSimulator(ids, period=0.3) as sim:
+        config = make_config(tmp_path, {i: sim.url(i) for i in ids}, interval=0.2,
+                             status=STATUS_ON + "\n  camera_metrics: false")
+        async with running(config) as (daemon, base), aiohttp.ClientSession() as http:
+            await until(lambda: all(daemon.stats.cameras[i].outcomes["stored"] >= 2
+                                    for i in ids))
+            async with http.get(f"{base}/metrics") as resp:
+                text = await resp.text()
+    assert not [s for s in samples(text) if "camera" in s.labels]
+    assert value(text, "lyoncam_cameras") == 2
+    assert (value(text, "lyoncam_daemon_frames_total", outcome="stored") or 0) >= 4
+    assert (value(text, "lyoncam_daemon_fetch_seconds_count") or 0) >= 4
+    assert (value(text, "lyoncam_daemon_polls_total") or 0) >= 4
+
+
 async def test_metrics_are_rendered_off_the_loop_and_concurrent_scrapes_share_one(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from lyoncam_daemon import metrics
-
     threads: list[str] = []
     release = threading.Event()
 

@@ -5,14 +5,20 @@ from __future__ import annotations
 import errno
 import json
 import os
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
-from lyoncam_daemon.storage import Frame, StoreError
+from lyoncam_daemon.storage import Frame, StoreError, encode_sidecar
 from lyoncam_daemon.storage.filesystem import FilesystemStorage
-from lyoncam_daemon.storage.layout import frame_key, iso_utc, parse_frame_stem
+from lyoncam_daemon.storage.layout import (
+    day_prefix,
+    frame_key,
+    iso_utc,
+    parse_frame_stem,
+    utc_stamp,
+)
 
 T0 = datetime(2026, 11, 26, 0, 15, 3, 250000, tzinfo=UTC)
 
@@ -27,6 +33,28 @@ def test_path_layout_is_per_camera_dated_utc() -> None:
     assert frame_key("CWL9018", local) == "CWL9018/2026/11/26/CWL9018_20261126T001503Z.jpg"
     assert frame_key("CWL9018", local, 2).endswith("/CWL9018_20261126T001503Z_2.jpg")
     assert iso_utc(local) == "2026-11-26T00:15:03.250Z"
+
+
+@pytest.mark.parametrize("moment", [
+    T0,
+    datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone(timedelta(hours=-9, minutes=-30))),
+    datetime(2027, 1, 1, 0, 30, tzinfo=timezone(timedelta(hours=1))),  # UTC: the year before
+])
+def test_layout_names_are_those_of_strftime_in_utc(moment: datetime) -> None:
+    m = moment.astimezone(UTC)
+    assert utc_stamp(moment) == m.strftime("%Y%m%dT%H%M%SZ")
+    assert day_prefix("CAM", moment) == m.strftime("CAM/%Y/%m/%d")
+    assert frame_key("CAM", moment, 3) == m.strftime("CAM/%Y/%m/%d/CAM_%Y%m%dT%H%M%SZ_3.jpg")
+
+
+def test_a_sidecar_is_one_sorted_line_of_utf8_json() -> None:
+    sidecar = {"z": 1, "camera_name": "Pont Lafayette, Rhône", "a": [1.5, None],
+               "m": {"b": 2, "a": 1}}
+    raw = encode_sidecar(sidecar)
+    assert b"\n" not in raw and "Rhône".encode() in raw  # UTF-8, not \u escapes
+    assert json.loads(raw) == sidecar
+    assert raw.index(b'"a"') < raw.index(b'"camera_name"') < raw.index(b'"m"') < raw.index(b'"z"')
+    assert raw.index(b'"a": 1') < raw.index(b'"b": 2')  # nested keys sorted too
 
 
 def test_frame_names_parse_back_to_camera_and_time() -> None:
@@ -44,8 +72,10 @@ def test_save_writes_bytes_as_given_and_a_sidecar(tmp_path: Path) -> None:
     data = b"\xff\xd8\xff" + os.urandom(1000) + b"\xff\xd9"
     path = save(store, "CAM", T0, data, {"sha256": "x", "camera_id": "CAM"})
     assert path.read_bytes() == data
-    meta = json.loads(path.with_suffix(".json").read_text())
+    raw = path.with_suffix(".json").read_bytes()
+    meta = json.loads(raw)
     assert meta == {"sha256": "x", "camera_id": "CAM", "file": path.name}
+    assert raw == encode_sidecar(meta)  # the one encoding every store and tool writes
     assert sorted(p.name for p in path.parent.iterdir()) == [path.name, path.stem + ".json"]
 
 

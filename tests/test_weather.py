@@ -27,7 +27,7 @@ from lyoncam_daemon.enrichers.weather import (
 )
 from lyoncam_daemon.index import index_path, refresh
 from lyoncam_daemon.simulator import CriterSimulator, demo_config
-from lyoncam_daemon.storage import StoredFrame
+from lyoncam_daemon.storage import StoredFrame, encode_sidecar
 
 from .conftest import make_config, stored_frames, until
 from .curation import Spec, make_tree
@@ -286,7 +286,9 @@ async def test_backfill_fills_daylight_and_weather_in_batches_and_resumes(
     # Two batches: the first day, and 40 days later (over BATCH_DAYS apart).
     assert [(r["start_date"], r["end_date"]) for r in stand_in.requests] == [
         ("2026-11-20", "2026-11-20"), ("2026-12-30", "2026-12-30")]
-    metas = [json.loads((data / s.key).with_suffix(".json").read_text()) for s in stored]
+    raws = [(data / s.key).with_suffix(".json").read_bytes() for s in stored]
+    metas = [json.loads(raw) for raw in raws]
+    assert all(raw == encode_sidecar(meta) for raw, meta in zip(raws[:4], metas[:4], strict=True))
     for meta in metas[:4]:
         when = datetime.fromisoformat(meta["captured_at"])
         assert meta["sun_elevation"] == daylight_fields(45.76, 4.84, when)["sun_elevation"]
