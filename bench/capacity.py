@@ -99,11 +99,12 @@ def scrape(url: str) -> dict[tuple[str, str], float]:
     return out
 
 
-def lateness_buckets(metrics: dict[tuple[str, str], float]) -> list[tuple[float, float]]:
-    """(upper bound, cumulative count) of the daemon-wide lateness histogram, +Inf last."""
+def histogram(metrics: dict[tuple[str, str], float], family: str
+              ) -> list[tuple[float, float]]:
+    """(upper bound, cumulative count) of a daemon-wide histogram, +Inf last."""
     found = []
     for (name, labels), value in metrics.items():
-        if name == "lyoncam_daemon_lateness_seconds_bucket":
+        if name == f"{family}_bucket":
             le = labels.split('"')[1]
             found.append((float("inf") if le == "+Inf" else float(le), value))
     return sorted(found)
@@ -131,8 +132,11 @@ def window_figures(m0: dict[tuple[str, str], float], m1: dict[tuple[str, str], f
     def delta(name: str, labels: str = "") -> float:
         return m1.get((name, labels), 0.0) - m0.get((name, labels), 0.0)
 
-    b0, b1 = dict(lateness_buckets(m0)), lateness_buckets(m1)
-    late = [(bound, n - b0.get(bound, 0.0)) for bound, n in b1]
+    def window(family: str) -> list[tuple[float, float]]:
+        before = dict(histogram(m0, family))
+        return [(bound, n - before.get(bound, 0.0)) for bound, n in histogram(m1, family)]
+
+    late, fetch = window("lyoncam_daemon_lateness_seconds"), window("lyoncam_daemon_fetch_seconds")
     outcomes = {labels.split('"')[1]: delta(name, labels)
                 for (name, labels) in m1 if name == "lyoncam_daemon_frames_total"}
     p50, p99 = quantile(late, 0.50), quantile(late, 0.99)
@@ -143,7 +147,13 @@ def window_figures(m0: dict[tuple[str, str], float], m1: dict[tuple[str, str], f
         "stored": int(outcomes.get("stored", 0)),
         "lateness_p50_s": None if p50 is None else round(p50, 3),
         "lateness_p99_s": None if p99 is None else round(p99, 3),
+        "fetch_p50_s": _rounded(quantile(fetch, 0.50)),
+        "fetch_p99_s": _rounded(quantile(fetch, 0.99)),
     }
+
+
+def _rounded(x: float | None) -> float | None:
+    return None if x is None else round(x, 3)
 
 
 # --- the runs --------------------------------------------------------------------------------

@@ -97,6 +97,10 @@ def _wake(waiter: asyncio.Future[None]) -> None:
         waiter.set_result(None)
 
 
+#: Cameras started together take turns to read their newest frame back (`CameraTask.recover`).
+RECOVERIES_AT_ONCE = 8
+
+
 @dataclass
 class Runtime:
     """What all camera tasks share."""
@@ -111,6 +115,10 @@ class Runtime:
     #: waits for room here while its request slot is still held (camera.poll_once).
     pipeline: asyncio.Semaphore = field(
         default_factory=lambda: asyncio.Semaphore(pipeline_size(workers=2)))
+    #: Start-up recoveries running at once: 20,000 cameras starting together would
+    #: otherwise queue 40,000 thread jobs (and their futures) in one burst.
+    recovering: asyncio.Semaphore = field(
+        default_factory=lambda: asyncio.Semaphore(RECOVERIES_AT_ONCE))
     enrichers: Sequence[Enricher] = ()
     hooks: Sequence[StoreHook] = ()
     rng: random.Random = field(default_factory=random.Random)
@@ -234,8 +242,9 @@ class CameraTask:
             return
         self._recovered = True
         try:
-            removed = await self.rt.storage.recover(self.camera.id)
-            found = await self.rt.storage.latest(self.camera.id)
+            async with self.rt.recovering:
+                removed = await self.rt.storage.recover(self.camera.id)
+                found = await self.rt.storage.latest(self.camera.id)
         except StoreError as exc:
             # An unreachable bucket must not keep the camera from capturing; the cost is at
             # most one frame stored again.

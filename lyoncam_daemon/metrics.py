@@ -132,19 +132,19 @@ def _camera_metrics(snap: Snapshot) -> Iterable[Metric]:
 def _daemon_metrics(snap: Snapshot) -> Iterable[Metric]:
     """Every camera together: what a daemon of 20,000 cameras is watched by, where 20,000
     series per family would be more than a Prometheus server wants (`status.camera_metrics`)."""
-    totals = snap.totals()
+    every = snap.every  # removed cameras too: a counter never goes down
     yield GaugeMetricFamily("lyoncam_cameras", "Cameras polled by this daemon",
-                            value=totals["cameras"])
+                            value=snap.camera_count)
     yield CounterMetricFamily("lyoncam_daemon_polls", "Polls started, every camera",
-                              value=totals["polls"])
+                              value=every.polls)
     yield CounterMetricFamily("lyoncam_daemon_polls_skipped",
                               "Polls not made: no room before the camera's next tick "
-                              "(overload)", value=totals["skipped"])
+                              "(overload)", value=every.skipped)
     frames = CounterMetricFamily("lyoncam_daemon_frames",
                                  "Frames fetched by every camera, by what became of them",
                                  labels=["outcome"])
     for outcome in Outcome:
-        frames.add_metric([outcome.value], totals["outcomes"].get(outcome.value, 0))
+        frames.add_metric([outcome.value], every.outcomes.get(outcome.value, 0))
     yield frames
     fetch_s = HistogramMetricFamily("lyoncam_daemon_fetch_seconds",
                                     "Request time of every camera, slot granted to last byte")

@@ -76,7 +76,10 @@ class Timing:
         return self.total / self.count if self.count else None
 
     def copy(self) -> Timing:
-        return Timing(self.count, self.total, self.max, self.last, self.buckets.copy())
+        new = object.__new__(Timing)
+        new.__dict__.update(self.__dict__)
+        new.buckets = self.buckets.copy()
+        return new
 
 
 @dataclass
@@ -107,20 +110,35 @@ class CameraStats:
     lateness_s: Timing = field(default_factory=Timing)
 
     def copy(self) -> CameraStats:
-        """A deep copy by hand: `copy.deepcopy` took ~1 s on the loop for 20,000 cameras."""
-        return dataclasses.replace(
-            self, outcomes=self.outcomes.copy(), errors=self.errors.copy(),
-            fetch_s=self.fetch_s.copy(), slot_wait_s=self.slot_wait_s.copy(),
-            lateness_s=self.lateness_s.copy())
+        """A deep copy by hand: `copy.deepcopy` took 1 s on the loop for 20,000 cameras,
+        `dataclasses.replace` 0.5 s."""
+        new = object.__new__(CameraStats)
+        new.__dict__.update(self.__dict__)
+        new.outcomes, new.errors = Counter(self.outcomes), Counter(self.errors)
+        for name in _TIMINGS:
+            setattr(new, name, getattr(self, name).copy())
+        return new
+
+    def absorb(self, other: CameraStats) -> None:
+        """Add another camera's counts to these (`Stats.remove` keeps a removed camera's)."""
+        self.polls += other.polls
+        self.skipped += other.skipped
+        self.outcomes.update(other.outcomes)
+        self.errors.update(other.errors)
 
     def as_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
+        """For health.json; by hand, as `dataclasses.asdict` took 3.6 s for 20,000 cameras.
+        Histogram buckets are for /metrics, not health.json."""
+        d = dict(self.__dict__)
         d["outcomes"], d["errors"] = dict(self.outcomes), dict(self.errors)
         d["state"], d["condition"] = self.state.value, self.condition.value
-        for f in dataclasses.fields(self):
-            if isinstance(getattr(self, f.name), Timing):
-                del d[f.name]["buckets"]  # histogram detail is for /metrics, not health.json
+        for name in _TIMINGS:
+            t: Timing = d[name]
+            d[name] = {"count": t.count, "total": t.total, "max": t.max, "last": t.last}
         return d
+
+
+_TIMINGS = tuple(f.name for f in dataclasses.fields(CameraStats) if f.type == "Timing")
 
 
 @dataclass
@@ -155,6 +173,11 @@ class Snapshot:
     #: Every camera's polls together, for daemons with too many cameras to watch one by one.
     fetch_s: Timing = field(default_factory=Timing)
     lateness_s: Timing = field(default_factory=Timing)
+    #: Polls, skips and outcomes of every camera since the start, removed ones included:
+    #: what the daemon-wide counters of `/metrics` show, which must never go down.
+    every: CameraStats = field(default_factory=lambda: CameraStats())
+    #: Cameras polled now (`cameras` is left empty by `Stats.snapshot(cameras=False)`).
+    camera_count: int = 0
 
     def totals(self) -> dict[str, Any]:
         outcomes: Counter[str] = Counter()
@@ -203,6 +226,7 @@ class Stats:
     #: Every camera's fetch and lateness timings together (CameraStats has each one's).
     fetch_s: Timing = field(default_factory=Timing)
     lateness_s: Timing = field(default_factory=Timing)
+    removed: CameraStats = field(default_factory=CameraStats)
 
     def overloaded(self) -> None:
         """A poll was skipped. The first of an episode is logged at once, the rest are
@@ -231,10 +255,18 @@ class Stats:
         return cam
 
     def remove(self, camera_id: str) -> None:
-        """A camera left the config: its series disappear from reports."""
-        self.cameras.pop(camera_id, None)
+        """A camera left the config: its series disappear from reports; its counts stay in
+        the daemon-wide ones (`Snapshot.lifetime`)."""
+        cam = self.cameras.pop(camera_id, None)
+        if cam is not None:
+            self.removed.absorb(cam)
 
-    def snapshot(self) -> Snapshot:
-        return Snapshot(time.time(), {cid: cam.copy() for cid, cam in self.cameras.items()},
-                        self.storage_error, copy.copy(self.spool), self.fetch_s.copy(),
-                        self.lateness_s.copy())
+    def snapshot(self, cameras: bool = True) -> Snapshot:
+        """A consistent copy, taken on the loop. Without `cameras` only the daemon-wide
+        figures: adding 20,000 cameras' counts up takes a tenth of copying them."""
+        every = self.removed.copy()
+        for cam in self.cameras.values():
+            every.absorb(cam)
+        copies = {cid: cam.copy() for cid, cam in self.cameras.items()} if cameras else {}
+        return Snapshot(time.time(), copies, self.storage_error, copy.copy(self.spool),
+                        self.fetch_s.copy(), self.lateness_s.copy(), every, len(self.cameras))

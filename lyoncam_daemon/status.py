@@ -236,9 +236,9 @@ class StatusServer:
         """Snapshot on the loop (consistent, ~1 ms), text rendered in the status thread.
         Scrapes arriving while one renders share it, so a flood costs one render at a time."""
         if self._rendering is None:
-            disk, snap = self._disk_and_snapshot()
-            loop = asyncio.get_running_loop()
             per_camera = self.sources.config().status.camera_metrics
+            disk, snap = self.sources.disk(), self.sources.stats.snapshot(cameras=per_camera)
+            loop = asyncio.get_running_loop()
             rendering = loop.run_in_executor(self._pool, metrics.render, snap, disk, per_camera)
             self._rendering = rendering
             rendering.add_done_callback(lambda _: setattr(self, "_rendering", None))

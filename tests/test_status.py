@@ -159,6 +159,22 @@ def test_daemon_wide_families_add_every_camera_up_with_or_without_camera_series(
         assert value(text, "lyoncam_disk_free_bytes") == 10**9
 
 
+def test_daemon_wide_counters_keep_a_removed_cameras_counts() -> None:
+    """A reload that drops a camera must not make a counter go down: Prometheus would read
+    it as a restart and `rate()` would jump."""
+    stats = Stats()
+    a, b = stats.camera("CAM_A"), stats.camera("CAM_B")
+    a.polls, b.polls, b.skipped = 5, 7, 2
+    b.outcomes.update({"stored": 6})
+    stats.remove("CAM_B")
+    text = metrics.render(stats.snapshot(), NO_DISK, per_camera=True).decode()
+    assert value(text, "lyoncam_cameras") == 1
+    assert value(text, "lyoncam_daemon_polls_total") == 12
+    assert value(text, "lyoncam_daemon_polls_skipped_total") == 2
+    assert value(text, "lyoncam_daemon_frames_total", outcome="stored") == 6
+    assert not [s for s in samples(text) if s.labels.get("camera") == "CAM_B"]
+
+
 def test_spool_families_appear_only_when_frames_go_through_a_spool() -> None:
     text = metrics.render(Snapshot(1000.0, {}), NO_DISK).decode()
     assert not [s for s in samples(text) if s.name.startswith("lyoncam_spool")]
