@@ -579,3 +579,23 @@ async def test_frames_of_the_last_24_h_are_seeded_from_disk_then_counted_by_the_
     assert recent.count("CAM_A") == 3 and recent.latest_key("CAM_A") == "CAM_A/new.jpg"
     clock[0] += 2 * 3600  # the frame of 23 h ago leaves the window
     assert recent.count("CAM_A") == 2
+
+
+def test_frames_of_the_last_24_h_are_counted_in_fixed_memory() -> None:
+    """A frame a minute for five days: the count is the last day's (to one 10-minute bucket),
+    and the memory per camera does not grow with the frames (it used to keep each time)."""
+    from lyoncam_daemon.recent import BUCKET_S
+
+    start = datetime(2026, 11, 21, tzinfo=UTC).timestamp()
+    clock = [start]
+    recent = RecentFrames(clock=lambda: clock[0])
+    for minute in range(5 * 24 * 60):
+        clock[0] = start + 60 * minute
+        recent.add("CAM_A", clock[0], f"k{minute}")
+    buckets = recent._counts["CAM_A"]
+    assert len(buckets.index) == len(buckets.counts) == 24 * 3600 / BUCKET_S + 1
+    assert 24 * 60 <= recent.count("CAM_A") <= 24 * 60 + BUCKET_S / 60
+    recent.add("CAM_A", start, "a frame from five days ago")  # out of the window: not counted
+    assert recent.count("CAM_A") <= 24 * 60 + BUCKET_S / 60
+    clock[0] += 2 * 24 * 3600  # two quiet days
+    assert recent.count("CAM_A") == 0
