@@ -156,26 +156,28 @@ def _daemon_metrics(snap: Snapshot) -> Iterable[Metric]:
     yield late_s
 
 
+#: (family, counter?, help, key of SpoolStats.as_dict)
+_SPOOL = (
+    ("lyoncam_spool_frames", False, "Frames waiting on local disk for upload", "frames"),
+    ("lyoncam_spool_bytes", False, "Bytes waiting on local disk for upload", "bytes"),
+    ("lyoncam_spool_lag_seconds", False,
+     "Age of the oldest frame waiting for upload (0 when empty)", "lag_s"),
+    ("lyoncam_spool_uploaded_frames", True,
+     "Spooled frames uploaded once the store answered again", "uploaded"),
+    ("lyoncam_spool_refused_frames", True, "Frames refused because the spool was full",
+     "refused"),
+    ("lyoncam_spool_lost_frames", True,
+     "Spooled frames that could not be read back from local disk", "lost"),
+)
+
+
 def _spool_metrics(snap: Snapshot) -> Iterable[Metric]:
     """The local spool in front of an object store (storage/spool.py)."""
     assert snap.spool is not None
     spool = snap.spool.as_dict(snap.taken_unix)
-    yield GaugeMetricFamily("lyoncam_spool_frames", "Frames waiting on local disk for upload",
-                            value=spool["frames"])
-    yield GaugeMetricFamily("lyoncam_spool_bytes", "Bytes waiting on local disk for upload",
-                            value=spool["bytes"])
-    yield GaugeMetricFamily("lyoncam_spool_lag_seconds",
-                            "Age of the oldest frame waiting for upload (0 when empty)",
-                            value=spool["lag_s"])
-    yield CounterMetricFamily("lyoncam_spool_uploaded_frames",
-                              "Spooled frames uploaded once the store answered again",
-                              value=spool["uploaded"])
-    yield CounterMetricFamily("lyoncam_spool_refused_frames",
-                              "Frames refused because the spool was full",
-                              value=spool["refused"])
-    yield CounterMetricFamily("lyoncam_spool_lost_frames",
-                              "Spooled frames that could not be read back from local disk",
-                              value=spool["lost"])
+    for name, counter, text, key in _SPOOL:
+        family = CounterMetricFamily if counter else GaugeMetricFamily
+        yield family(name, text, value=spool[key])
 
 
 def _disk_metrics(disk: DiskFigures, snap: Snapshot) -> Iterable[Metric]:
