@@ -1,7 +1,7 @@
 """How many cameras one daemon process keeps, against the original one-process-per-camera
 model measured in the same run.
 
-Run: ``.venv/bin/python -m bench.capacity`` (20,000 cameras, both stores, about 15 min on
+Run: ``.venv/bin/python -m bench.capacity`` (20,000 cameras, both stores, about 13 min on
 2 cores); ``--cameras 2000 --stores filesystem --window 120`` for a quick look.
 
 - The simulator (``python -m lyoncam_daemon simulate``, its own process, loopback, port 0)
