@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -34,7 +35,7 @@ def test_temp_files_of_a_killed_run_are_removed_and_health_kept(tmp_path: Path) 
         p.write_text("{half")
     assert state.remove_leftovers() == 2
     assert not any(p.exists() for p in leftovers)
-    assert state.health_path.read_text() == '{\n "pid": 1\n}'
+    assert json.loads(state.health_path.read_text()) == {"pid": 1}
     state.release()
 
 
