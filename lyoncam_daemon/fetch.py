@@ -19,8 +19,6 @@ from enum import StrEnum
 
 import aiohttp
 
-_CHUNK = 64 * 1024
-
 
 @dataclass(frozen=True)
 class Validators:
@@ -131,7 +129,9 @@ async def fetch_frame(
 async def _read_capped(resp: aiohttp.ClientResponse, max_bytes: int) -> bytes:
     parts: list[bytes] = []
     size = 0
-    async for chunk in resp.content.iter_chunked(_CHUNK):
+    # Whatever has arrived, at once: iter_chunked cut a 300 KB frame that was already
+    # buffered into five 64 KB pieces, an await each.
+    async for chunk in resp.content.iter_any():
         size += len(chunk)
         if size > max_bytes:
             raise FetchError(ErrorKind.TOO_LARGE, f"body over the {max_bytes}-byte cap")

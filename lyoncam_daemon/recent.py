@@ -32,7 +32,7 @@ class _Buckets:
 
     def __init__(self, slots: int) -> None:
         self.index = array("i", [-1] * slots)  # which bucket each slot counts now
-        self.counts = array("I", [0] * slots)
+        self.counts = array("H", [0] * slots)  # at most 60 frames in 10 minutes
 
     def add(self, when: float) -> None:
         b = int(when // BUCKET_S)

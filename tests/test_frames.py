@@ -258,3 +258,15 @@ def test_bad_mask_path_names_it(tmp_path: Path) -> None:
     with pytest.raises(MaskError, match=r"garbage\.png"):
         RoiMask.load((), garbage)
     assert RoiMask.load((), None) is None
+
+
+@pytest.mark.parametrize("size", [1, 2, 24, 63, 4095, 4096])
+def test_phash_median_is_numpys_to_the_bit(size: int) -> None:
+    """Stored fingerprints must not change with the faster median: the same value as
+    np.median, in float32, for odd and even counts (hash sizes)."""
+    from lyoncam_daemon.frames import _median
+
+    rng = np.random.default_rng(size)
+    for _ in range(20):
+        values = (rng.standard_normal(size) * 1000).astype(np.float32)
+        assert _median(values) == float(np.median(values))
