@@ -130,8 +130,8 @@ def pipeline_size(workers: int) -> int:
 
     A frame spends its decode (~4 ms) in the pool and then tens of milliseconds writing
     (fsyncs, the index thread) on a busy machine: at 2 * workers + 2 = 6, `bench/capacity.py`
-    capped at ~100 frames a second with a core idle. 32 frames of a few hundred KB (the
-    64 request slots already hold as many bodies) keep 333 a second moving.
+    capped at ~100 frames a second with a core idle. At 32 frames of a few hundred KB (the
+    request slots may hold as many bodies again) the CPU is what limits it (~195 a second).
     """
     return max(32, 8 * workers)
 
