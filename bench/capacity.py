@@ -271,8 +271,7 @@ def measure_ours(procs: Processes, tmp: Path, urls: list[str], store: str,
 
 
 def start_seaweed(tmp: Path) -> Any:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from tests._seaweed import SeaweedS3
+    from tests._seaweed import SeaweedS3  # `python -m bench.capacity` runs from the repo root
 
     s3 = SeaweedS3(tmp / "seaweed")
     s3.start()

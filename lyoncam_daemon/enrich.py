@@ -51,29 +51,25 @@ async def enrich(enrichers: Sequence[Enricher], camera: CameraConfig, captured_a
     if not enrichers:
         return Enriched({}, [])
     deadline = asyncio.get_running_loop().time() + limit_s
-    results: list[BaseException | Any] = []
+    fields: dict[str, Any] = {}
+    failures: list[tuple[str, str]] = []
     for enricher in enrichers:
         try:
             async with asyncio.timeout_at(deadline):
-                results.append(await enricher(camera, captured_at, verdict))
-        except asyncio.CancelledError as exc:
+                result = await enricher(camera, captured_at, verdict)
+        except asyncio.CancelledError:
             task = asyncio.current_task()
             if task is not None and task.cancelling():
                 raise  # the camera is being stopped, not the enricher failing
-            results.append(exc)
-        except Exception as exc:  # an enricher's bug costs its fields, never the frame
-            results.append(exc)
-    fields: dict[str, Any] = {}
-    failures: list[tuple[str, str]] = []
-    for enricher, result in zip(enrichers, results, strict=True):
-        if isinstance(result, asyncio.CancelledError):
             failures.append((enricher.name, "cancelled"))
-        elif isinstance(result, TimeoutError):
+        except TimeoutError:
             failures.append((enricher.name, f"no answer within {limit_s:g} s"))
-        elif isinstance(result, BaseException):
-            failures.append((enricher.name, f"{type(result).__name__}: {result}"))
-        elif not isinstance(result, Mapping):
-            failures.append((enricher.name, f"returned {type(result).__name__}, not a mapping"))
+        except Exception as exc:  # an enricher's bug costs its fields, never the frame
+            failures.append((enricher.name, f"{type(exc).__name__}: {exc}"))
         else:
-            fields.update(result)
+            if isinstance(result, Mapping):
+                fields.update(result)
+            else:
+                failures.append(
+                    (enricher.name, f"returned {type(result).__name__}, not a mapping"))
     return Enriched(fields, failures)

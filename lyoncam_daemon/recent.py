@@ -1,7 +1,7 @@
 """Frames stored in the last 24 h (to 10 minutes) and the newest frame's key, per camera, for
 the status page.
 
-Fed by a post-store hook (one append per stored frame) and seeded once at start by listing
+Fed by a post-store hook (one count per stored frame) and seeded once at start by listing
 each camera's folders of today and yesterday (UTC): no scan of months of frames, ever.
 """
 

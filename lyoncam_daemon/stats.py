@@ -175,7 +175,7 @@ class Snapshot:
     lateness_s: Timing = field(default_factory=Timing)
     #: Polls, skips and outcomes of every camera since the start, removed ones included:
     #: what the daemon-wide counters of `/metrics` show, which must never go down.
-    every: CameraStats = field(default_factory=lambda: CameraStats())
+    every: CameraStats = field(default_factory=CameraStats)
     #: Cameras polled now (`cameras` is left empty by `Stats.snapshot(cameras=False)`).
     camera_count: int = 0
 
@@ -226,6 +226,7 @@ class Stats:
     #: Every camera's fetch and lateness timings together (CameraStats has each one's).
     fetch_s: Timing = field(default_factory=Timing)
     lateness_s: Timing = field(default_factory=Timing)
+    #: The counts of cameras removed by reloads, kept for the daemon-wide counters.
     removed: CameraStats = field(default_factory=CameraStats)
 
     def overloaded(self) -> None:
@@ -256,7 +257,7 @@ class Stats:
 
     def remove(self, camera_id: str) -> None:
         """A camera left the config: its series disappear from reports; its counts stay in
-        the daemon-wide ones (`Snapshot.lifetime`)."""
+        the daemon-wide ones (`Snapshot.every`)."""
         cam = self.cameras.pop(camera_id, None)
         if cam is not None:
             self.removed.absorb(cam)

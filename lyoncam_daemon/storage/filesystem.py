@@ -22,7 +22,7 @@ from pathlib import Path
 
 from lyoncam_daemon.atomic import TMP_MARK, fsync_dir, write_temp
 from lyoncam_daemon.storage import Frame, StoredFrame, StoreError, encode_sidecar
-from lyoncam_daemon.storage.layout import day_prefix, frame_stem, parse_frame_stem
+from lyoncam_daemon.storage.layout import day_prefix, frame_key, frame_stem, parse_frame_stem
 
 _DIGITS = re.compile(r"^\d+$")
 
@@ -66,12 +66,12 @@ class FilesystemStorage:
         """
         # Plain strings and os calls, not pathlib: this runs for every frame, in a thread
         # that holds the GIL for all of it but the writes and fsyncs.
-        prefix = day_prefix(frame.camera_id, frame.captured_at)
-        folder = os.path.join(self.data_dir, prefix)
+        folder = os.path.join(self.data_dir, day_prefix(frame.camera_id, frame.captured_at))
         temps: list[str] = []
         try:
             os.makedirs(folder, exist_ok=True)
-            stem = self._free_stem(folder, frame.camera_id, frame.captured_at)
+            n = self._free_n(folder, frame.camera_id, frame.captured_at)
+            stem = frame_stem(frame.camera_id, frame.captured_at, n)
             final = os.path.join(folder, stem)
             sidecar = {**frame.sidecar, "file": stem + ".jpg"}
             temps.append(write_temp(final + ".jpg", frame.data))
@@ -91,16 +91,16 @@ class FilesystemStorage:
             reason = exc.strerror or errno.errorcode.get(exc.errno or 0, str(exc))
             raise StoreError(
                 f"cannot write frame of {frame.camera_id} under {folder}: {reason}") from None
-        key = f"{prefix}/{stem}.jpg"
+        key = frame_key(frame.camera_id, frame.captured_at, n)
         return StoredFrame(frame.camera_id, key, frame.captured_at, len(frame.data), sidecar)
 
     @staticmethod
-    def _free_stem(folder: str, camera_id: str, moment: datetime) -> str:
+    def _free_n(folder: str, camera_id: str, moment: datetime) -> int:
+        """The first collision suffix (layout.frame_stem) free for both files."""
         for n in itertools.count():
-            stem = frame_stem(camera_id, moment, n)
-            path = os.path.join(folder, stem)
+            path = os.path.join(folder, frame_stem(camera_id, moment, n))
             if not os.path.exists(path + ".jpg") and not os.path.exists(path + ".json"):
-                return stem
+                return n
         raise AssertionError("unreachable")  # pragma: no cover
 
     def find_latest(self, camera_id: str) -> StoredFrame | None:
