@@ -68,7 +68,7 @@ RSS_TARGET_MB = 400.0
 
 def decode_floor_ms(frames: list[bytes], seconds: float = 3.0) -> float:
     """CPU milliseconds of one DCT-scaled grayscale decode, the dedup check's only decode."""
-    from lyoncam_daemon.frames import decode_gray, working_size
+    from lyoncam_daemon.frames.fingerprint import decode_gray, working_size
 
     size = working_size("phash", 64)
     for body in frames[:4]:

@@ -237,9 +237,9 @@ def child_daemon(config_path: str, seconds: str) -> int:
     """The daemon as `run` starts it, with the interval floor lowered and a safety stop."""
     import asyncio
 
+    from lyoncam_daemon.capture.daemon import Daemon
     from lyoncam_daemon.config import parse_config
-    from lyoncam_daemon.daemon import Daemon
-    from lyoncam_daemon.logs import configure_logging
+    from lyoncam_daemon.observe.logs import configure_logging
 
     path = Path(config_path)
     config = parse_config(path.read_text(), str(path), path.parent, {"min_interval": 0.5})

@@ -47,8 +47,14 @@ from PIL import Image
 
 from bench.pairs import Pair, encode, heldout_pairs, tuning_pairs
 from lyoncam_daemon import __version__
-from lyoncam_daemon.dedup import LastFrame, Looks, Outcome, Rules, Verdict, decide
-from lyoncam_daemon.frames import Fingerprint, decode_gray, fingerprint, hash_pixels, working_size
+from lyoncam_daemon.frames.fingerprint import (
+    Fingerprint,
+    decode_gray,
+    fingerprint,
+    hash_pixels,
+    working_size,
+)
+from lyoncam_daemon.frames.judge import LastFrame, Looks, Outcome, Rules, Verdict, decide
 
 # The project's durable store, the one the daemon writes with. If it changes, these two
 # imports and `make_ours_with_store` are the only places to follow it.

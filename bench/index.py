@@ -32,10 +32,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from lyoncam_daemon.dataset import report, sample
-from lyoncam_daemon.enrichers.daylight import daylight_fields
-from lyoncam_daemon.enrichers.weather import LABELS
-from lyoncam_daemon.index import connect, frame_keys, refresh, row_of, upsert
+from lyoncam_daemon.curation.dataset import report, sample
+from lyoncam_daemon.curation.index import connect, frame_keys, refresh, row_of, upsert
+from lyoncam_daemon.enrich.daylight import daylight_fields
+from lyoncam_daemon.enrich.weather import LABELS
 from lyoncam_daemon.storage import Frame
 from lyoncam_daemon.storage.filesystem import FilesystemStorage
 from lyoncam_daemon.storage.layout import frame_key

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 # Re-exported for the proof tests: the daemon's own names for its state folder and temp files.
-from lyoncam_daemon.atomic import TMP_MARK as TMP_MARK
-from lyoncam_daemon.state import STATE_DIR as STATE_DIR
+from lyoncam_daemon.storage.atomic import TMP_MARK as TMP_MARK
+from lyoncam_daemon.storage.state import STATE_DIR as STATE_DIR
 
 #: Generous limits for a loaded 2-core machine: they only turn a hang into a failure.
 WAIT_LIMIT_S = 60
@@ -32,7 +32,7 @@ _RUNNER = (
     "import sys\n"
     "from pathlib import Path\n"
     "from lyoncam_daemon.config import load_config\n"
-    "from lyoncam_daemon.daemon import run_daemon\n"
+    "from lyoncam_daemon.capture.daemon import run_daemon\n"
     "sys.exit(run_daemon(load_config(Path(sys.argv[1]), context={'min_interval': 0.05})))\n"
 )
 

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 import structlog
 
+from lyoncam_daemon.capture.daemon import Daemon
 from lyoncam_daemon.config import Config, parse_config
-from lyoncam_daemon.daemon import Daemon
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

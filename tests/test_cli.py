@@ -12,9 +12,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lyoncam_daemon import config as config_module
 from lyoncam_daemon.cli import build_parser, main
-from lyoncam_daemon.simulator import camera_ids, demo_config
+from lyoncam_daemon.config import model as config_module
+from lyoncam_daemon.devtools.simulator import camera_ids, demo_config
 
 REPO = Path(__file__).resolve().parents[1]
 CAMERA = "cameras:\n  - id: A1\n    url: http://127.0.0.1:8090/a.jpg\n"
@@ -46,7 +46,7 @@ def test_help_imports_nothing_heavy(command: list[str]) -> None:
 def test_the_heavy_modules_are_seen_when_a_command_loads_them() -> None:
     # The same measure on a module that does load them: the test above cannot pass vacuously.
     proc = subprocess.run(
-        [sys.executable, "-X", "importtime", "-c", "import lyoncam_daemon.daemon"],
+        [sys.executable, "-X", "importtime", "-c", "import lyoncam_daemon.capture.daemon"],
         capture_output=True, text=True, timeout=60, check=False, cwd=REPO,
     )
     seen = {line.rsplit("|", 1)[-1].strip().split(".")[0] for line in proc.stderr.splitlines()}

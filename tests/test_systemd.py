@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from lyoncam_daemon.shard import owner
+from lyoncam_daemon.config.shard import owner
 
 from ._docker import ROOT, config_yaml, docker, simulator, systemd_image, wait_for
 

@@ -17,7 +17,9 @@ orphan file on the server).
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import contextlib
 import json
 import re
 import sqlite3
@@ -31,7 +33,19 @@ from xml.etree import ElementTree
 import aiohttp
 import yaml
 
-from lyoncam_daemon.labelstudio.client import HTTPError, LabelStudioClient
+from lyoncam_daemon.arguments import EXIT_FAILED, EXIT_OK, EXIT_USAGE, say
+from lyoncam_daemon.curation.commands import data_dir_of
+from lyoncam_daemon.curation.dataset import sample, sidecar_fingerprints
+from lyoncam_daemon.curation.index import IndexFileError, open_current
+from lyoncam_daemon.labelstudio.auth import AuthError, Credentials, load_token
+from lyoncam_daemon.labelstudio.client import (
+    HTTPError,
+    LabelStudioClient,
+    Unreachable,
+    display_base,
+)
+from lyoncam_daemon.labelstudio.pull.command import shown_argument, url_problem
+from lyoncam_daemon.observe.logs import configure_logging
 
 DEFAULT_LABELS = ("Car", "Truck", "Bus", "Motorbike", "Scooter", "Bicycle", "Pedestrian")
 MODEL_VERSION = "lyoncam-push"
@@ -365,3 +379,73 @@ class Pusher:
         if missing:
             raise PushError(f"the server did not list the uploads of {', '.join(missing[:3])}")
         return paths
+
+
+# --- the command ----------------------------------------------------------------------------
+
+
+def main(args: argparse.Namespace) -> int:
+    """The `push` command (arguments in commands.py)."""
+
+    problem = url_problem(args.url.strip())
+    if problem is not None:
+        say(f"error: --url {shown_argument(args.url)!r}: {problem}")
+        return EXIT_USAGE
+    configure_logging(args.log_format, "info")
+    try:
+        credentials = Credentials(load_token(token_file=args.token_file))
+    except AuthError as exc:
+        say(f"error: {exc}")
+        return EXIT_USAGE
+    data_dir = data_dir_of(args)
+    if data_dir is None:
+        return EXIT_USAGE
+    try:
+        db = open_current(data_dir, say)
+    except IndexFileError as exc:
+        say(f"error: {exc}")
+        return EXIT_FAILED
+    with contextlib.closing(db):
+        try:
+            return asyncio.run(_push_command(args, data_dir, db, credentials))
+        except (AuthError, PushError, HTTPError, Unreachable) as exc:
+            say(f"error: {exc}")
+            return EXIT_FAILED
+
+
+async def _push_command(args: argparse.Namespace, data_dir: Path, db: Any, credentials: Any) -> int:
+    if args.sample is not None:
+        try:
+            keys = [f["key"] for f in json.loads(args.sample.read_text())["frames"]]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise PushError(f"{args.sample}: not a sample file ({exc})") from None
+    else:
+        keys = [c.key for c in sample(db, args.n, sidecar_fingerprints(data_dir))]
+    frames, missing = frames_of(db, keys)
+    for key in missing:
+        say(f"warning: {key} is not in the index of {data_dir}: skipped")
+    predictions = None
+    if args.predictions is not None:
+        if not args.predictions.is_dir():
+            raise PushError(f"--predictions {args.predictions}: not a folder")
+        predictions = Predictions(args.predictions, class_names(args.predictions))
+    async with LabelStudioClient(args.url.strip(), credentials,
+                                 rate=args.rate or None) as client:
+        project = args.project
+        if args.create is not None:
+            resp = await client.request("POST", "/api/projects", json={
+                "title": args.create, "label_config": default_label_config()})
+            if resp.status != 201:
+                raise PushError(f"cannot create project {args.create!r}: HTTP {resp.status}")
+            project = int(json.loads(resp.body)["id"])
+            say(f"created project {project} {args.create!r}")
+        ledger = Ledger(db, display_base(client.base_url), project)
+        pusher = Pusher(client, project, data_dir, ledger, predictions, args.batch,
+                        progress=lambda done, total: say(f"pushed {done}/{total}"))
+        done = await pusher.run(frames)
+    for problem in done.problems:
+        say(f"warning: {problem}")
+    print(f"project {project}: {done.pushed} frames pushed ({done.predictions} with "
+          f"predictions), {done.already} already there"
+          f"{f', {done.recovered} found from an interrupted run' if done.recovered else ''}")
+    return EXIT_OK

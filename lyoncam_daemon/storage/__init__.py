@@ -1,10 +1,17 @@
-"""Where frames are kept: a small protocol, so the capture path does not care where.
+"""Keeping frames: where they go, how they are written, and how long they stay.
 
 A store takes a frame and its sidecar and returns where it put them; finds a camera's
-newest frame again after a restart; and repairs what a killed process left at start. The
-filesystem store (`filesystem.py`) is the first implementation; an object store fits the
-same three calls. What happens *after* a frame is stored (the index, retention, pushing to
-Label Studio) hangs on post-store hooks, never inside a store.
+newest frame again after a restart; and repairs what a killed process left at start. This
+module is that small protocol, so the capture path does not care where frames go.
+
+Lives here: the one frame-name rule (layout.py), the one atomic-write rule (atomic.py), the
+dated filesystem tree (filesystem.py), an S3-compatible bucket (s3.py) and the spool in
+front of it during outages (spool.py), the daemon's own folder `.lyoncam` with its lock and
+health record (state.py), and retention with the free-space guard (retention.py). What
+happens *after* a frame is stored (the index, recent frames) hangs on post-store hooks,
+never inside a store.
+
+May import: config.
 """
 
 from __future__ import annotations

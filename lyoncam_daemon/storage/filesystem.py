@@ -20,8 +20,8 @@ from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
-from lyoncam_daemon.atomic import TMP_MARK, fsync_dir, write_temp
 from lyoncam_daemon.storage import Frame, StoredFrame, StoreError, encode_sidecar
+from lyoncam_daemon.storage.atomic import TMP_MARK, fsync_dir, write_temp
 from lyoncam_daemon.storage.layout import day_prefix, frame_key, frame_stem, parse_frame_stem
 
 _DIGITS = re.compile(r"^\d+$")

@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import structlog
 
-from lyoncam_daemon.stats import SpoolStats
 from lyoncam_daemon.storage import Frame, Storage, StoredFrame, StoreError
 from lyoncam_daemon.storage.filesystem import FilesystemStorage
 from lyoncam_daemon.storage.layout import parse_frame_stem
@@ -28,6 +29,26 @@ from lyoncam_daemon.storage.layout import parse_frame_stem
 #: Retry delays of the uploader while the store stays unreachable (seconds).
 RETRY_FIRST_S, RETRY_MAX_S = 1.0, 30.0
 
+
+
+@dataclass
+class SpoolStats:
+    """Frames waiting on local disk for an unreachable object store (spool.py)."""
+
+    frames: int = 0
+    bytes: int = 0
+    #: Capture time (Unix seconds) of the oldest frame waiting: the upload lag's start.
+    oldest_unix: float | None = None
+    uploaded: int = 0
+    #: Frames refused because the spool was full (counted, logged once).
+    refused: int = 0
+    #: Spooled frames that could not be read back from the local disk (logged each).
+    lost: int = 0
+
+    def as_dict(self, now: float) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["lag_s"] = round(now - self.oldest_unix, 3) if self.oldest_unix is not None else 0.0
+        return d
 
 class SpoolingStorage:
     """Implements `storage.Storage`: `upstream` with a local spool; see the module docstring."""

@@ -16,7 +16,7 @@ from lyoncam_daemon.labelstudio.auth import (
     load_token,
     token_kind,
 )
-from lyoncam_daemon.labelstudio.cli import setup_logging
+from lyoncam_daemon.labelstudio.pull.command import setup_logging
 
 from .helpers import jwt
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from lyoncam_daemon.cli import main
-from lyoncam_daemon.labelstudio import cli as ls_cli
+from lyoncam_daemon.labelstudio.pull import command as ls_cli
 
 from .helpers import KEY, Shown, closed_port
 

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from lyoncam_daemon.cli import main
-from lyoncam_daemon.index import index_path
+from lyoncam_daemon.curation.index import index_path
 from lyoncam_daemon.labelstudio.push import (
     DEFAULT_LABELS,
     Predictions,
@@ -28,7 +28,7 @@ from lyoncam_daemon.labelstudio.push import (
 from lyoncam_daemon.storage import Frame, StoredFrame
 from lyoncam_daemon.storage.filesystem import FilesystemStorage
 
-from ..curation import Spec, jpeg, sidecar
+from .._curation import Spec, jpeg, sidecar
 from .conftest import REPO, LabelStudio
 
 FIXTURE = REPO / "tests" / "fixtures" / "CWL9018_night.jpg"

@@ -20,9 +20,9 @@ from typing import Any, Literal
 import yaml
 from PIL import Image, UnidentifiedImageError
 
-from lyoncam_daemon.atomic import write_atomic
 from lyoncam_daemon.labelstudio.pull.manifest import MANIFEST, Entry
 from lyoncam_daemon.labelstudio.pull.model import Item, PullError
+from lyoncam_daemon.storage.atomic import write_atomic
 
 LabelChange = Literal["new", "changed", "same"]
 

@@ -1,0 +1,231 @@
+"""One conditional GET of a camera frame: streamed, size-capped, with a deadline.
+
+Every failure becomes a `FetchError` with a short `kind`, so the per-camera loop can
+count failures by kind and put just that camera into backoff. Nothing here retries:
+when to try again is the schedule's business (schedule.py), not the fetcher's.
+
+How many requests run at once is decided here too (`Slots`), before a request starts,
+so waiting for a turn is never counted against a camera's own deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import aiohttp
+
+from lyoncam_daemon.observe.stats import ErrorKind
+
+
+@dataclass(frozen=True)
+class Validators:
+    """What the server said last time, sent back so it can answer 304 Not Modified."""
+
+    etag: str | None = None
+    last_modified: str | None = None
+
+    def headers(self) -> dict[str, str]:
+        h = {}
+        if self.etag:
+            h["If-None-Match"] = self.etag
+        if self.last_modified:
+            h["If-Modified-Since"] = self.last_modified
+        return h
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """A response that is not an error: 200 with its body, or 304 with none."""
+
+    status: int
+    body: bytes
+    etag: str | None
+    last_modified: str | None
+    content_type: str | None
+    elapsed_s: float
+
+    @property
+    def not_modified(self) -> bool:
+        return self.status == 304
+
+    @property
+    def validators(self) -> Validators:
+        return Validators(self.etag, self.last_modified)
+
+
+class FetchError(Exception):
+    """A failed poll, with its kind and a one-line detail naming the real cause."""
+
+    def __init__(self, kind: ErrorKind, detail: str, status: int | None = None) -> None:
+        super().__init__(f"{kind}: {detail}")
+        self.kind = kind
+        self.detail = detail
+        self.status = status
+
+
+async def fetch_frame(
+    session: aiohttp.ClientSession,
+    url: str,
+    *,
+    time_limit: float,
+    max_bytes: int,
+    validators: Validators | None = None,
+    connect_timeout: float | None = None,
+) -> Fetched:
+    """GET `url`, reading at most `max_bytes` of body within `time_limit` seconds in total.
+
+    The CriTer server answers chunked with no Content-Length, so the cap is enforced while
+    streaming: a runaway body costs at most `max_bytes` of memory, never more.
+    `connect_timeout` is the session's (only used to word the error).
+    """
+    headers = validators.headers() if validators else {}
+    started = time.monotonic()
+    try:
+        async with asyncio.timeout(time_limit):
+            async with session.get(url, headers=headers, allow_redirects=True) as resp:
+                if resp.status == 304:
+                    return _fetched(resp, b"", started)
+                if resp.status >= 400:
+                    reason = f"HTTP {resp.status} {resp.reason or ''}".strip()
+                    raise FetchError(ErrorKind.HTTP, reason, resp.status)
+                if resp.content_length is not None and resp.content_length > max_bytes:
+                    raise FetchError(ErrorKind.TOO_LARGE, f"Content-Length {resp.content_length} "
+                                     f"over the {max_bytes}-byte cap")
+                body = await _read_capped(resp, max_bytes)
+                return _fetched(resp, body, started)
+    except FetchError:
+        raise
+    except aiohttp.ConnectionTimeoutError:
+        # Before TimeoutError, which it subclasses: the server did not accept a connection.
+        within = f" within {connect_timeout:g} s" if connect_timeout else ""
+        raise FetchError(ErrorKind.TIMEOUT, f"could not connect{within}") from None
+    except TimeoutError:
+        raise FetchError(ErrorKind.TIMEOUT,
+                         f"no complete answer within {time_limit:g} s") from None
+    except aiohttp.ClientConnectorDNSError as exc:
+        raise FetchError(ErrorKind.DNS, _short(exc)) from None
+    except aiohttp.ClientResponseError as exc:
+        raise FetchError(ErrorKind.HTTP, f"HTTP {exc.status} {exc.message}", exc.status) \
+            from None
+    except (aiohttp.ClientError, OSError) as exc:
+        raise FetchError(ErrorKind.CONNECTION, _short(exc)) from None
+
+
+async def _read_capped(resp: aiohttp.ClientResponse, max_bytes: int) -> bytes:
+    parts: list[bytes] = []
+    size = 0
+    # Whatever has arrived, at once: iter_chunked cut a 300 KB frame that was already
+    # buffered into five 64 KB pieces, an await each.
+    async for chunk in resp.content.iter_any():
+        size += len(chunk)
+        if size > max_bytes:
+            raise FetchError(ErrorKind.TOO_LARGE, f"body over the {max_bytes}-byte cap")
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+def _fetched(resp: aiohttp.ClientResponse, body: bytes, started: float) -> Fetched:
+    return Fetched(
+        status=resp.status,
+        body=body,
+        etag=resp.headers.get("ETag"),
+        last_modified=resp.headers.get("Last-Modified"),
+        content_type=resp.headers.get("Content-Type"),
+        elapsed_s=time.monotonic() - started,
+    )
+
+
+def _short(exc: BaseException) -> str:
+    """One line: exception messages from aiohttp can span lines and repeat the URL."""
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class Slots:
+    """Turns to send a request: at most `total` in flight, `per_host` to one host, and a
+    share of each kept for cameras that answer.
+
+    Why not aiohttp's connector limits: a request queued there for a pooled connection is
+    already on its camera's clock (aiohttp even counts the queueing against the connect
+    timeout), so four slow cameras on the one CriTer host made the healthy ones fail with
+    timeouts that were not theirs. Here the wait happens before the request starts, and is
+    measured apart. A *suspect* camera (failing, down, or slow last time) may hold at most
+    half of the slots (`suspect_share`), so the others always have the rest and a healthy
+    camera never loses a frame because its neighbours are slow.
+    """
+
+    def __init__(self, total: int, per_host: int) -> None:
+        if total < 1 or per_host < 1:
+            raise ValueError("slot counts must be at least 1")
+        self._total = _Gate(total)
+        self._per_host = per_host
+        self._hosts: dict[str, _Gate] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, host: str, *, suspect: bool,
+                   within: float | None = None) -> AsyncIterator[None]:
+        """Wait for a turn (host first, then the total, in one order: no deadlock); raise
+        NoTurn if none comes `within` seconds."""
+        gate = self._hosts.get(host)
+        if gate is None:
+            gate = self._hosts[host] = _Gate(self._per_host)
+        if within is None or (gate.free(suspect) and self._total.free(suspect)):
+            # A turn is free: no timer to arm (the common case, once per poll).
+            await self._take(gate, suspect)
+        else:
+            try:
+                async with asyncio.timeout(within):
+                    await self._take(gate, suspect)
+            except TimeoutError:
+                raise NoTurn(f"no request slot within {within:g} s") from None
+        try:
+            yield
+        finally:
+            self._total.release(suspect)
+            gate.release(suspect)
+
+    async def _take(self, gate: _Gate, suspect: bool) -> None:
+        await gate.acquire(suspect)
+        try:
+            await self._total.acquire(suspect)
+        except BaseException:
+            gate.release(suspect)
+            raise
+
+
+class NoTurn(Exception):
+    """No request slot came in time: the poll is skipped, not the camera's fault."""
+
+
+def suspect_share(slots: int) -> int:
+    """Slots suspects may hold together: half, at least one (with one slot, no reserve)."""
+    return max(1, slots // 2)
+
+
+class _Gate:
+    def __init__(self, slots: int) -> None:
+        self._all = asyncio.Semaphore(slots)
+        self._suspects = asyncio.Semaphore(suspect_share(slots))
+
+    def free(self, suspect: bool) -> bool:
+        """A turn can be taken without waiting."""
+        return not self._all.locked() and not (suspect and self._suspects.locked())
+
+    async def acquire(self, suspect: bool) -> None:
+        if suspect:
+            await self._suspects.acquire()
+        try:
+            await self._all.acquire()
+        except BaseException:
+            if suspect:
+                self._suspects.release()
+            raise
+
+    def release(self, suspect: bool) -> None:
+        self._all.release()
+        if suspect:
+            self._suspects.release()

@@ -1,0 +1,239 @@
+"""The curation commands: `index`, `report`, `sample` and `enrich --backfill`.
+
+They read the frames of the data directory of `--config` (default `cameras.yaml`), or of
+`--data-dir DIR` without any config. Exit codes as everywhere (arguments.py): 0 done,
+1 failed, 2 bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from lyoncam_daemon.arguments import EXIT_FAILED, EXIT_OK, EXIT_USAGE, Command, say
+
+
+def add_data_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", type=Path, default=Path("cameras.yaml"),
+                   help="take data_dir from this config (default: ./cameras.yaml)")
+    p.add_argument("--data-dir", type=Path, default=None,
+                   help="read this data directory instead (no config needed)")
+
+
+def data_dir_of(args: argparse.Namespace) -> Path | None:
+    """The data directory to read, or None after printing why there is none."""
+    from lyoncam_daemon.config import ConfigError, load_config
+
+    if args.data_dir is not None:
+        path: Path = args.data_dir.expanduser().resolve()
+    else:
+        try:
+            path = load_config(args.config).data_dir
+        except ConfigError as exc:
+            for line in exc.errors:
+                print(f"error: {line}", file=sys.stderr)
+            return None
+    if not path.is_dir():
+        print(f"error: data directory {path} does not exist", file=sys.stderr)
+        return None
+    return path
+
+
+# --- index ---------------------------------------------------------------------------------
+
+
+def add_index_arguments(p: argparse.ArgumentParser) -> None:
+    add_data_arguments(p)
+    p.add_argument("--rebuild", action="store_true",
+                   help="re-read every sidecar, not only those of frames the index lacks")
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    from lyoncam_daemon.curation.index import IndexFileError, index_path, refresh
+
+    data_dir = data_dir_of(args)
+    if data_dir is None:
+        return EXIT_USAGE
+    try:
+        done = refresh(data_dir, rebuild=args.rebuild)
+    except IndexFileError as exc:
+        say(f"error: {exc}")
+        return EXIT_FAILED
+    for where, why in done.skipped:
+        say(f"warning: skipped {where}: {why}")
+    print(f"{index_path(data_dir)}: {done.total} frames ({done.indexed} read from sidecars, "
+          f"{done.removed} removed, {len(done.skipped)} skipped)")
+    return EXIT_OK
+
+
+# --- report --------------------------------------------------------------------------------
+
+
+def add_report_arguments(p: argparse.ArgumentParser) -> None:
+    add_data_arguments(p)
+    p.add_argument("--json", action="store_true", help="print the counts as one JSON object")
+    p.add_argument("--html", type=Path, default=None, metavar="FILE",
+                   help="write a self-contained page: heatmap, frames per day, thumbnails")
+    p.add_argument("--thin", type=int, default=None, metavar="N",
+                   help="a cell with fewer frames is thin (default 20)")
+    p.add_argument("--thumbnails", type=int, default=2, metavar="N",
+                   help="example frames per cell in the page (default 2)")
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    import json
+
+    from lyoncam_daemon.curation.dataset import THIN_BELOW, report
+    from lyoncam_daemon.curation.index import IndexFileError, open_current
+    from lyoncam_daemon.curation.report_page import render
+    from lyoncam_daemon.storage.atomic import write_atomic
+
+    data_dir = data_dir_of(args)
+    if data_dir is None:
+        return EXIT_USAGE
+    try:
+        db = open_current(data_dir, say)
+    except IndexFileError as exc:
+        say(f"error: {exc}")
+        return EXIT_FAILED
+    with contextlib.closing(db):
+        rep = report(db, args.thin if args.thin is not None else THIN_BELOW)
+        if args.html is not None:
+            page = render(db, data_dir, rep, args.thumbnails)
+            try:
+                write_atomic(args.html, page.encode())
+            except OSError as exc:
+                say(f"error: cannot write {args.html}: {exc.strerror or exc}")
+                return EXIT_FAILED
+            say(f"wrote {args.html}")
+    if args.json:
+        print(json.dumps(rep, indent=1))
+    elif args.html is None:
+        _print_table(rep)
+    return EXIT_OK
+
+
+def _print_table(rep: Mapping[str, Any]) -> None:
+    cells: list[Mapping[str, Any]] = rep["cells"]
+    print(f"{rep['total']} frames; {rep['empty']} empty cells, {rep['thin']} thin "
+          f"(under {rep['thin_below']} frames)")
+    for c in cells:
+        if c["frames"]:
+            print(f"  {c['camera']:<16} {c['daypart']:<8} {c['weather']:<14} {c['frames']:>8}"
+                  f"{'  thin' if c['status'] == 'thin' else ''}")
+
+
+# --- sample --------------------------------------------------------------------------------
+
+
+def add_sample_arguments(p: argparse.ArgumentParser) -> None:
+    add_data_arguments(p)
+    p.add_argument("--n", type=int, required=True, help="how many frames to pick")
+    p.add_argument("--out", type=Path, default=None, metavar="FILE",
+                   help="write the sample here (JSON) instead of printing it")
+    p.add_argument("--threshold", type=int, default=64, metavar="BITS",
+                   help="frames of a camera this close to a picked one are skipped (default 64)")
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    import json
+
+    from lyoncam_daemon.curation.dataset import sample, sidecar_fingerprints
+    from lyoncam_daemon.curation.index import IndexFileError, open_current
+    from lyoncam_daemon.storage.atomic import write_atomic
+
+    if args.n < 1:
+        say(f"error: --n must be at least 1, not {args.n}")
+        return EXIT_USAGE
+    data_dir = data_dir_of(args)
+    if data_dir is None:
+        return EXIT_USAGE
+    try:
+        db = open_current(data_dir, say)
+    except IndexFileError as exc:
+        say(f"error: {exc}")
+        return EXIT_FAILED
+    with contextlib.closing(db):
+        picked = sample(db, args.n, sidecar_fingerprints(data_dir), args.threshold)
+    doc = json.dumps({"data_dir": str(data_dir), "frames": [c.as_json() for c in picked]},
+                     indent=1)
+    if args.out is None:
+        print(doc)
+    else:
+        try:
+            write_atomic(args.out, doc.encode())
+        except OSError as exc:
+            say(f"error: cannot write {args.out}: {exc.strerror or exc}")
+            return EXIT_FAILED
+    if len(picked) < args.n:
+        say(f"warning: only {len(picked)} frames could be picked (of {args.n} asked): the "
+            "rest are near-duplicates or already pushed")
+    elif args.out is not None:
+        say(f"wrote {len(picked)} frames to {args.out}")
+    return EXIT_OK
+
+
+# --- enrich --backfill ---------------------------------------------------------------------
+
+
+def add_enrich_arguments(p: argparse.ArgumentParser) -> None:
+    add_data_arguments(p)
+    p.add_argument("--backfill", action="store_true", required=True,
+                   help="fill sun_elevation/daypart and weather of frames stored without them")
+    p.add_argument("--no-weather", action="store_true",
+                   help="daylight only: no request to the weather archive")
+
+
+def cmd_enrich(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from lyoncam_daemon.config import WeatherSettings
+    from lyoncam_daemon.curation.backfill import Backfill
+
+    data_dir = data_dir_of(args)
+    if data_dir is None:
+        return EXIT_USAGE
+    weather: WeatherSettings | None = None
+    if not args.no_weather:
+        weather = WeatherSettings()
+        if args.config.exists():  # its weather: settings (archive_url, limits, enabled)
+            from lyoncam_daemon.config import ConfigError, load_config
+
+            try:
+                loaded = load_config(args.config).weather
+            except ConfigError as exc:
+                for line in exc.errors:
+                    say(f"error: {line}")
+                return EXIT_USAGE
+            weather = loaded if loaded.enabled else None
+    done = asyncio.run(Backfill(data_dir, weather, say).run())
+    for problem in done.problems:
+        say(f"warning: {problem}")
+    print(f"{data_dir}: daylight added to {done.daylight} frames, weather to {done.weather}"
+          f"{f', {done.missing_weather} still without weather' if done.missing_weather else ''}")
+    return EXIT_FAILED if done.problems else EXIT_OK
+
+
+
+COMMANDS = (
+    Command("index", "bring the frame index up to date with the sidecars",
+            "Add frames the index lacks, drop deleted ones; --rebuild re-reads every sidecar. "
+            "The daemon keeps the index current itself.",
+            add_index_arguments, cmd_index),
+    Command("report", "what the frames cover: camera x daypart x weather, days",
+            "Frames per camera, daypart and weather, frames per day, empty and thin cells; "
+            "--json or --html FILE.",
+            add_report_arguments, cmd_report),
+    Command("sample", "pick a balanced set of frames to label",
+            "Stratified by camera, daypart and weather, spread in time, without "
+            "near-duplicates or frames already pushed.",
+            add_sample_arguments, cmd_sample),
+    Command("enrich", "fill daylight and weather of frames stored without them",
+            "--backfill: sun_elevation/daypart computed, weather from the Open-Meteo archive "
+            "(in batches, resumable).",
+            add_enrich_arguments, cmd_enrich),
+)

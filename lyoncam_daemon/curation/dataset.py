@@ -1,0 +1,243 @@
+"""What the collection covers and what to label next: `report` counts, `sample` picks.
+
+Both read the frame index (index.py), never the million sidecars. A frame's *cell* is its
+camera x daypart x weather label; frames without a daypart (a camera without lat/lon) or
+without weather count under `unknown`, so nothing is left out of the totals.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from itertools import groupby
+from pathlib import Path
+from typing import Any
+
+from lyoncam_daemon.enrich.daylight import DAYPARTS
+from lyoncam_daemon.enrich.weather import LABELS
+from lyoncam_daemon.frames.fingerprint import Fingerprint
+
+UNKNOWN = "unknown"
+#: A non-empty cell with fewer frames than this is `thin`: too few for a varied labelled set.
+THIN_BELOW = 20
+
+CellKey = tuple[str, str, str]
+
+
+def _name(v: str | None) -> str:
+    return v if v else UNKNOWN
+
+
+def _where(cell: CellKey) -> tuple[str, list[str | None]]:
+    """SQL condition and parameters selecting one cell (`unknown` is NULL in the index)."""
+    camera, daypart, weather = cell
+    return ("camera = ? AND daypart IS ? AND weather IS ?",
+            [camera, None if daypart == UNKNOWN else daypart,
+             None if weather == UNKNOWN else weather])
+
+
+# --- report --------------------------------------------------------------------------------
+
+
+def report(db: sqlite3.Connection, thin_below: int = THIN_BELOW) -> dict[str, Any]:
+    """`{"total", "cells": [{"camera", "daypart", "weather", "frames", "status"}], "days",
+    "empty", "thin", "thin_below"}`. Every camera x daypart x weather is a cell, empty ones
+    included (that is what is missing); `unknown` columns appear only when used."""
+    counts: dict[CellKey, int] = {}
+    for camera, daypart, weather, n in db.execute(
+            "SELECT camera, daypart, weather, count(*) FROM frames "
+            "GROUP BY camera, daypart, weather"):
+        counts[(camera, _name(daypart), _name(weather))] = n
+    cameras = sorted({c for c, _, _ in counts})
+    dayparts = [*DAYPARTS, *([UNKNOWN] if any(d == UNKNOWN for _, d, _ in counts) else [])]
+    weathers = [*LABELS, *([UNKNOWN] if any(w == UNKNOWN for _, _, w in counts) else [])]
+    cells = []
+    for camera in cameras:
+        for daypart in dayparts:
+            for weather in weathers:
+                n = counts.get((camera, daypart, weather), 0)
+                status = "empty" if n == 0 else "thin" if n < thin_below else "ok"
+                cells.append({"camera": camera, "daypart": daypart, "weather": weather,
+                              "frames": n, "status": status})
+    days = dict(db.execute("SELECT day, count(*) FROM frames GROUP BY day ORDER BY day"))
+    return {
+        "total": sum(counts.values()),
+        "cells": cells,
+        "days": days,
+        "empty": sum(c["status"] == "empty" for c in cells),
+        "thin": sum(c["status"] == "thin" for c in cells),
+        "thin_below": thin_below,
+    }
+
+
+def spread(count: int, k: int) -> list[int]:
+    """`k` positions among `count`, evenly spaced in order (the middle of each share)."""
+    k = min(k, count)
+    return [int((i + 0.5) * count / k) for i in range(k)]
+
+
+def cell_examples(db: sqlite3.Connection, cell: CellKey, frames: int, k: int) -> list[str]:
+    """Keys of up to `k` frames of a cell spread over its time span."""
+    cond, params = _where(cell)
+    keys = []
+    for offset in spread(frames, k):
+        row = db.execute(f"SELECT key FROM frames WHERE {cond} ORDER BY captured_at "
+                         "LIMIT 1 OFFSET ?", [*params, offset]).fetchone()
+        if row is not None:
+            keys.append(row[0])
+    return keys
+
+
+# --- sample --------------------------------------------------------------------------------
+
+
+@dataclass
+class Candidate:
+    key: str
+    camera: str
+    captured_at: str
+    daypart: str
+    weather: str
+
+    def as_json(self) -> dict[str, str]:
+        return {"key": self.key, "camera": self.camera, "captured_at": self.captured_at,
+                "daypart": self.daypart, "weather": self.weather}
+
+
+@dataclass
+class _Stratum:
+    cell: CellKey
+    #: (key, captured_at), oldest first: plain tuples, a million of them load quickly.
+    frames: list[tuple[str, str]]
+    taken: set[int] = field(default_factory=set)
+
+    @property
+    def left(self) -> int:
+        return len(self.frames) - len(self.taken)
+
+    def candidate(self, i: int) -> Candidate:
+        key, captured = self.frames[i]
+        return Candidate(key, self.cell[0], captured, self.cell[1], self.cell[2])
+
+
+def quotas(sizes: Sequence[int], n: int) -> list[int]:
+    """Split `n` as evenly as the sizes allow (water-filling): small strata give all they
+    have, the rest share what is left equally (earlier strata take the remainder)."""
+    quota = [0] * len(sizes)
+    open_ = sorted(range(len(sizes)), key=lambda i: sizes[i])
+    left = min(n, sum(sizes))
+    while open_ and left > 0:
+        share, extra = divmod(left, len(open_))
+        smallest = open_[0]
+        if sizes[smallest] - quota[smallest] <= share:
+            give = sizes[smallest] - quota[smallest]
+            quota[smallest] += give
+            left -= give
+            open_.pop(0)
+            continue
+        for rank, i in enumerate(sorted(open_)):
+            quota[i] += share + (1 if rank < extra else 0)
+        left = 0
+    return quota
+
+
+#: A frame's fingerprint by key, None when it has none (or it cannot be read).
+FingerprintOf = Callable[[str], Fingerprint | None]
+
+
+def sidecar_fingerprints(data_dir: Path) -> FingerprintOf:
+    """Read from the frame's sidecar: the index stays slim (a 4096-bit phash is 1 KB of hex,
+    a gigabyte over a million frames), and a sample only looks at a few frames per pick."""
+    def load(key: str) -> Fingerprint | None:
+        try:
+            meta = json.loads((data_dir / key).with_suffix(".json").read_bytes())
+            return Fingerprint.from_json(meta["fingerprint"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+    return load
+
+
+def _strata(db: sqlite3.Connection) -> list[_Stratum]:
+    """Every non-empty cell's frames not pushed yet, oldest first."""
+    groups: dict[CellKey, list[tuple[str, str]]] = defaultdict(list)
+    rows = db.execute(
+        "SELECT camera, daypart, weather, key, captured_at FROM frames "
+        # The index's own order (frames_cell): no sort of a million rows.
+        "WHERE key NOT IN (SELECT key FROM pushed) "
+        "ORDER BY camera, daypart, weather, captured_at")
+    for (camera, daypart, weather), frames in groupby(rows, key=lambda r: r[:3]):
+        groups[(camera, _name(daypart), _name(weather))].extend(r[3:] for r in frames)
+    return [_Stratum(cell, groups[cell]) for cell in sorted(groups)]
+
+
+class _Picked:
+    """The chosen frames, and their fingerprints per camera for the near-duplicate test."""
+
+    def __init__(self, threshold: int, fingerprint_of: FingerprintOf) -> None:
+        self.threshold = threshold
+        self.fingerprint_of = fingerprint_of
+        self.frames: list[Candidate] = []
+        self.fingerprints: dict[str, list[Fingerprint]] = defaultdict(list)
+
+    def offer(self, c: Candidate) -> bool:
+        """Take the frame unless it is a near-duplicate of one taken from its camera."""
+        fp = self.fingerprint_of(c.key)
+        if fp is not None and any(other.compatible(fp) and other.distance(fp) <= self.threshold
+                                  for other in self.fingerprints[c.camera]):
+            return False
+        self.frames.append(c)
+        if fp is not None:
+            self.fingerprints[c.camera].append(fp)
+        return True
+
+
+def _pick(stratum: _Stratum, k: int, picked: _Picked) -> int:
+    """Up to `k` more frames of the stratum: for targets evenly spaced among the frames not
+    looked at yet, the nearest one that is not a near-duplicate of a frame already picked.
+    Returns how many."""
+    pool = [i for i in range(len(stratum.frames)) if i not in stratum.taken]
+    got = 0
+    for target in spread(len(pool), k):
+        for j in _outwards(target, len(pool)):
+            i = pool[j]
+            if i in stratum.taken:
+                continue
+            stratum.taken.add(i)  # looked at: a near-duplicate stays out for good
+            if picked.offer(stratum.candidate(i)):
+                got += 1
+                break
+    return got
+
+
+def _outwards(start: int, n: int) -> Iterable[int]:
+    yield start
+    for step in range(1, n):
+        for i in (start - step, start + step):
+            if 0 <= i < n:
+                yield i
+
+
+def sample(db: sqlite3.Connection, n: int, fingerprint_of: FingerprintOf,
+           threshold: int = 64) -> list[Candidate]:
+    """A balanced set of `n` frames (fewer if the index has fewer usable ones).
+
+    Stratified by camera x daypart x weather (equal shares, small cells give all they have),
+    spread in time within each cell, skipping frames within `threshold` bits of a frame
+    already picked from the same camera, and frames already pushed to Label Studio.
+    """
+    strata = _strata(db)
+    picked = _Picked(threshold, fingerprint_of)
+    for stratum, k in zip(strata, quotas([len(s.frames) for s in strata], n), strict=True):
+        if k:
+            _pick(stratum, k, picked)
+    # Near-duplicates left some shares short: share the shortfall among the cells with
+    # frames left, the same way, until it is filled or nothing is left to look at.
+    while len(picked.frames) < n and any(s.left for s in strata):
+        more = quotas([s.left for s in strata], n - len(picked.frames))
+        for stratum, k in zip(strata, more, strict=True):
+            if k:
+                _pick(stratum, k, picked)
+    return sorted(picked.frames, key=lambda c: (c.camera, c.captured_at))

@@ -1,0 +1,330 @@
+"""Which polled frames are worth storing: one outcome per poll, cheapest test first.
+
+The chain (see `precheck` and `conclude`):
+
+1. ``unchanged``       SHA-256 equal to the camera's last stored frame
+2. ``placeholder``     SHA-256 of a known "camera unavailable" image
+3. ``not_image``       no JPEG start-of-image marker (an HTML error page, an empty body)
+4. ``corrupt``         no usable frame header (and, later, undecodable)
+5. ``truncated``       no end-of-image marker in the tail, camera policy ``drop``
+6. ``too_large``       header dimensions over ``max_pixels``: refused before any decode
+7. ``corrupt``         libjpeg cannot decode it
+8. ``placeholder``     looks like a configured placeholder image
+9. ``near_duplicate``  fingerprint within the camera's threshold of the last *stored* one
+10. ``stored``         everything else (flagged ``truncated`` under policy ``keep``)
+
+Steps 1-6 read bytes only (a few hundred microseconds); 7-10 need a reduced-scale
+decode. `Judge.judge` runs them all in one trip to the worker pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from lyoncam_daemon.config import CameraConfig, DedupSettings
+from lyoncam_daemon.frames.fingerprint import (
+    CorruptFrame,
+    Fingerprint,
+    RoiMask,
+    decode_gray,
+    hash_pixels,
+    read_gray,
+    working_size,
+)
+from lyoncam_daemon.frames.jpeg import (
+    KNOWN_PLACEHOLDER_SHA256,
+    exif_datetime,
+    has_eoi,
+    jpeg_dimensions,
+    looks_like_jpeg,
+    sha256_hex,
+)
+
+
+class Outcome(StrEnum):
+    UNCHANGED = "unchanged"
+    PLACEHOLDER = "placeholder"
+    NOT_IMAGE = "not_image"
+    CORRUPT = "corrupt"
+    TRUNCATED = "truncated"
+    TOO_LARGE = "too_large"
+    NEAR_DUPLICATE = "near_duplicate"
+    STORED = "stored"
+
+
+@dataclass
+class LastFrame:
+    """What a camera remembers of its last stored frame."""
+
+    sha256: str
+    fingerprint: Fingerprint | None
+
+    @classmethod
+    def from_sidecar(cls, d: Mapping[str, Any]) -> LastFrame | None:
+        """Recover from a stored frame's sidecar JSON after a restart.
+
+        None without a usable SHA-256. A fingerprint that is missing, malformed or from an
+        older hashing version is dropped rather than trusted: the next frame is then
+        stored (one possible duplicate), never wrongly discarded.
+        """
+        sha = d.get("sha256")
+        if not isinstance(sha, str) or len(sha) != 64:
+            return None
+        try:
+            int(sha, 16)
+        except ValueError:
+            return None
+        raw = d.get("fingerprint")
+        fp: Fingerprint | None = None
+        if isinstance(raw, Mapping):
+            try:
+                fp = Fingerprint.from_json(raw)
+            except ValueError:
+                fp = None
+        return cls(sha.lower(), fp)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The outcome of one poll and the facts learnt on the way (None where not computed)."""
+
+    outcome: Outcome
+    sha256: str
+    width: int | None = None
+    height: int | None = None
+    fingerprint: Fingerprint | None = None
+    #: Bits from the last stored frame's fingerprint (or the nearest placeholder's).
+    distance: int | None = None
+    truncated: bool = False
+    exif_datetime: str | None = None
+    #: Why a frame was refused, for logs (e.g. the decoder's message).
+    reason: str | None = None
+    #: Mean and standard deviation (0-255) of the whole reduced grayscale, unmasked: cheap
+    #: image statistics for the dataset tools, from the decode the fingerprint needed anyway.
+    brightness: float | None = None
+    contrast: float | None = None
+
+
+@dataclass(frozen=True)
+class Rules:
+    """Everything the decision needs besides the frame, as plain values."""
+
+    threshold: int
+    truncated: Literal["drop", "keep"] = "drop"
+    max_pixels: int = 50_000_000
+    placeholder_sha256: frozenset[str] = KNOWN_PLACEHOLDER_SHA256
+    #: Fingerprints (PLACEHOLDER_HASH) of configured placeholder images.
+    placeholder_fingerprints: tuple[Fingerprint, ...] = ()
+    placeholder_threshold: int = 24
+
+
+#: Placeholder images are matched with a small, unmasked, low-frequency phash: a
+#: "camera unavailable" card is mostly flat, and the high frequencies a 64x64 phash
+#: needs to see a car are JPEG noise there. 256 bits are plenty to tell a card from a
+#: street scene (about half the bits differ).
+PLACEHOLDER_HASH = ("phash", 16)
+
+
+@dataclass(frozen=True)
+class Looks:
+    """What the decode tells: the (masked) fingerprint and, when placeholder images are
+    configured, the frame's PLACEHOLDER_HASH (placeholders know nothing of masks)."""
+
+    fingerprint: Fingerprint
+    placeholder: Fingerprint | None = None
+    #: Of the whole grayscale (see Verdict).
+    brightness: float | None = None
+    contrast: float | None = None
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A frame that passed the byte checks and needs decoding."""
+
+    sha256: str
+    width: int
+    height: int
+    truncated: bool
+    exif_datetime: str | None
+
+
+def precheck(data: bytes, last: LastFrame | None, rules: Rules) -> Verdict | Pending:
+    """Steps 1-6: bytes only, no decode."""
+    sha = sha256_hex(data)
+    if last is not None and sha == last.sha256:
+        return Verdict(Outcome.UNCHANGED, sha)
+    if sha in rules.placeholder_sha256:
+        return Verdict(Outcome.PLACEHOLDER, sha)
+    if not looks_like_jpeg(data):
+        return Verdict(Outcome.NOT_IMAGE, sha, reason=_describe(data))
+    dims = jpeg_dimensions(data)
+    stamp = exif_datetime(data)
+    if dims is None:
+        return Verdict(Outcome.CORRUPT, sha, exif_datetime=stamp, reason="no frame header")
+    w, h = dims
+    truncated = not has_eoi(data)
+    if truncated and rules.truncated == "drop":
+        return Verdict(Outcome.TRUNCATED, sha, w, h, truncated=True, exif_datetime=stamp)
+    if w * h > rules.max_pixels:
+        return Verdict(Outcome.TOO_LARGE, sha, w, h, truncated=truncated, exif_datetime=stamp,
+                       reason=f"{w}x{h} is over {rules.max_pixels} pixels")
+    return Pending(sha, w, h, truncated, stamp)
+
+
+def conclude(p: Pending, looks: Looks | CorruptFrame, last: LastFrame | None,
+             rules: Rules) -> Verdict:
+    """Steps 7-10, given the decode's result."""
+    base = Verdict(Outcome.STORED, p.sha256, p.width, p.height, truncated=p.truncated,
+                   exif_datetime=p.exif_datetime)
+    if isinstance(looks, CorruptFrame):
+        return replace(base, outcome=Outcome.CORRUPT, reason=str(looks))
+    fp = looks.fingerprint
+    base = replace(base, brightness=looks.brightness, contrast=looks.contrast)
+    if looks.placeholder is not None:
+        for known in rules.placeholder_fingerprints:
+            if known.compatible(looks.placeholder) and (
+                d := known.distance(looks.placeholder)
+            ) <= rules.placeholder_threshold:
+                return replace(base, outcome=Outcome.PLACEHOLDER, fingerprint=fp, distance=d)
+    distance = None
+    if last is not None and last.fingerprint is not None and last.fingerprint.compatible(fp):
+        # An incompatible fingerprint (hash settings changed) counts as no memory: store.
+        distance = last.fingerprint.distance(fp)
+        if distance <= rules.threshold:
+            return replace(base, outcome=Outcome.NEAR_DUPLICATE, fingerprint=fp,
+                           distance=distance)
+    return replace(base, fingerprint=fp, distance=distance)
+
+
+def decide(data: bytes, last: LastFrame | None, rules: Rules,
+           look: Callable[[bytes], Looks]) -> Verdict:
+    """The whole chain in one synchronous call (tests, benchmarks, batch tools).
+
+    `look` decodes and fingerprints; it may raise CorruptFrame.
+    """
+    checked = precheck(data, last, rules)
+    if isinstance(checked, Verdict):
+        return checked
+    try:
+        looks: Looks | CorruptFrame = look(data)
+    except CorruptFrame as exc:
+        looks = exc
+    return conclude(checked, looks, last, rules)
+
+
+def _describe(data: bytes) -> str:
+    if not data:
+        return "empty body"
+    head = data[:16].lstrip().lower()
+    if head.startswith((b"<!doctype", b"<html", b"<?xml", b"<")):
+        return "markup, not an image"
+    return f"starts with {data[:4].hex()}"
+
+
+# --- the async entry point -------------------------------------------------------------------
+
+
+class DedupSetupError(ValueError):
+    """A placeholder image or mask that cannot be used; the message names the path."""
+
+
+def _load_placeholder(path: Path) -> Fingerprint:
+    gray = read_gray(path, "placeholder image", DedupSetupError)
+    pixels = np.asarray(gray, dtype=np.float32)
+    return hash_pixels(pixels, gray.size, *PLACEHOLDER_HASH)
+
+
+def _load_mask(camera: CameraConfig) -> RoiMask | None:
+    try:
+        return RoiMask.load(camera.ignore, camera.mask)
+    except ValueError as exc:
+        raise DedupSetupError(f"camera {camera.id!r}: {exc}") from None
+
+
+@dataclass
+class _CameraState:
+    key: tuple[Any, ...]
+    mask: RoiMask | None
+    rules: Rules = field(repr=False)
+
+
+class Judge:
+    """Decides each polled frame's outcome; never stores anything.
+
+    The caller stores when the outcome is `stored` and then replaces its LastFrame with
+    `LastFrame(verdict.sha256, verdict.fingerprint)`. A 304 never reaches `judge`.
+    """
+
+    def __init__(self, settings: DedupSettings, placeholder_sha256: Iterable[str],
+                 executor: concurrent.futures.Executor, *,
+                 cameras: Iterable[CameraConfig] = ()) -> None:
+        """Loads placeholder images now (DedupSetupError naming a bad path), and the
+        masks of `cameras` if given; other cameras' masks load on their first frame."""
+        self.settings = settings
+        self.executor = executor
+        self.placeholder_sha256 = KNOWN_PLACEHOLDER_SHA256 | frozenset(
+            s.lower() for s in placeholder_sha256
+        )
+        self.placeholder_fingerprints = tuple(
+            _load_placeholder(p) for p in settings.placeholder_images
+        )
+        self._cameras: dict[str, _CameraState] = {}
+        for camera in cameras:
+            self._state(camera, _load_mask(camera))
+
+    def _key(self, camera: CameraConfig) -> tuple[Any, ...]:
+        return (camera.ignore, camera.mask, camera.threshold, camera.truncated)
+
+    def _state(self, camera: CameraConfig, mask: RoiMask | None) -> _CameraState:
+        rules = Rules(
+            threshold=camera.threshold,
+            truncated=camera.truncated,
+            max_pixels=self.settings.max_pixels,
+            placeholder_sha256=self.placeholder_sha256,
+            placeholder_fingerprints=self.placeholder_fingerprints,
+        )
+        state = _CameraState(self._key(camera), mask, rules)
+        self._cameras[camera.id] = state
+        return state
+
+    async def _camera(self, camera: CameraConfig) -> _CameraState:
+        """The camera's cached rules and mask, rebuilt when its settings change (reload)."""
+        state = self._cameras.get(camera.id)
+        if state is not None and state.key == self._key(camera):
+            return state
+        mask = None
+        if camera.ignore or camera.mask is not None:
+            loop = asyncio.get_running_loop()
+            mask = await loop.run_in_executor(self.executor, _load_mask, camera)
+        return self._state(camera, mask)
+
+    def look(self, data: bytes, mask: RoiMask | None) -> Looks:
+        """Decode once, hash once (twice when placeholder images are configured).
+
+        Runs in a worker thread: Pillow releases the GIL while libjpeg decodes.
+        """
+        algo, size = self.settings.hash, self.settings.hash_size
+        pixels, full = decode_gray(data, working_size(algo, size))
+        fp = hash_pixels(pixels, full, algo, size, mask)
+        card = None
+        if self.placeholder_fingerprints:
+            card = hash_pixels(pixels, full, *PLACEHOLDER_HASH)
+        return Looks(fp, card, round(float(pixels.mean()), 2), round(float(pixels.std()), 2))
+
+    async def judge(self, camera: CameraConfig, data: bytes, last: LastFrame | None) -> Verdict:
+        """The whole chain in one trip to the worker pool: the byte checks too (SHA-256 of
+        half a megabyte, the header walk), which would otherwise hold the event loop."""
+        state = await self._camera(camera)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executor, self._decide, data, last, state)
+
+    def _decide(self, data: bytes, last: LastFrame | None, state: _CameraState) -> Verdict:
+        return decide(data, last, state.rules, lambda body: self.look(body, state.mask))
