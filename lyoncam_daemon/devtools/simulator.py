@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Final, NamedTuple
 
 if TYPE_CHECKING:
     # Imported lazily at run time: the CLI imports this module for every command (to build
@@ -63,6 +63,20 @@ DEFAULT_VARIANTS = 32
 FIXTURE_NAME = "CWL9018_night.jpg"
 
 _DATETIME_FMT = "%Y:%m:%d %H:%M:%S"
+
+
+#: Where real CriTer cameras stand (catalogue coordinates, open data), lent to simulated
+#: cameras in turn so a demo's frames get a sun elevation and a daypart like real ones.
+LYON_PLACES: Final = (
+    (45.7748934, 4.80811826),   # CWL9018, Pont Clemenceau towards the Croix-Rousse tunnel
+    (45.7288611, 4.81570358),   # CWML005, M7 towards Marseille
+    (45.73088473, 4.88646296),  # CW2L8114, Lyon centre
+    (45.75235829, 4.81978207),  # CWL5801, Perrache
+    (45.78824631, 4.86040666),  # CW3CL005, Villeurbanne
+    (45.72711031, 4.92752365),  # CWBR044, Eurexpo
+    (45.72302417, 4.92010936),  # CWBR043, Porte des Alpes
+    (45.78343515, 4.89207215),  # CWVL802, Porte de La Pape
+)
 
 
 def camera_ids(n: int) -> list[str]:
@@ -664,12 +678,15 @@ def demo_config(
     doc = {
         "data_dir": data_dir,
         "placeholder_sha256": [placeholder_sha256()],
-        # Simulated cameras have no real place: no weather requests from a demo.
+        # Simulated cameras stand where real ones do (daylight works), but a demo must
+        # not ask the weather service about frames that were never taken there.
         "weather": {"enabled": False},
         "defaults": {"interval": interval, "timeout": min(20.0, float(interval))},
         "cameras": [
-            {"id": cid, "url": f"{base}{PATH_PREFIX}{cid}.JPG", "name": f"Simulated camera {cid}"}
-            for cid in camera_ids
+            {"id": cid, "url": f"{base}{PATH_PREFIX}{cid}.JPG", "name": f"Simulated camera {cid}",
+             "lat": LYON_PLACES[i % len(LYON_PLACES)][0],
+             "lon": LYON_PLACES[i % len(LYON_PLACES)][1]}
+            for i, cid in enumerate(camera_ids)
         ],
     }
     header = (

@@ -378,3 +378,23 @@ def test_simulate_command_serves_and_exits_0_on_sigterm(tmp_path: Path) -> None:
         _, err = proc.communicate(timeout=10)
     assert proc.returncode == 0, err
     assert "http://127.0.0.1:" in err
+
+
+async def test_demo_cameras_stand_in_lyon_so_their_frames_get_a_daypart(tmp_path: Path) -> None:
+    """The demo's report is about dayparts like a real collection's, never all `unknown`."""
+    from datetime import UTC, datetime
+
+    from lyoncam_daemon.config import Config
+    from lyoncam_daemon.enrich.build import build_enrichers
+
+    config = parse_config(demo_config("http://127.0.0.1:8090/", camera_ids(10)),
+                          base_dir=tmp_path)
+    places = {(c.lat, c.lon) for c in config.cameras}
+    assert len(places) == len(simulator.LYON_PLACES)
+    assert all(45.6 < lat < 45.9 and 4.7 < lon < 5.0 for lat, lon in places)  # type: ignore[operator]
+    assert isinstance(config, Config)
+    enrichers = build_enrichers(config)
+    assert [e.name for e in enrichers] == ["daylight", "imagestats"]  # no weather in a demo
+    midnight = datetime(2026, 12, 6, 23, 0, tzinfo=UTC)
+    fields = await enrichers[0](config.cameras[0], midnight, None)  # type: ignore[arg-type]
+    assert fields["daypart"] == "night"
