@@ -49,12 +49,13 @@ _LIMITS: tuple[tuple[type[Any], str, str], ...] = (
 
 def type_name(annotation: Any, metadata: list[Any] | tuple[Any, ...] = ()) -> str:
     """How a field's type reads in the reference: `duration`, `integer, ≥ 1`, `list of path`."""
+    # A no-break space keeps a limit such as "≥ 1" on one line in a narrow column.
     bounds = {attr: _number(getattr(m, attr)) for m in metadata
               for kind, attr, _ in _LIMITS if isinstance(m, kind)}
     if "ge" in bounds and "le" in bounds:
-        limits = [f"{bounds['ge']} to {bounds['le']}"]
+        limits = [f"{bounds['ge']}\u00a0to\u00a0{bounds['le']}"]
     else:
-        limits = [f"{sign} {bounds[attr]}" for _, attr, sign in _LIMITS if attr in bounds]
+        limits = [f"{sign}\u00a0{bounds[attr]}" for _, attr, sign in _LIMITS if attr in bounds]
     parsed = [_PARSED[m.func] for m in metadata
               if isinstance(m, BeforeValidator) and m.func in _PARSED]
     origin = get_origin(annotation)
