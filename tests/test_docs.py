@@ -29,7 +29,7 @@ from lyoncam_daemon.config.model import (
     Tuning,
     parse_config,
 )
-from lyoncam_daemon.config.reference import MARKER, config_reference
+from lyoncam_daemon.config.reference import END_MARKER, MARKER, config_reference, fill
 from tests.test_layout import MAY_IMPORT
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -144,10 +144,15 @@ def test_a_key_without_a_description_is_refused() -> None:
         config_reference(Changed)
 
 
-def test_the_configuration_page_holds_the_marker_once_and_its_example_passes_check(
+def test_the_configuration_page_holds_the_markers_and_its_example_passes_check(
         tmp_path: Path) -> None:
     page = (ROOT / "docs" / "configuration.md").read_text()
-    assert page.count(MARKER) == 1
+    filled = fill(page)
+    assert MARKER not in filled and END_MARKER not in filled
+    assert config_reference() in filled
+    assert "Reading this file without building it" not in filled  # the GitHub-only note
+    with pytest.raises(ValueError, match="once each"):
+        fill(page.replace(END_MARKER, ""))
     example = page.split("A small file:", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
     config = parse_config(example, "example", tmp_path)
     assert [c.id for c in config.cameras] == ["CW1L8114", "CW2L8114"]

@@ -1,6 +1,6 @@
 """MkDocs hook: the configuration reference, generated from the config model at build time.
 
-docs/configuration.md holds the prose and a marker; the tables come from
+docs/configuration.md holds the prose and two markers; the tables between them come from
 lyoncam_daemon.config.reference, so a key or a default shown on the site is always the code's.
 """
 
@@ -10,7 +10,7 @@ from typing import Any
 
 from mkdocs.exceptions import PluginError
 
-from lyoncam_daemon.config.reference import MARKER, config_reference
+from lyoncam_daemon.config.reference import fill
 
 PAGE = "configuration.md"
 
@@ -18,6 +18,7 @@ PAGE = "configuration.md"
 def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
     if page.file.src_uri != PAGE:
         return markdown
-    if markdown.count(MARKER) != 1:
-        raise PluginError(f"{PAGE} must hold the marker {MARKER} exactly once")
-    return markdown.replace(MARKER, config_reference())
+    try:
+        return fill(markdown)
+    except ValueError as exc:
+        raise PluginError(f"{PAGE}: {exc}") from None

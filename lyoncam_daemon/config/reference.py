@@ -30,8 +30,10 @@ from lyoncam_daemon.config.model import (
 )
 from lyoncam_daemon.config.shard import Shard
 
-#: Where the tables go in docs/configuration.md.
+#: Where the tables go in docs/configuration.md: everything between the two markers is
+#: replaced, so the page can say there what a reader on GitHub (no build) should read instead.
 MARKER = "<!-- config-reference -->"
+END_MARKER = "<!-- /config-reference -->"
 
 #: Field types read through one of model.py's parsers, by that parser.
 _PARSED: dict[Callable[[Any], Any], str] = {
@@ -159,3 +161,12 @@ def _camera_model(field: FieldInfo) -> type[CameraConfig]:
     args = get_args(field.annotation)
     assert args and isinstance(args[0], type) and issubclass(args[0], CameraConfig)
     return args[0]
+
+
+def fill(page: str) -> str:
+    """`page` with the text between MARKER and END_MARKER replaced by the reference;
+    ValueError unless the page holds each marker once, in that order."""
+    start, end = page.find(MARKER), page.find(END_MARKER)
+    if page.count(MARKER) != 1 or page.count(END_MARKER) != 1 or end < start:
+        raise ValueError(f"the page must hold {MARKER} and then {END_MARKER}, once each")
+    return f"{page[:start]}{config_reference()}{page[end + len(END_MARKER):]}"
