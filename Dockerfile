@@ -1,4 +1,4 @@
-# lyoncam capture daemon. Build: `docker build -t lyoncam .`  Run: see README "Run with Docker".
+# lyoncam capture daemon. Build: `docker build -t lyoncam .`  Run: see docs/docker.md.
 # Debian's python3 in both stages (same path, same version), so the venv built in the first
 # stage runs as is in the second, which has no pip, no venv module and no compiler.
 
@@ -8,7 +8,7 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/* \
  && python3 -m venv /opt/lyoncam
 # Only where PyPI is reached through a mirror or a TLS-inspecting proxy: pass its index and
-# CA as build arg / secret (README). Absent, pip uses pypi.org with Debian's CA bundle.
+# CA as build arg / secret (docs/docker.md). Absent, pip uses pypi.org with Debian's CA bundle.
 ARG PIP_INDEX_URL
 # Dependencies first, from pyproject.toml alone: this layer is rebuilt only when they change.
 COPY pyproject.toml /src/

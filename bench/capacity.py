@@ -8,8 +8,8 @@ Run: ``.venv/bin/python -m bench.capacity`` (20,000 cameras, both stores, about 
   serves N cameras; each publishes a new, distinct 1920x1080 frame (real CriTer frame with
   moved vehicle-sized patches, ~600 KB) every 60 s, staggered over the minute.
 - The daemon is ``python -m lyoncam_daemon run`` itself, polling all N at a 60 s interval,
-  with the settings a user of that many cameras would set (README, "How far one process
-  goes"): more request slots (all cameras share one host, as on CriTer), per-camera series
+  with the settings a user of that many cameras would set (docs/sharding.md, "How far one
+  process goes"): more request slots (all cameras share one host, as on CriTer), per-camera series
   off in ``/metrics``, logging at ``warning``. Everything else is the default, enrichers
   (daylight, image statistics), the SQLite index and fsynced writes included. With
   ``--stores s3`` the frames go to a real SeaweedFS (``weed mini``, loopback) instead.

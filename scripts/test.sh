@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Set up (first time) and run every check: ruff, mypy, then the whole pytest suite,
+# Set up (first time) and run every check: ruff, mypy, the docs build, then the whole pytest suite,
 # including the tests against a real Label Studio server (installed into a cached
 # virtualenv outside the checkout by scripts/labelstudio-venv.sh), the status page and the
 # report in headless Chromium, and the Docker and systemd tests (a private Docker daemon
@@ -19,6 +19,11 @@ export LYONCAM_LABEL_STUDIO
 command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium; }
 .venv/bin/ruff check .
 .venv/bin/mypy
+# The docs site (mkdocs.yml): strict, so a broken link or anchor, or a page left out of the
+# navigation, fails here; the configuration reference is generated from the config model.
+docs_site="$(mktemp -d)"
+.venv/bin/mkdocs build --strict --site-dir "$docs_site"
+rm -rf "$docs_site"
 if [ "${LYONCAM_SKIP_DOCKER:-}" != 1 ]; then
   docker_env="$(bash scripts/docker-env.sh start)"  # on failure: one line saying what to do
   eval "$docker_env"

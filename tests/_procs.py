@@ -38,7 +38,7 @@ _RUNNER = (
 
 
 def health_path(data_dir: Path) -> Path:
-    """The health record README documents under "Logs and health"."""
+    """The health record docs/monitoring.md documents under "health.json"."""
     return data_dir / STATE_DIR / "health.json"
 
 

@@ -1,4 +1,4 @@
-# systemd 252 as PID 1 with lyoncam installed as the README says (procps: /bin/kill for ExecReload):
+# systemd 252 as PID 1 with lyoncam installed as docs/systemd.md says (procps: /bin/kill for ExecReload):
 # image at /opt/lyoncam, systemd/lyoncam.service in /etc/systemd/system (tests/test_systemd.py).
 ARG LYONCAM_IMAGE=lyoncam:test
 FROM ${LYONCAM_IMAGE} AS app

@@ -1,4 +1,4 @@
-"""The unit for real: systemd 252 as PID 1 in a container, lyoncam installed as the README
+"""The unit for real: systemd 252 as PID 1 in a container, lyoncam installed as docs/systemd.md
 says (venv at /opt/lyoncam, systemd/lyoncam.service), polling the simulator on loopback.
 
 The tests run in file order on one container: start, reload, watchdog, sandbox, stop. A

@@ -157,8 +157,8 @@ def check_url(url: str) -> str:
 
 
 def fingerprint_bits(hash_size: int) -> int:
-    """Bits in a fingerprint: every algorithm of frames.py makes a hash_size x hash_size grid
-    (tests/test_config.py checks this against frames.fingerprint)."""
+    """Bits in a fingerprint: every algorithm of frames/fingerprint.py makes a hash_size x
+    hash_size grid (tests/config/test_config.py checks this against its fingerprint)."""
     return hash_size * hash_size
 
 
@@ -179,21 +179,28 @@ def _at_least_floor(v: float, info: ValidationInfo) -> float:
 
 class _Model(BaseModel):
     # No NaN or infinity anywhere: they pass every range check the wrong way.
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    # Attribute docstrings are the fields' descriptions: the configuration reference in
+    # docs/ is generated from them (reference.py).
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False,
+                              use_attribute_docstrings=True)
 
 
 class HttpSettings(_Model):
     """How lyoncam talks to the camera server."""
 
     user_agent: str = f"lyoncam/{__version__} (+https://github.com/lyoncam/lyoncam)"
+    """Sent with every request."""
 
-    #: Requests in flight across all cameras.
     max_concurrent: Count = Field(8, ge=1)
-    #: All CriTer cameras share one host, which "is not sized for heavy load".
+    """Requests in flight, all cameras together."""
     max_per_host: Count = Field(4, ge=1)
-    #: A body over this is an error, not a memory spike (CriTer frames are 280-610 KB).
+    """Requests in flight to one host: all CriTer cameras share one, which "is not sized for heavy
+    load"."""
     max_frame_bytes: ByteSize = Field(8_000_000, ge=1024)
+    """A larger body is a fetch error (`errors.too_large`, with backoff), never a memory spike
+    (CriTer frames are 280-610 KB)."""
     connect_timeout: Duration = Field(10.0, gt=0)
+    """Seconds to connect."""
 
     @field_validator("user_agent")
     @classmethod
@@ -207,13 +214,15 @@ class HttpSettings(_Model):
 class RetrySettings(_Model):
     """Per-camera backoff after a failed poll; other cameras are never affected."""
 
-    #: Retries are polls too: all three delays keep the 10 s polling floor.
     backoff_initial: Duration = 15.0
+    """First retry delay after a failure, at least 10 s (retries are polls too); it doubles with
+    each failure, plus up to 25 % jitter."""
     backoff_max: Duration = 300.0
-    #: Failing continuously this long marks the camera `down` ...
+    """Cap of that delay: at least 10 s, and at least `backoff_initial`."""
     down_after: Duration = Field(900.0, gt=0)
-    #: ... and a down camera is only probed this often.
+    """Failing continuously this long marks the camera `down` ..."""
     down_probe_interval: Duration = 600.0
+    """... and a down camera is then probed this often (at least 10 s)."""
 
     @field_validator("backoff_initial", "backoff_max", "down_probe_interval")
     @classmethod
@@ -236,18 +245,24 @@ class StorageSettings(_Model):
     """
 
     kind: Literal["filesystem", "s3"] = "filesystem"
-    #: The S3 server's URL (SeaweedFS, MinIO, Garage...); unset means AWS itself.
+    """`filesystem` (the dated tree under `data_dir`) or `s3`."""
     endpoint: str | None = None
+    """The S3 server's URL (SeaweedFS, MinIO, Garage...); unset means AWS itself."""
     bucket: str | None = None
-    #: Keys are `<prefix>/<camera>/<YYYY>/<MM>/<DD>/<camera>_<UTC>.jpg`, as in the tree.
+    """The bucket; required for `s3`."""
     prefix: str = ""
+    """Keys are `<prefix>/<camera>/<YYYY>/<MM>/<DD>/<camera>_<UTC>.jpg`, as in the dated tree."""
     region: str = "us-east-1"
+    """The bucket's region."""
     credentials_file: FilePath | None = None
-    #: Frames kept on local disk (data_dir/.lyoncam/spool) while the bucket is unreachable,
-    #: uploaded in order when it is back; beyond this, frames are refused and counted.
+    """A `KEY=value` file holding `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY` (as systemd's
+    `EnvironmentFile=` and `docker --env-file` read it); unset, they come from the environment.
+    Never the keys themselves in this file."""
     spool_max_bytes: ByteSize = Field(2_000_000_000, ge=0)
-    #: Seconds for one upload before the frame goes to the spool instead.
+    """Frames kept on local disk (`data_dir/.lyoncam/spool`) while the bucket is unreachable,
+    uploaded in order when it is back; beyond this, frames are refused and counted."""
     timeout: Duration = Field(20.0, gt=0)
+    """Seconds for one upload before the frame goes to the spool instead."""
 
     @field_validator("endpoint")
     @classmethod
@@ -271,28 +286,31 @@ class StorageSettings(_Model):
 
 
 class LogSettings(_Model):
-    #: auto: JSON lines when stderr is not a terminal, readable console otherwise.
     format: Literal["auto", "json", "console"] = "auto"
+    """`json` lines, `console`, or `auto`: JSON lines unless stderr is a terminal."""
     level: Literal["debug", "info", "warning", "error"] = "info"
-    #: Seconds between one-line capture summaries.
+    """`debug` adds one line per frame."""
     summary_interval: Duration = Field(300.0, gt=0)
+    """Seconds between one-line capture summaries."""
 
 
 class DedupSettings(_Model):
-    """The perceptual fingerprint shared by all cameras (see frames.py / dedup.py)."""
+    """The perceptual fingerprint shared by all cameras (frames/fingerprint.py, frames/judge.py)."""
 
     hash: Literal["phash", "dhash", "ahash", "whash"] = "phash"
-    #: 64 → a 4096-bit phash. Measured on frames built from a real CriTer frame (bench/dedup.py):
-    #: re-encodes, noise and flicker stay within 56 bits, a car-sized change starts at 78
-    #: (124 in the benchmark's own labelled set);
-    #: a 16x16 phash overlaps (copies up to 4 bits, some new scenes at 0).
+    """The perceptual hash."""
     hash_size: Count = Field(64, ge=4, le=64)
-    #: Threads decoding and hashing frames off the event loop.
+    """Hash side: 64 gives a 4096-bit phash. Measured on frames built from a real CriTer frame
+    (`bench/dedup.py`): re-encodes, noise and flicker stay within 56 bits, a car-sized change
+    starts at 78 (124 in the benchmark's own labelled set); a 16x16 phash cannot separate a
+    moved car from noise (copies up to 4 bits, some new scenes at 0). A power of 2 for `whash`."""
     workers: Count = Field(2, ge=1, le=64)
-    #: Frames with more pixels than this are refused before decoding (decompression bombs).
+    """Threads decoding and hashing frames off the event loop."""
     max_pixels: Count = Field(50_000_000, ge=1)
-    #: Extra "camera unavailable" images matched perceptually (paths relative to this file).
+    """Frames with more pixels than this are refused before decoding (decompression bombs)."""
     placeholder_images: tuple[FilePath, ...] = ()
+    """Extra "camera unavailable" images, matched perceptually (paths relative to the config
+    file's folder)."""
 
     @model_validator(mode="after")
     def _whash_needs_power_of_two(self) -> DedupSettings:
@@ -305,42 +323,49 @@ class StatusSettings(_Model):
     """The HTTP endpoint of the daemon: `/metrics`, `/healthz` and the status page `/`."""
 
     enabled: bool = True
-    #: Loopback by default: the page shows every camera's latest frame to whoever reaches it.
+    """Serve `/metrics`, `/healthz` and the status page."""
     host: str = "127.0.0.1"
-    #: 0 picks a free port (logged at start); `run --status-port 0` turns the endpoint off.
+    """Address to bind. Loopback by default: the page shows every camera's latest frame to whoever
+    reaches it."""
     port: int = Field(9120, ge=0, le=65535)
-    #: Series per camera in `/metrics` beside the daemon-wide ones. Turn off for thousands of
-    #: cameras: 20,000 cameras make about a million series, more than a scrape should carry.
+    """`0` picks a free port (logged in the `started` line); `run --status-port` overrides it, and
+    `run --status-port 0` turns the endpoint off."""
     camera_metrics: bool = True
+    """Series per camera in `/metrics` beside the daemon-wide ones. Turn off beyond a few thousand
+    cameras: 20,000 cameras make about a million series, more than a scrape should carry."""
 
 
 class RetentionSettings(_Model):
     """What the daemon deletes so the disk never fills: oldest whole days first."""
 
-    #: Frames older than this many days are deleted (none when unset).
     max_age_days: float | None = Field(None, gt=0)
-    #: Frames beyond this many bytes in all are deleted, oldest first (no limit when unset).
+    """Frames older than this many days are deleted (whole days); `null` keeps them."""
     max_bytes: ByteSize | None = Field(None, ge=1)
-    #: Below this much free space on the data disk, storing pauses until space returns.
+    """Frames beyond this total size are deleted, oldest first; `null` for no limit."""
     min_free_bytes: ByteSize = Field(1_000_000_000, ge=0)
-    #: Seconds between retention passes (the first runs at start).
+    """Below this much free space on the data disk, storing pauses until space returns."""
     interval: Duration = Field(3600.0, gt=0)
+    """Seconds between retention passes (the first runs at start)."""
 
 
 class WeatherSettings(_Model):
-    """Open-Meteo current conditions in each sidecar (enrichers/weather.py)."""
+    """Open-Meteo current conditions in each sidecar (enrich/weather.py)."""
 
     enabled: bool = True
-    #: The forecast endpoint's `current=` values come from 15-minute model data.
+    """Add Open-Meteo's current conditions to each sidecar of a camera with `lat` and `lon` (no key
+    needed)."""
     url: str = "https://api.open-meteo.com/v1/forecast"
-    #: Past days, for `enrich --backfill` (hourly values).
+    """The forecast endpoint; its `current=` values come from 15-minute model data."""
     archive_url: str = "https://archive-api.open-meteo.com/v1/archive"
-    #: Cameras within one cell of this many degrees share one request (0.1° ≈ 8-11 km).
+    """Past days, for `enrich --backfill` (hourly values)."""
     cell_degrees: float = Field(0.1, gt=0, le=10)
-    #: Open-Meteo is free under 10,000 calls a day: a few a minute stays far below it.
+    """Cameras within one cell of this many degrees (0.1° ≈ 8-11 km) share one request per
+    15-minute slot."""
     max_calls_per_minute: int = Field(4, ge=1, le=60)
-    #: Seconds for one request; the frame never waits longer than the enrich deadline.
+    """Never more requests than this, whatever fails. Open-Meteo is free under 10,000 calls a day:
+    a few a minute stays far below it."""
     timeout: Duration = Field(10.0, gt=0)
+    """Seconds for one request; a frame waits 1.5 s at most, then gets `weather: null`."""
 
     @field_validator("url", "archive_url")
     @classmethod
@@ -354,23 +379,27 @@ class WeatherSettings(_Model):
 class Tuning(_Model):
     """Settings each camera may override; `defaults:` sets them for all cameras."""
 
-    #: Seconds between polls, on a fixed-rate schedule.
     interval: Duration = 60.0
-    #: Seconds for one whole request, body included.
+    """Seconds between polls, on a fixed-rate schedule; at least 10."""
     timeout: Duration = Field(20.0, gt=0)
-    #: Hamming distance at or below which a frame is a near-duplicate of the last stored one.
-    #: 64 of 4096 bits sits between the worst copy (56) and the weakest new scene (78), erring
-    #: towards keeping: an occasional duplicate is cheaper than a lost vehicle.
+    """Seconds for one whole request, body included."""
     threshold: Count = Field(64, ge=0)
-    #: `drop` truncated JPEGs (no end-of-image marker), or `keep` them flagged in the sidecar.
+    """Near-duplicate distance in bits: a frame this close to the camera's last stored frame, or
+    closer, is dropped. Less than the `hash_size`² bits of a fingerprint (at that many every
+    frame would be a near-duplicate). 64 of 4096 bits sits between the worst copy (56) and the
+    weakest new scene (78), erring towards keeping: an occasional duplicate is cheaper than a
+    lost vehicle."""
     truncated: Literal["drop", "keep"] = "drop"
-    #: Report the camera `stale` when its frame has not changed for this many intervals.
+    """`drop` truncated JPEGs (no end-of-image marker), or `keep` them, flagged `truncated: true`
+    in the sidecar."""
     stale_after: float = Field(10.0, gt=0)
-    #: Rectangles [x, y, w, h] (full-frame pixels) the near-duplicate stage ignores:
-    #: the timestamp overlay, sky, trees.
+    """Intervals without a new stored frame before the camera is reported `stale`."""
     ignore: tuple[Rect, ...] = ()
-    #: Mask image (white = compared, black = ignored), relative to this file.
+    """Rectangles `[x, y, w, h]` in full-frame pixels that the near-duplicate check ignores: the
+    timestamp overlay, sky, trees."""
     mask: FilePath | None = None
+    """Mask image (a path relative to the config file's folder): white is compared, black
+    ignored."""
 
     @field_validator("interval")
     @classmethod
@@ -390,13 +419,19 @@ class Tuning(_Model):
 class CameraConfig(Tuning):
     """One camera. Fields left out take the value under `defaults:`."""
 
-    #: Becomes a folder name, hence the strict pattern.
     id: str
+    """`[A-Za-z0-9_-]{1,64}`, unique; becomes a folder name, hence the strict pattern."""
     url: str
+    """`http://` or `https://` URL of the still image: a host, a port from 1 to 65535 if any, no
+    spaces."""
     name: str = ""
+    """Copied to each sidecar."""
     lat: float | None = Field(None, ge=-90, le=90)
+    """Latitude, copied to each sidecar; with `lon`, it gives frames their daylight and weather."""
     lon: float | None = Field(None, ge=-180, le=180)
+    """Longitude, copied to each sidecar."""
     enabled: bool = True
+    """`false` keeps the camera listed but not polled."""
 
     @field_validator("id")
     @classmethod
@@ -414,25 +449,37 @@ class CameraConfig(Tuning):
 class Config(_Model):
     """The whole file."""
 
-    #: Relative paths are taken from the folder holding this file.
     data_dir: FilePath = Path("./data")
-    #: Seconds to let in-flight fetches and writes finish on SIGTERM before cancelling.
+    """Where frames go (`run --data-dir` overrides): a folder, or one that can be created. A
+    relative path is taken from the config file's folder."""
     shutdown_grace: Duration = Field(10.0, ge=0)
+    """Seconds to let in-flight fetches and writes finish on SIGTERM before cancelling."""
     http: HttpSettings = HttpSettings()
+    """How lyoncam talks to the camera servers."""
     storage: StorageSettings = StorageSettings()
+    """Where frames go: the dated tree under `data_dir`, or an S3-compatible bucket."""
     retry: RetrySettings = RetrySettings()
+    """Per-camera backoff after a failed poll; other cameras are never affected."""
     log: LogSettings = LogSettings()
+    """Log lines, on stderr."""
     dedup: DedupSettings = DedupSettings()
+    """The perceptual fingerprint that finds near-duplicates, shared by all cameras."""
     status: StatusSettings = StatusSettings()
+    """The daemon's HTTP endpoint: `/metrics`, `/healthz` and the status page `/`."""
     retention: RetentionSettings = RetentionSettings()
+    """What the daemon deletes so the disk never fills: oldest whole days first."""
     weather: WeatherSettings = WeatherSettings()
-    #: Extra placeholder SHA-256s; the known CriTer "Image indisponible" one is built in.
+    """Open-Meteo's current conditions in each sidecar of a camera with `lat` and `lon`."""
     placeholder_sha256: tuple[str, ...] = ()
+    """Extra SHA-256s (64 lowercase hex digits) of "camera unavailable" images; the known CriTer
+    "Image indisponible" one is built in."""
     defaults: Tuning = Tuning()
+    """Settings every camera takes unless it sets its own."""
     cameras: tuple[CameraConfig, ...]
-    #: `I/N`: poll only the enabled cameras that shard I of N owns (shard.py), so N daemons
-    #: with the same file cover every camera once. `run --shard` overrides it.
+    """The cameras, a list of mappings; `id` and `url` are required."""
     shard: Shard | None = None
+    """`I/N`: poll only the enabled cameras that shard I of N owns, so N daemons with the same file
+    cover every camera once (`run --shard` overrides)."""
 
     @model_validator(mode="before")
     @classmethod

@@ -241,8 +241,8 @@ async def test_what_a_kill_can_leave_anywhere_is_removed_at_start_and_said_so(
 
     A JPEG without its sidecar needs a kill between two renames microseconds apart, and the
     health record's temp file a kill inside its short unsynced write: the random test above
-    meets them only now and then. README: temp files and a JPEG left without its sidecar
-    are removed at the next start — the health record's temp file too.
+    meets them only now and then. docs/data-layout.md: temp files and a JPEG left without its
+    sidecar are removed at the next start — the health record's temp file too.
     """
     data = tmp_path / "data"
     config = tmp_path / "cameras.yaml"

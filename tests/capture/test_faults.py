@@ -17,8 +17,8 @@ from pathlib import Path
 from lyoncam_daemon.devtools.simulator import MODES, CriterSimulator, placeholder_sha256
 from tests._procs import DaemonProcess, read_health
 
-#: Where each failure mode must be counted in health.json: (section, kind). README "run":
-#: outcomes for answers that arrived, errors for polls that failed.
+#: Where each failure mode must be counted in health.json: (section, kind). docs/commands.md,
+#: `run`: outcomes for answers that arrived, errors for polls that failed.
 EXPECTED_COUNT = {
     "placeholder": ("outcomes", "placeholder"),
     "truncated": ("outcomes", "truncated"),  # policy `drop`, the default
