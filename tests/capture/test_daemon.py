@@ -410,10 +410,12 @@ async def test_two_quick_signals_still_exit_0_with_a_stopped_line(
             if stored_frames(tmp_path / "data", "TWO"):
                 break
             await asyncio.sleep(0.05)
-        proc.send_signal(signal.SIGINT)
+        # os.kill, not proc.send_signal: Popen.send_signal polls first, and that poll reaps a
+        # daemon that already exited, under asyncio's child watcher, which then reports 255.
+        os.kill(proc.pid, signal.SIGINT)
         await asyncio.sleep(gap)
         with contextlib.suppress(ProcessLookupError):  # it may be gone already
-            proc.send_signal(signal.SIGINT)
+            os.kill(proc.pid, signal.SIGINT)
         err = await asyncio.wait_for(proc.stderr.read(), timeout=30)
         assert await asyncio.wait_for(proc.wait(), timeout=30) == 0, err.decode()[-500:]
     assert json.loads(err.decode().splitlines()[-1])["event"] == "stopped"
