@@ -22,8 +22,10 @@ from __future__ import annotations
 import ast
 import hashlib
 import os
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 from PIL import Image
+
+from lyoncam_daemon.atomic import write_atomic
 
 Array = npt.NDArray[np.float32]
 
@@ -364,3 +368,107 @@ class Detector:
 def default_threads() -> int:
     """onnxruntime's intra-op threads: every core but one left for the decode thread."""
     return max(1, (os.cpu_count() or 2) - 1)
+
+
+# --- a run over frames (blocking: call it in a thread, or from a command) --------------------
+
+
+@dataclass(frozen=True)
+class Predicted:
+    """One frame's result: its detections and the frame's own size."""
+
+    key: str
+    width: int
+    height: int
+    found: list[Detection]
+
+
+@dataclass
+class RunSummary:
+    frames: int = 0
+    boxes: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def per_second(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class _Loaded:
+    """A frame ready for the model, or why it could not be read."""
+
+    key: str
+    x: Array | None = None
+    box: Letterbox | None = None
+    error: str = ""
+
+
+def _load(key: str, path: Path, in_w: int, in_h: int) -> _Loaded:
+    try:
+        x, box = load_frame(path, in_w, in_h)
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        return _Loaded(key, error=str(exc) or type(exc).__name__)
+    return _Loaded(key, x, box)
+
+
+def predict_frames(detector: Detector, frames: Sequence[tuple[str, Path]], conf: float,
+                   iou: float, batch: int, on_batch: Callable[[list[Predicted]], None],
+                   progress: Callable[[int], None] | None = None) -> RunSummary:
+    """Run the detector over `frames` (key, path) `batch` at a time; each batch's results go
+    to `on_batch` as soon as they are known, so an interrupted run keeps what it did.
+
+    The next batch is decoded and letterboxed in a second thread while the model runs on
+    this one (Pillow and onnxruntime both release the GIL). A frame that cannot be read is
+    listed in `failed`, and the run goes on.
+    """
+    done = RunSummary()
+    started = time.perf_counter()
+    per = max(1, batch)
+    chunks = [frames[i:i + per] for i in range(0, len(frames), per)]
+
+    def decode(chunk: Sequence[tuple[str, Path]]) -> list[_Loaded]:
+        return [_load(k, p, detector.in_w, detector.in_h) for k, p in chunk]
+
+    with ThreadPoolExecutor(1, thread_name_prefix="lyoncam-decode") as pool:
+        ahead = pool.submit(decode, chunks[0]) if chunks else None
+        for n in range(len(chunks)):
+            assert ahead is not None
+            loaded = ahead.result()
+            ahead = pool.submit(decode, chunks[n + 1]) if n + 1 < len(chunks) else None
+            done.failed.extend((item.key, item.error) for item in loaded if item.error)
+            ready = [(item.key, item.x, item.box) for item in loaded
+                     if item.x is not None and item.box is not None]
+            results: list[Predicted] = []
+            if ready:
+                found = detector.detect([x for _, x, _ in ready], [b for _, _, b in ready],
+                                        conf, iou)
+                results = [Predicted(key, box.width, box.height, dets)
+                           for (key, _, box), dets in zip(ready, found, strict=True)]
+            on_batch(results)
+            done.frames += len(results)
+            done.boxes += sum(len(r.found) for r in results)
+            if progress is not None:
+                progress(len(loaded))
+    done.seconds = time.perf_counter() - started
+    return done
+
+
+def write_labels(out: Path, results: Iterable[Predicted]) -> None:
+    """`out/labels/<frame stem>.txt` per frame (empty when nothing was found: the frame was
+    looked at). Frame stems are unique: camera and time (storage/layout.py)."""
+    labels = out / "labels"
+    labels.mkdir(parents=True, exist_ok=True)
+    for r in results:
+        stem = r.key.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+        # Not fsynced: a label file is remade by running `predict` again, and thousands of
+        # fsyncs would cost more than the model on a slow disk.
+        write_atomic(labels / f"{stem}.txt", yolo_lines(r.found, r.width, r.height).encode(),
+                     durable=False)
+
+
+def write_classes(out: Path, names: Sequence[str]) -> None:
+    """`out/classes.txt`: the names of the class ids, as `push --predictions` reads them."""
+    out.mkdir(parents=True, exist_ok=True)
+    write_atomic(out / "classes.txt", "".join(f"{n}\n" for n in names).encode())
