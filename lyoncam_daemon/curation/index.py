@@ -25,6 +25,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from lyoncam_daemon.curation import predictions
 from lyoncam_daemon.storage import StoredFrame, parse_frame_stem
 from lyoncam_daemon.storage.state import STATE_DIR
 
@@ -123,6 +124,8 @@ def connect(path: Path, *, create: bool = True) -> sqlite3.Connection:
         # `index` puts back from the sidecars.
         db.execute("PRAGMA synchronous=NORMAL")
         db.executescript(SCHEMA)
+        # Tables added later are created the same way: an older index file opens as it is.
+        db.executescript(predictions.SCHEMA)
     except (OSError, sqlite3.Error) as exc:
         raise IndexFileError(f"{path}: {exc}") from None
     return db
@@ -242,6 +245,7 @@ def refresh(data_dir: Path, *, rebuild: bool = False,
             "SELECT key FROM frames WHERE indexed_at < ?", (started,)) if k not in seen]
         db.execute("BEGIN IMMEDIATE")
         db.executemany("DELETE FROM frames WHERE key = ?", gone)
+        predictions.forget(db, (k for (k,) in gone))
         db.execute("COMMIT")
         done.removed = len(gone)
         done.total = db.execute("SELECT count(*) FROM frames").fetchone()[0]

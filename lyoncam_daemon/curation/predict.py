@@ -13,8 +13,9 @@ ultralytics trains: scaled to fit the model's own input size (read from the file
 on grey 114, RGB in [0, 1]. Boxes above `conf` go through per-class NMS and are mapped back
 to the frame's pixels.
 
-Everything here but `Detector.run` and `write_labels` is pure; `Detector` holds the
-onnxruntime session (CPU only).
+The geometry and decoding are pure functions; `Detector` holds the onnxruntime session
+(CPU only), `predict_frames` runs it over frames, `write_labels` and `recorder` keep the
+results (YOLO label files, the index).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import os
+import sqlite3
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -34,7 +36,9 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
-from lyoncam_daemon.atomic import write_atomic
+from lyoncam_daemon.curation import predictions
+from lyoncam_daemon.curation.predictions import FoundBox
+from lyoncam_daemon.storage.atomic import write_atomic
 
 Array = npt.NDArray[np.float32]
 
@@ -415,7 +419,7 @@ def _load(key: str, path: Path, in_w: int, in_h: int) -> _Loaded:
 
 def predict_frames(detector: Detector, frames: Sequence[tuple[str, Path]], conf: float,
                    iou: float, batch: int, on_batch: Callable[[list[Predicted]], None],
-                   progress: Callable[[int], None] | None = None) -> RunSummary:
+                   progress: Callable[[int], object] | None = None) -> RunSummary:
     """Run the detector over `frames` (key, path) `batch` at a time; each batch's results go
     to `on_batch` as soon as they are known, so an interrupted run keeps what it did.
 
@@ -472,3 +476,46 @@ def write_classes(out: Path, names: Sequence[str]) -> None:
     """`out/classes.txt`: the names of the class ids, as `push --predictions` reads them."""
     out.mkdir(parents=True, exist_ok=True)
     write_atomic(out / "classes.txt", "".join(f"{n}\n" for n in names).encode())
+
+
+def read_names(path: Path) -> list[str]:
+    """Class names in id order from a `data.yaml` (`names:` list or id map, as ultralytics
+    and `pull` write it) or a `classes.txt` (one a line). ModelError naming the file."""
+    import yaml
+
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ModelError(f"--names {path}: {exc.strerror or exc}") from None
+    if path.suffix.lower() in (".yaml", ".yml"):
+        try:
+            doc = yaml.safe_load(text)
+        except yaml.YAMLError:
+            raise ModelError(f"--names {path}: not YAML") from None
+        names = doc.get("names") if isinstance(doc, dict) else None
+        if isinstance(names, dict) and all(isinstance(k, int) for k in names):
+            return [str(names[k]) for k in sorted(names)]
+        if isinstance(names, list) and names:
+            return [str(n) for n in names]
+        raise ModelError(f"--names {path}: no `names:` list or id map")
+    names = [line.strip() for line in text.splitlines() if line.strip()]
+    if not names:
+        raise ModelError(f"--names {path}: no class names")
+    return names
+
+
+def found_boxes(r: Predicted, names: Sequence[str] | None) -> list[FoundBox]:
+    """A frame's detections as the index keeps them (class name when known)."""
+    return [FoundBox(d.class_id,
+                     names[d.class_id] if names is not None and d.class_id < len(names) else None,
+                     d.score) for d in r.found]
+
+
+def recorder(db: sqlite3.Connection, detector: Detector) -> Callable[[list[Predicted]], None]:
+    """An `on_batch` that records each batch's results in the index, under the model's
+    version."""
+    def record_batch(results: list[Predicted]) -> None:
+        predictions.record(db, detector.version,
+                           [(r.key, found_boxes(r, detector.names)) for r in results],
+                           time.time())
+    return record_batch
