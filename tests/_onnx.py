@@ -12,13 +12,20 @@ it) that only NMS removes; a letterbox or mapping error moves or loses the box.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
+from PIL import Image, ImageDraw
+
+from lyoncam_daemon.storage import Frame
+from lyoncam_daemon.storage.filesystem import FilesystemStorage
+from tests._curation import T0, Spec, sidecar
 
 WINDOW = 16
 STRIDE = 4
@@ -99,3 +106,35 @@ def build(path: Path, layout: ModelLayout, *, in_h: int = 64, in_w: int = 96,
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
     return path
+
+
+# --- frames these detectors see -------------------------------------------------------
+
+
+RED, BLUE = (255, 0, 0), (0, 0, 255)
+
+
+def scene(reds: int, blues: int) -> bytes:
+    """A 300 x 150 JPEG with 50 px squares (red at y 25, blue at y 100, every 75 px from
+    x 25): on the stride of a 96 x 64 `build` model, 16 of its input pixels each."""
+    im = Image.new("RGB", (300, 150), (0, 0, 0))
+    draw = ImageDraw.Draw(im)
+    for i in range(reds):
+        draw.rectangle((25 + 75 * i, 25, 25 + 75 * i + 49, 74), fill=RED)
+    for i in range(blues):
+        draw.rectangle((25 + 75 * i, 100, 25 + 75 * i + 49, 149), fill=BLUE)
+    out = io.BytesIO()
+    im.save(out, "JPEG", quality=95)
+    return out.getvalue()
+
+
+def tree(data_dir: Path, plan: list[tuple[str, int, int, int]]) -> list[str]:
+    """Frames (camera, minutes after T0, red squares, blue squares); their keys."""
+    store = FilesystemStorage(data_dir)
+    keys = []
+    for n, (camera, minutes, reds, blues) in enumerate(plan):
+        meta = sidecar(Spec(camera, minutes), n)
+        meta.update(width=300, height=150)
+        keys.append(store.write(Frame(camera, T0 + timedelta(minutes=minutes),
+                                      scene(reds, blues), meta)).key)
+    return keys

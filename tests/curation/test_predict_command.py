@@ -2,49 +2,16 @@
 
 from __future__ import annotations
 
-import io
 import sqlite3
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from PIL import Image, ImageDraw
 
 from lyoncam_daemon.cli import main
 from lyoncam_daemon.curation.index import connect, index_path, refresh
 from lyoncam_daemon.curation.predictions import latest_model, models
 from lyoncam_daemon.labelstudio.push import read_boxes
-from lyoncam_daemon.storage import Frame
-from lyoncam_daemon.storage.filesystem import FilesystemStorage
-from tests._curation import T0, Spec, sidecar
-from tests._onnx import build
-
-RED, BLUE = (255, 0, 0), (0, 0, 255)
-
-
-def scene(reds: int, blues: int) -> bytes:
-    """A 300 x 150 frame with squares on the 96 x 64 test model's stride (see _onnx.py)."""
-    im = Image.new("RGB", (300, 150), (0, 0, 0))
-    draw = ImageDraw.Draw(im)
-    for i in range(reds):
-        draw.rectangle((25 + 75 * i, 25, 25 + 75 * i + 49, 74), fill=RED)
-    for i in range(blues):
-        draw.rectangle((25 + 75 * i, 100, 25 + 75 * i + 49, 149), fill=BLUE)
-    out = io.BytesIO()
-    im.save(out, "JPEG", quality=95)
-    return out.getvalue()
-
-
-def tree(data_dir: Path, plan: list[tuple[str, int, int, int]]) -> list[str]:
-    """Frames (camera, minutes after T0, red squares, blue squares); their keys."""
-    store = FilesystemStorage(data_dir)
-    keys = []
-    for n, (camera, minutes, reds, blues) in enumerate(plan):
-        meta = sidecar(Spec(camera, minutes), n)
-        meta.update(width=300, height=150)
-        keys.append(store.write(Frame(camera, T0 + timedelta(minutes=minutes),
-                                      scene(reds, blues), meta)).key)
-    return keys
+from tests._onnx import build, tree
 
 
 def test_predict_writes_scored_labels_and_records_the_index(
