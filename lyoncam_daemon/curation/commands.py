@@ -138,6 +138,16 @@ def _print_table(rep: Mapping[str, Any]) -> None:
 # --- sample --------------------------------------------------------------------------------
 
 
+def _band(text: str) -> tuple[float, float]:
+    try:
+        low, high = (float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not LOW,HIGH (e.g. 0.25,0.6)") from None
+    if not 0 <= low < high <= 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: want 0 <= LOW < HIGH <= 1")
+    return low, high
+
+
 def add_sample_arguments(p: argparse.ArgumentParser) -> None:
     add_data_arguments(p)
     p.add_argument("--n", type=int, required=True, help="how many frames to pick")
@@ -145,12 +155,31 @@ def add_sample_arguments(p: argparse.ArgumentParser) -> None:
                    help="write the sample here (JSON) instead of printing it")
     p.add_argument("--threshold", type=int, default=64, metavar="BITS",
                    help="frames of a camera this close to a picked one are skipped (default 64)")
+    p.add_argument("--strategy", choices=["balanced", "uncertain", "rare"], default="balanced",
+                   help="balanced: equal shares per camera/daypart/weather (default); "
+                   "uncertain: first the frames with most boxes in the --band (what the "
+                   "model hesitates over); rare: first the frames with predicted rare classes "
+                   "(--rare). Both need `predict` first; what they cannot fill is balanced")
+    p.add_argument("--band", type=_band, default=None, metavar="LOW,HIGH",
+                   help="uncertain: box scores from LOW to below HIGH (default 0.25,0.6)")
+    p.add_argument("--rare", default=None, metavar="NAMES",
+                   help="rare: comma-separated classes (default bicycle,scooter,motorbike,bus,"
+                   "pedestrian; person, motorcycle ... count as those)")
+    p.add_argument("--model-version", default=None, metavar="VERSION",
+                   help="whose predictions to use (default: the model that predicted last; "
+                   "versions as `predict` prints them, e.g. detector.onnx@1a2b3c4d5e6f)")
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
     import json
 
-    from lyoncam_daemon.curation.dataset import sample, sidecar_fingerprints
+    from lyoncam_daemon.curation import predictions
+    from lyoncam_daemon.curation.dataset import (
+        UNCERTAIN_BAND,
+        sample_by,
+        sidecar_fingerprints,
+        wanted_by,
+    )
     from lyoncam_daemon.curation.index import IndexFileError, open_current
     from lyoncam_daemon.storage.atomic import write_atomic
 
@@ -165,8 +194,24 @@ def cmd_sample(args: argparse.Namespace) -> int:
     except IndexFileError as exc:
         say(f"error: {exc}")
         return EXIT_FAILED
+    band = args.band or UNCERTAIN_BAND
+    rare = ([c.strip() for c in args.rare.split(",") if c.strip()] if args.rare
+            else list(predictions.RARE))
     with contextlib.closing(db):
-        picked = sample(db, args.n, sidecar_fingerprints(data_dir), args.threshold)
+        wanted = None
+        if args.strategy != "balanced":
+            model = args.model_version or predictions.latest_model(db)
+            known = predictions.models(db)
+            if model is None or model not in known:
+                say(f"error: --strategy {args.strategy} needs predictions: "
+                    + (f"none by {model} (the index has: {', '.join(sorted(known))})"
+                       if known else "run `predict --model FILE` first"))
+                return EXIT_USAGE
+            wanted = wanted_by(db, args.strategy, model, band, rare)
+            say(f"{args.strategy}: {len(wanted)} of {known[model]} frames predicted by {model} "
+                "qualify")
+        done = sample_by(db, args.n, sidecar_fingerprints(data_dir), args.threshold, wanted)
+    picked = done.frames
     doc = json.dumps({"data_dir": str(data_dir), "frames": [c.as_json() for c in picked]},
                      indent=1)
     if args.out is None:
@@ -177,11 +222,14 @@ def cmd_sample(args: argparse.Namespace) -> int:
         except OSError as exc:
             say(f"error: cannot write {args.out}: {exc.strerror or exc}")
             return EXIT_FAILED
+    took = ", ".join(f"{n} {kind}" for kind, n in sorted(done.by_kind.items(),
+                                                          key=lambda kv: -kv[1]))
+    say(f"took {len(picked)} frames ({took or 'none'}); {done.near_duplicates} "
+        f"near-duplicates skipped, {done.pushed} already pushed left out"
+        + (f"; wrote {args.out}" if args.out is not None else ""))
     if len(picked) < args.n:
         say(f"warning: only {len(picked)} frames could be picked (of {args.n} asked): the "
             "rest are near-duplicates or already pushed")
-    elif args.out is not None:
-        say(f"wrote {len(picked)} frames to {args.out}")
     return EXIT_OK
 
 
@@ -384,9 +432,10 @@ COMMANDS = (
             "Frames per camera, daypart and weather, frames per day, empty and thin cells; "
             "--json or --html FILE.",
             add_report_arguments, cmd_report),
-    Command("sample", "pick a balanced set of frames to label",
+    Command("sample", "pick frames to label: balanced, uncertain or rare",
             "Stratified by camera, daypart and weather, spread in time, without "
-            "near-duplicates or frames already pushed.",
+            "near-duplicates or frames already pushed; --strategy uncertain|rare looks "
+            "first at what `predict` found.",
             add_sample_arguments, cmd_sample),
     Command("predict", "run your ONNX detector on frames: YOLO label files and the index",
             "Letterboxed to the model's own input size, NMS, boxes mapped back to the frame; "
