@@ -32,21 +32,28 @@ def _name(v: str | None) -> str:
     return v if v else UNKNOWN
 
 
-def _where(cell: CellKey) -> tuple[str, list[str | None]]:
-    """SQL condition and parameters selecting one cell (`unknown` is NULL in the index)."""
+def _where(cell: CellKey | tuple[None, str, str]) -> tuple[str, list[str | None]]:
+    """SQL condition and parameters selecting one cell (`unknown` is NULL in the index); a
+    camera of None selects the daypart x weather over every camera."""
     camera, daypart, weather = cell
-    return ("camera = ? AND daypart IS ? AND weather IS ?",
-            [camera, None if daypart == UNKNOWN else daypart,
-             None if weather == UNKNOWN else weather])
+    cond = "daypart IS ? AND weather IS ?"
+    params: list[str | None] = [None if daypart == UNKNOWN else daypart,
+                                None if weather == UNKNOWN else weather]
+    if camera is None:
+        return cond, params
+    return "camera = ? AND " + cond, [camera, *params]
 
 
 # --- report --------------------------------------------------------------------------------
 
 
 def report(db: sqlite3.Connection, thin_below: int = THIN_BELOW) -> dict[str, Any]:
-    """`{"total", "cells": [{"camera", "daypart", "weather", "frames", "status"}], "days",
-    "empty", "thin", "thin_below"}`. Every camera x daypart x weather is a cell, empty ones
-    included (that is what is missing); `unknown` columns appear only when used."""
+    """`{"total", "cells": [{"camera", "daypart", "weather", "frames", "status"}],
+    "overview": [{"daypart", "weather", "frames", "cameras", "status"}], "cameras", "days",
+    "empty",
+    "thin", "thin_below"}`. Every camera x daypart x weather is a cell, empty ones included
+    (that is what is missing); `overview` sums them over the cameras (`cameras`: how many
+    have frames there); `unknown` columns appear only when used."""
     counts: dict[CellKey, int] = {}
     for camera, daypart, weather, n in db.execute(
             "SELECT camera, daypart, weather, count(*) FROM frames "
@@ -63,10 +70,21 @@ def report(db: sqlite3.Connection, thin_below: int = THIN_BELOW) -> dict[str, An
                 status = "empty" if n == 0 else "thin" if n < thin_below else "ok"
                 cells.append({"camera": camera, "daypart": daypart, "weather": weather,
                               "frames": n, "status": status})
+    overview = []
+    for daypart in dayparts:
+        for weather in weathers:
+            ns = [counts.get((c, daypart, weather), 0) for c in cameras]
+            n = sum(ns)
+            overview.append({"daypart": daypart, "weather": weather, "frames": n,
+                             "cameras": sum(1 for x in ns if x),
+                             "status": "empty" if n == 0 else "thin" if n < thin_below
+                             else "ok"})
     days = dict(db.execute("SELECT day, count(*) FROM frames GROUP BY day ORDER BY day"))
     return {
         "total": sum(counts.values()),
         "cells": cells,
+        "overview": overview,
+        "cameras": len(cameras),
         "days": days,
         "empty": sum(c["status"] == "empty" for c in cells),
         "thin": sum(c["status"] == "thin" for c in cells),
@@ -80,8 +98,10 @@ def spread(count: int, k: int) -> list[int]:
     return [int((i + 0.5) * count / k) for i in range(k)]
 
 
-def cell_examples(db: sqlite3.Connection, cell: CellKey, frames: int, k: int) -> list[str]:
-    """Keys of up to `k` frames of a cell spread over its time span."""
+def cell_examples(db: sqlite3.Connection, cell: CellKey | tuple[None, str, str], frames: int,
+                  k: int) -> list[str]:
+    """Keys of up to `k` frames of a cell (of every camera when its camera is None) spread
+    over its time span."""
     cond, params = _where(cell)
     keys = []
     for offset in spread(frames, k):
