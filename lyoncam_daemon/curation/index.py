@@ -26,8 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from lyoncam_daemon.curation import predictions
+from lyoncam_daemon.curation.dataset import UNKNOWN
 from lyoncam_daemon.storage import StoredFrame, parse_frame_stem
 from lyoncam_daemon.storage.state import STATE_DIR
+from lyoncam_daemon.storage.variety import CellFrame
 
 INDEX_FILE = "index.sqlite"
 #: Rows per transaction when (re)building: big enough to be fast, small enough that the
@@ -276,3 +278,47 @@ def open_current(data_dir: Path, say: Callable[[str], None]) -> sqlite3.Connecti
         for where, why in done.skipped:
             say(f"skipped {where}: {why}")
     return connect(path)
+
+
+# --- for retention -------------------------------------------------------------------------
+
+#: Bytes counted for a sidecar beside the JPEG's own (the index keeps the JPEG's size only).
+SIDECAR_BYTES = 2048
+
+
+class IndexCells:
+    """The index as retention's cell source (storage/variety.py): every frame's (camera,
+    daypart, weather) cell and size for `keep_variety`, and the rows to drop when frames
+    are deleted. Used from the retention thread, with a connection per call."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.path = index_path(data_dir)
+
+    def frames(self) -> list[CellFrame]:
+        if not self.path.exists():
+            return []
+        db = connect(self.path)
+        try:
+            return [CellFrame(key, (camera, daypart or UNKNOWN, weather or UNKNOWN), captured,
+                              (size or 0) + SIDECAR_BYTES)
+                    for key, camera, daypart, weather, captured, size in db.execute(
+                        "SELECT key, camera, daypart, weather, captured_at, bytes FROM frames")]
+        except sqlite3.Error as exc:
+            raise IndexFileError(f"{self.path}: {exc}") from None
+        finally:
+            db.close()
+
+    def forget(self, keys: Iterable[str]) -> None:
+        gone = [(k,) for k in keys]
+        if not gone or not self.path.exists():
+            return
+        db = connect(self.path)
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            db.executemany("DELETE FROM frames WHERE key = ?", gone)
+            predictions.forget(db, (k for (k,) in gone))
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise IndexFileError(f"{self.path}: {exc}") from None
+        finally:
+            db.close()

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import heapq
 from collections import Counter, defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 CellKey = tuple[str, str, str]
 
@@ -34,6 +35,16 @@ class CellFrame:
     @property
     def camera(self) -> str:
         return self.cell[0]
+
+
+class CellSource(Protocol):
+    """Where the pass learns each frame's cell (the index, which the capture layer hands
+    over: storage knows nothing of dayparts), and tells it which frames are gone. Both are
+    called from the pass's own thread."""
+
+    def frames(self) -> list[CellFrame]: ...
+
+    def forget(self, keys: Iterable[str]) -> None: ...
 
 
 @dataclass(frozen=True)
