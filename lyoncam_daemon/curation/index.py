@@ -18,7 +18,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -309,14 +309,25 @@ class IndexCells:
             db.close()
 
     def forget(self, keys: Iterable[str]) -> None:
-        gone = [(k,) for k in keys]
-        if not gone or not self.path.exists():
+        gone = list(keys)
+        if gone:
+            self._delete("key = ?", [(k,) for k in gone])
+
+    def forget_under(self, prefixes: Iterable[str]) -> None:
+        # A key range, not LIKE: the primary key answers it without a scan. Keys under
+        # `CAM/2026/11/20/` sort at or after it and before `CAM/2026/11/200`.
+        ranges = [(p, p[:-1] + chr(ord(p[-1]) + 1)) for p in prefixes if p]
+        if ranges:
+            self._delete("key >= ? AND key < ?", ranges)
+
+    def _delete(self, where: str, params: Sequence[tuple[str, ...]]) -> None:
+        if not self.path.exists():
             return
         db = connect(self.path)
         try:
             db.execute("BEGIN IMMEDIATE")
-            db.executemany("DELETE FROM frames WHERE key = ?", gone)
-            predictions.forget(db, (k for (k,) in gone))
+            for table in ("frames", *predictions.TABLES):
+                db.executemany(f"DELETE FROM {table} WHERE {where}", params)
             db.execute("COMMIT")
         except sqlite3.Error as exc:
             raise IndexFileError(f"{self.path}: {exc}") from None

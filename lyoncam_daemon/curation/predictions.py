@@ -40,6 +40,9 @@ CREATE TABLE IF NOT EXISTS predicted_boxes (
 ) WITHOUT ROWID;
 """
 
+#: The tables holding rows per frame key (dropped with the frame's row).
+TABLES = ("predictions", "predicted_boxes")
+
 #: The classes `--strategy rare` looks for: the ones a street camera sees least (on the
 #: labelled CWL9018 sets, 57 buses and 57 motorbikes against 3,230 cars).
 RARE = ("bicycle", "scooter", "motorbike", "bus", "pedestrian")
@@ -84,8 +87,8 @@ def record(db: sqlite3.Connection, model: str, frames: Iterable[tuple[str, Seque
 def forget(db: sqlite3.Connection, keys: Iterable[str]) -> None:
     """Drop the predictions of frames that are gone (inside the caller's transaction)."""
     pairs = [(k,) for k in keys]
-    db.executemany("DELETE FROM predictions WHERE key = ?", pairs)
-    db.executemany("DELETE FROM predicted_boxes WHERE key = ?", pairs)
+    for table in TABLES:
+        db.executemany(f"DELETE FROM {table} WHERE key = ?", pairs)
 
 
 def latest_model(db: sqlite3.Connection) -> str | None:

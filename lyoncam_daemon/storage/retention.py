@@ -149,9 +149,13 @@ class RetentionPass:
     def run(self) -> PassResult:
         now = self.clock()
         days = list(self.scan_days(now))
-        # keep_variety needs each frame's cell: from the index, when it knows the frames.
-        indexed = self.cells.frames() if self.cells is not None else []
-        variety = self.policy.keep_variety and bool(indexed)
+        over = (self.policy.max_bytes is not None
+                and sum(d.bytes for d in days) > self.policy.max_bytes)
+        # keep_variety needs each frame's cell: from the index (read only when size forces
+        # deletion), when it knows the frames; else oldest days first.
+        indexed = (self.cells.frames() if self.cells is not None and self.policy.keep_variety
+                   and over else [])
+        variety = bool(indexed)
         # With keep_variety, whole days go only for their age; size is handled by cell.
         by_days = self.policy.model_copy(update={"max_bytes": None}) if variety else self.policy
         doomed, excess = plan_days(days, now, by_days)
@@ -160,13 +164,13 @@ class RetentionPass:
             if self.cancel.is_set():
                 break
             result = _add(result, self.delete_day(day))
+        if doomed and self.cells is not None:
+            self.cells.forget_under(self._prefixes(doomed))
         if variety and self.policy.max_bytes is not None:
             total = sum(d.bytes for d in days if d not in doomed)
             result = _add(result, self._trim_by_cell(indexed, doomed,
                                                      total - self.policy.max_bytes))
             excess = 0  # the cells' floors are kept even over max_bytes: never oldest-first
-        elif doomed and self.cells is not None:
-            self.cells.forget(_under(indexed, self._prefixes(doomed)))
         gone = {d.path for d in doomed}
         newest = _newest_per_camera(d for d in days if d.path not in gone)
         cutoff = _age_cutoff(now, self.policy.max_age_days)
@@ -192,14 +196,13 @@ class RetentionPass:
     def _trim_by_cell(self, indexed: Sequence[CellFrame], doomed_days: Sequence[Day],
                       excess: int) -> PassResult:
         """Free `excess` bytes from the fullest cells (variety.py), and drop the index rows
-        of everything this pass deleted."""
+        of the frames deleted."""
         assert self.cells is not None
-        prefixes = self._prefixes(doomed_days)
-        gone = _under(indexed, prefixes)
         if excess <= 0:
-            self.cells.forget(gone)
             return PassResult()
+        prefixes = self._prefixes(doomed_days)
         left = [f for f in indexed if not (prefixes and f.key.startswith(prefixes))]
+        gone: list[str] = []
         plan = plan_variety(left, excess, self.floor)
         deleted: Counter[CellKey] = Counter()
         frames = freed = 0
@@ -260,11 +263,6 @@ class RetentionPass:
         self._sizes.pop(day.path, None)
         removed = _remove_empty(day.path, stop=self.data_dir / day.camera)
         return PassResult(1 if removed else 0, frames, freed)
-
-
-def _under(frames: Sequence[CellFrame], prefixes: tuple[str, ...]) -> list[str]:
-    """Keys of the frames under these folder prefixes (none when there are no prefixes)."""
-    return [f.key for f in frames if prefixes and f.key.startswith(prefixes)]
 
 
 def _add(a: PassResult, b: PassResult) -> PassResult:

@@ -46,6 +46,9 @@ class CellSource(Protocol):
 
     def forget(self, keys: Iterable[str]) -> None: ...
 
+    def forget_under(self, prefixes: Iterable[str]) -> None:
+        """Every frame whose key starts with one of these folder prefixes (`CAM/Y/M/D/`)."""
+
 
 @dataclass(frozen=True)
 class VarietyPlan:

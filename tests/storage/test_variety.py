@@ -138,3 +138,17 @@ async def test_the_daemon_logs_per_cell_what_it_deleted(tmp_path: Path) -> None:
     assert line["cells"].startswith("A/day/clear: ")
     assert "night" not in line["cells"]
     assert index_cells(tmp_path) == tree_cells(tmp_path)
+
+
+def test_days_deleted_for_their_age_leave_the_index_too(tmp_path: Path) -> None:
+    make_tree(tmp_path, [Spec("A", m, "night", "rain") for m in range(3)]
+              + [Spec("A", 2 * 1440 + m, "day", "clear") for m in range(2)])
+    refresh(tmp_path)
+    with connect(index_path(tmp_path)) as db:
+        db.execute("INSERT INTO predictions SELECT key, 'm', 0, 0 FROM frames")
+    done = RetentionPass(tmp_path, policy(max_age_days=1), cells=IndexCells(tmp_path)).run()
+    # The first day whole, then the newest day frame by frame but for the camera's newest.
+    assert (done.days, done.frames) == (1, 4)
+    assert tree_cells(tmp_path) == index_cells(tmp_path) == {COMMON: 1}
+    with connect(index_path(tmp_path)) as db:
+        assert db.execute("SELECT count(*) FROM predictions").fetchone() == (1,)
