@@ -294,8 +294,7 @@ class Detector:
         self.version = model_version(path, self.sha256)
         options = ort.SessionOptions()
         options.log_severity_level = 3  # its warnings are not the user's business
-        if threads is not None:
-            options.intra_op_num_threads = threads
+        options.intra_op_num_threads = threads if threads is not None else default_threads()
         try:
             self.session = ort.InferenceSession(str(path), options,
                                                 providers=["CPUExecutionProvider"])
@@ -326,7 +325,7 @@ class Detector:
             meta)
         if nc is not None and self.names is not None and len(self.names) != nc:
             raise ModelError(f"{path}: output {_shown(outputs[0].shape)} has {nc} classes "
-                             f"but {len(self.names)} names were given")
+                             f"but {len(self.names)} class names")
 
     def batch_size(self, wanted: int) -> int:
         return self.fixed_batch if self.fixed_batch is not None else wanted
@@ -359,7 +358,7 @@ class Detector:
             raise ModelError(f"{self.path}: {exc}") from None
         if self.names is not None and nc is not None and len(self.names) != nc:
             raise ModelError(f"{self.path}: output {_shown([1, *shape])} has {nc} classes "
-                             f"but {len(self.names)} names were given")
+                             f"but {len(self.names)} class names")
         self.layout, self.declared = layout, [1, *shape]
 
     def detect(self, inputs: Sequence[Array], boxes: Sequence[Letterbox], conf: float,
@@ -370,7 +369,8 @@ class Detector:
 
 
 def default_threads() -> int:
-    """onnxruntime's intra-op threads: every core but one left for the decode thread."""
+    """onnxruntime's intra-op threads: every core but one, left to the thread decoding the
+    next batch."""
     return max(1, (os.cpu_count() or 2) - 1)
 
 

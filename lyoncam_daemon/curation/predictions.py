@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 SCHEMA = """
@@ -123,17 +123,3 @@ def rare(db: sqlite3.Connection, model: str, wanted: Iterable[str] = RARE
         if name in want:
             found.setdefault(str(key), set()).add(name)
     return {k: sorted(v) for k, v in found.items()}
-
-
-def per_frame(db: sqlite3.Connection, keys: Iterable[str], model: str
-              ) -> Mapping[str, list[FoundBox]]:
-    """The boxes of `model` on these frames (frames it never looked at are absent)."""
-    out: dict[str, list[FoundBox]] = {}
-    for key in keys:
-        if db.execute("SELECT 1 FROM predictions WHERE key = ? AND model = ?",
-                      (key, model)).fetchone() is None:
-            continue
-        out[key] = [FoundBox(int(c), lab, float(s)) for c, lab, s in db.execute(
-            "SELECT class_id, label, score FROM predicted_boxes WHERE key = ? AND model = ? "
-            "ORDER BY n", (key, model))]
-    return out

@@ -119,7 +119,7 @@ def test_names_come_from_the_model_or_must_match_its_classes(tmp_path: Path) -> 
     model = build(tmp_path / "m.onnx", "v8", names=["Car", "Bus"])
     assert Detector(model).names == ["Car", "Bus"]
     assert Detector(model, names=["a", "b"]).names == ["a", "b"]
-    with pytest.raises(ModelError, match="has 2 classes but 3 names were given"):
+    with pytest.raises(ModelError, match="has 2 classes but 3 class names"):
         Detector(model, names=["a", "b", "c"])
     assert names_of_metadata({"names": "{0: 'person', 1: 'bicycle'}"}) == ["person", "bicycle"]
     assert names_of_metadata({"names": "__import__('os')"}) is None
