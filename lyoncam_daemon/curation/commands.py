@@ -250,8 +250,9 @@ def add_predict_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", type=Path, required=True, metavar="FILE",
                    help="your detector exported to ONNX (YOLOv8/YOLO11, YOLOv5 or YOLOX)")
     p.add_argument("--sample", type=Path, default=None, metavar="FILE",
-                   help="the frames of a `sample` file (default: every frame of the data "
-                   "directory, or of --camera since --since)")
+                   help="the frames of a `sample` file, in the data directory it names "
+                   "unless --data-dir (default: every frame of the data directory, or of "
+                   "--camera since --since)")
     p.add_argument("--camera", action="append", default=None, metavar="ID",
                    help="only this camera's frames (repeatable)")
     p.add_argument("--since", type=_day, default=None, metavar="DATE",
@@ -307,7 +308,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         except ValueError as exc:
             say(f"error: {exc}")
             return EXIT_USAGE
-        if args.data_dir is None and drawn_from and not args.config.exists():
+        # The sample names the data directory it was drawn from: more exact than a config.
+        if args.data_dir is None and drawn_from and Path(drawn_from).is_dir():
             args.data_dir = Path(drawn_from)
     data_dir = data_dir_of(args)
     if data_dir is None:

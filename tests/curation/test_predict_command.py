@@ -13,6 +13,8 @@ from lyoncam_daemon.curation.predictions import latest_model, models
 from lyoncam_daemon.labelstudio.push import read_boxes
 from tests._onnx import build, tree
 
+REPO = Path(__file__).resolve().parents[2]
+
 
 def test_predict_writes_scored_labels_and_records_the_index(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -44,7 +46,8 @@ def test_predict_writes_scored_labels_and_records_the_index(
 
 
 def test_camera_since_and_sample_select_the_frames(tmp_path: Path,
-                                                   capsys: pytest.CaptureFixture[str]) -> None:
+                                                   capsys: pytest.CaptureFixture[str],
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     data, out = tmp_path / "data", tmp_path / "pred"
     tree(data, [("A", 0, 1, 0), ("A", 3000, 1, 0), ("B", 3000, 1, 0)])
     model = build(tmp_path / "det.onnx", "v5")
@@ -56,7 +59,8 @@ def test_camera_since_and_sample_select_the_frames(tmp_path: Path,
     assert main(["sample", "--data-dir", str(data), "--n", "2", "--out", str(sample)]) == 0
     capsys.readouterr()
     # The sample file names its data directory: no --data-dir needed.
-    assert main(["predict", "--config", str(tmp_path / "none.yaml"), "--sample", str(sample),
+    monkeypatch.chdir(REPO)  # beside the repository's own cameras.yaml: the sample wins
+    assert main(["predict", "--sample", str(sample),
                  "--model", str(model), "--out", str(tmp_path / "p2")]) == 0
     assert "2 frames" in capsys.readouterr().out
 
