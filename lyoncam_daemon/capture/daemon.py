@@ -44,6 +44,7 @@ from lyoncam_daemon.storage.filesystem import FilesystemStorage
 from lyoncam_daemon.storage.retention import FreeSpaceGuard, RetentionPass
 from lyoncam_daemon.storage.spool import SpoolStats
 from lyoncam_daemon.storage.state import StateDir, StateError
+from lyoncam_daemon.storage.variety import describe
 
 
 class StartupError(Exception):
@@ -211,7 +212,14 @@ class Daemon:
         self._fs = storage
         self.guard = FreeSpaceGuard(storage, self.config.data_dir,
                                     self.config.retention.min_free_bytes)
-        self.retention = RetentionPass(self.config.data_dir, self.config.retention)
+        from lyoncam_daemon.curation.dataset import THIN_BELOW
+        from lyoncam_daemon.curation.index import IndexCells
+
+        # The index knows each frame's cell (for retention.keep_variety) and loses the rows
+        # of what retention deletes.
+        self.retention = RetentionPass(self.config.data_dir, self.config.retention,
+                                       cells=IndexCells(self.config.data_dir),
+                                       floor=THIN_BELOW)
         return self.guard
 
     def disk_figures(self) -> DiskFigures:
@@ -290,8 +298,14 @@ class Daemon:
         except Exception:
             self.log.exception("retention pass failed; next one in an interval")
             return
+        cells = {"cells": describe(dict(result.cells))} if result.cells else {}
         self.log.info("retention pass", days=result.days, frames=result.frames,
-                      freed_bytes=result.freed_bytes, took_s=round(time.monotonic() - began, 3))
+                      freed_bytes=result.freed_bytes, took_s=round(time.monotonic() - began, 3),
+                      **cells)
+        if result.short_bytes:
+            self.log.warning("retention: still over max_bytes", short_bytes=result.short_bytes,
+                             hint="keep_variety keeps each camera's newest frame and every "
+                             "cell's last frames; raise max_bytes or set keep_variety: false")
 
     def _install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()

@@ -336,7 +336,8 @@ class StatusSettings(_Model):
 
 
 class RetentionSettings(_Model):
-    """What the daemon deletes so the disk never fills: oldest whole days first."""
+    """What the daemon deletes so the disk never fills: by age, then by size (the most common
+    cells first, or oldest whole days first)."""
 
     max_age_days: float | None = Field(None, gt=0)
     """Frames older than this many days are deleted (whole days); `null` keeps them."""
@@ -346,6 +347,11 @@ class RetentionSettings(_Model):
     """Below this much free space on the data disk, storing pauses until space returns."""
     interval: Duration = Field(3600.0, gt=0)
     """Seconds between retention passes (the first runs at start)."""
+    keep_variety: bool = True
+    """When `max_bytes` forces deletion, delete first from the most common (camera, daypart,
+    weather) cells, oldest first within a cell, never a camera's newest frame nor a cell's
+    last 20 frames (read from the index); `false` deletes oldest days first. `max_age_days`
+    always deletes by age."""
 
 
 class WeatherSettings(_Model):
@@ -467,7 +473,8 @@ class Config(_Model):
     status: StatusSettings = StatusSettings()
     """The daemon's HTTP endpoint: `/metrics`, `/healthz` and the status page `/`."""
     retention: RetentionSettings = RetentionSettings()
-    """What the daemon deletes so the disk never fills: oldest whole days first."""
+    """What the daemon deletes so the disk never fills: by age, then by size (the most common
+    cells first, or oldest whole days first)."""
     weather: WeatherSettings = WeatherSettings()
     """Open-Meteo's current conditions in each sidecar of a camera with `lat` and `lon`."""
     placeholder_sha256: tuple[str, ...] = ()

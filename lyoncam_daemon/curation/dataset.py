@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
-from itertools import groupby
+from itertools import chain, groupby
 from pathlib import Path
 from typing import Any
 
+from lyoncam_daemon.curation import predictions
 from lyoncam_daemon.enrich.daylight import DAYPARTS
 from lyoncam_daemon.enrich.weather import LABELS
 from lyoncam_daemon.frames.fingerprint import Fingerprint
@@ -31,21 +32,28 @@ def _name(v: str | None) -> str:
     return v if v else UNKNOWN
 
 
-def _where(cell: CellKey) -> tuple[str, list[str | None]]:
-    """SQL condition and parameters selecting one cell (`unknown` is NULL in the index)."""
+def _where(cell: CellKey | tuple[None, str, str]) -> tuple[str, list[str | None]]:
+    """SQL condition and parameters selecting one cell (`unknown` is NULL in the index); a
+    camera of None selects the daypart x weather over every camera."""
     camera, daypart, weather = cell
-    return ("camera = ? AND daypart IS ? AND weather IS ?",
-            [camera, None if daypart == UNKNOWN else daypart,
-             None if weather == UNKNOWN else weather])
+    cond = "daypart IS ? AND weather IS ?"
+    params: list[str | None] = [None if daypart == UNKNOWN else daypart,
+                                None if weather == UNKNOWN else weather]
+    if camera is None:
+        return cond, params
+    return "camera = ? AND " + cond, [camera, *params]
 
 
 # --- report --------------------------------------------------------------------------------
 
 
 def report(db: sqlite3.Connection, thin_below: int = THIN_BELOW) -> dict[str, Any]:
-    """`{"total", "cells": [{"camera", "daypart", "weather", "frames", "status"}], "days",
-    "empty", "thin", "thin_below"}`. Every camera x daypart x weather is a cell, empty ones
-    included (that is what is missing); `unknown` columns appear only when used."""
+    """`{"total", "cells": [{"camera", "daypart", "weather", "frames", "status"}],
+    "overview": [{"daypart", "weather", "frames", "cameras", "status"}], "cameras", "days",
+    "empty",
+    "thin", "thin_below"}`. Every camera x daypart x weather is a cell, empty ones included
+    (that is what is missing); `overview` sums them over the cameras (`cameras`: how many
+    have frames there); `unknown` columns appear only when used."""
     counts: dict[CellKey, int] = {}
     for camera, daypart, weather, n in db.execute(
             "SELECT camera, daypart, weather, count(*) FROM frames "
@@ -62,10 +70,21 @@ def report(db: sqlite3.Connection, thin_below: int = THIN_BELOW) -> dict[str, An
                 status = "empty" if n == 0 else "thin" if n < thin_below else "ok"
                 cells.append({"camera": camera, "daypart": daypart, "weather": weather,
                               "frames": n, "status": status})
+    overview = []
+    for daypart in dayparts:
+        for weather in weathers:
+            ns = [counts.get((c, daypart, weather), 0) for c in cameras]
+            n = sum(ns)
+            overview.append({"daypart": daypart, "weather": weather, "frames": n,
+                             "cameras": sum(1 for x in ns if x),
+                             "status": "empty" if n == 0 else "thin" if n < thin_below
+                             else "ok"})
     days = dict(db.execute("SELECT day, count(*) FROM frames GROUP BY day ORDER BY day"))
     return {
         "total": sum(counts.values()),
         "cells": cells,
+        "overview": overview,
+        "cameras": len(cameras),
         "days": days,
         "empty": sum(c["status"] == "empty" for c in cells),
         "thin": sum(c["status"] == "thin" for c in cells),
@@ -79,8 +98,10 @@ def spread(count: int, k: int) -> list[int]:
     return [int((i + 0.5) * count / k) for i in range(k)]
 
 
-def cell_examples(db: sqlite3.Connection, cell: CellKey, frames: int, k: int) -> list[str]:
-    """Keys of up to `k` frames of a cell spread over its time span."""
+def cell_examples(db: sqlite3.Connection, cell: CellKey | tuple[None, str, str], frames: int,
+                  k: int) -> list[str]:
+    """Keys of up to `k` frames of a cell (of every camera when its camera is None) spread
+    over its time span."""
     cond, params = _where(cell)
     keys = []
     for offset in spread(frames, k):
@@ -101,10 +122,20 @@ class Candidate:
     captured_at: str
     daypart: str
     weather: str
+    #: Why it was picked: `balanced`, or what the strategy saw in the frame.
+    reason: str = "balanced"
 
     def as_json(self) -> dict[str, str]:
         return {"key": self.key, "camera": self.camera, "captured_at": self.captured_at,
-                "daypart": self.daypart, "weather": self.weather}
+                "daypart": self.daypart, "weather": self.weather, "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class Wanted:
+    """What a strategy looks for in a frame: how much of it (higher first) and why, in words."""
+
+    priority: float
+    reason: str
 
 
 @dataclass
@@ -113,6 +144,8 @@ class _Stratum:
     #: (key, captured_at), oldest first: plain tuples, a million of them load quickly.
     frames: list[tuple[str, str]]
     taken: set[int] = field(default_factory=set)
+    #: Per frame, how much the strategy wants it (None: plain balanced sampling).
+    wanted: list[Wanted] | None = None
 
     @property
     def left(self) -> int:
@@ -120,7 +153,8 @@ class _Stratum:
 
     def candidate(self, i: int) -> Candidate:
         key, captured = self.frames[i]
-        return Candidate(key, self.cell[0], captured, self.cell[1], self.cell[2])
+        reason = self.wanted[i].reason if self.wanted is not None else "balanced"
+        return Candidate(key, self.cell[0], captured, self.cell[1], self.cell[2], reason)
 
 
 def quotas(sizes: Sequence[int], n: int) -> list[int]:
@@ -160,8 +194,10 @@ def sidecar_fingerprints(data_dir: Path) -> FingerprintOf:
     return load
 
 
-def _strata(db: sqlite3.Connection) -> list[_Stratum]:
-    """Every non-empty cell's frames not pushed yet, oldest first."""
+def _strata(db: sqlite3.Connection, only: Mapping[str, Wanted] | None = None,
+            skip: Set[str] = frozenset()) -> list[_Stratum]:
+    """Every non-empty cell's frames not pushed yet, oldest first: only those in `only` when
+    given (with how much each is wanted), never those in `skip`."""
     groups: dict[CellKey, list[tuple[str, str]]] = defaultdict(list)
     rows = db.execute(
         "SELECT camera, daypart, weather, key, captured_at FROM frames "
@@ -169,8 +205,13 @@ def _strata(db: sqlite3.Connection) -> list[_Stratum]:
         "WHERE key NOT IN (SELECT key FROM pushed) "
         "ORDER BY camera, daypart, weather, captured_at")
     for (camera, daypart, weather), frames in groupby(rows, key=lambda r: r[:3]):
-        groups[(camera, _name(daypart), _name(weather))].extend(r[3:] for r in frames)
-    return [_Stratum(cell, groups[cell]) for cell in sorted(groups)]
+        members = [r[3:] for r in frames
+                   if (only is None or r[3] in only) and r[3] not in skip]
+        if members:
+            groups[(camera, _name(daypart), _name(weather))].extend(members)
+    return [_Stratum(cell, groups[cell],
+                     wanted=None if only is None else [only[k] for k, _ in groups[cell]])
+            for cell in sorted(groups)]
 
 
 class _Picked:
@@ -181,12 +222,14 @@ class _Picked:
         self.fingerprint_of = fingerprint_of
         self.frames: list[Candidate] = []
         self.fingerprints: dict[str, list[Fingerprint]] = defaultdict(list)
+        self.near_duplicates = 0
 
     def offer(self, c: Candidate) -> bool:
         """Take the frame unless it is a near-duplicate of one taken from its camera."""
         fp = self.fingerprint_of(c.key)
         if fp is not None and any(other.compatible(fp) and other.distance(fp) <= self.threshold
                                   for other in self.fingerprints[c.camera]):
+            self.near_duplicates += 1
             return False
         self.frames.append(c)
         if fp is not None:
@@ -195,13 +238,20 @@ class _Picked:
 
 
 def _pick(stratum: _Stratum, k: int, picked: _Picked) -> int:
-    """Up to `k` more frames of the stratum: for targets evenly spaced among the frames not
-    looked at yet, the nearest one that is not a near-duplicate of a frame already picked.
-    Returns how many."""
+    """Up to `k` more frames of the stratum, spread in time: the frames not looked at yet
+    are cut into `k` runs; in each, the most wanted frame (the one nearest the run's middle
+    when all are equal) that is not a near-duplicate of a frame already picked, else the
+    nearest such frame outside the run. Returns how many."""
     pool = [i for i in range(len(stratum.frames)) if i not in stratum.taken]
+    k = min(k, len(pool))
     got = 0
-    for target in spread(len(pool), k):
-        for j in _outwards(target, len(pool)):
+    for run, middle in enumerate(spread(len(pool), k)):
+        lo, hi = run * len(pool) // k, (run + 1) * len(pool) // k
+        inside = sorted(range(lo, hi), key=lambda j: (
+            -(stratum.wanted[pool[j]].priority if stratum.wanted is not None else 0.0),
+            abs(j - middle), j))
+        outside = (j for j in _outwards(middle, len(pool)) if not lo <= j < hi)
+        for j in chain(inside, outside):
             i = pool[j]
             if i in stratum.taken:
                 continue
@@ -220,6 +270,30 @@ def _outwards(start: int, n: int) -> Iterable[int]:
                 yield i
 
 
+def _fill(strata: list[_Stratum], n: int, picked: _Picked) -> None:
+    """Pick up to `n` frames in all from the strata: equal shares per cell, then the
+    shortfall near-duplicates left shared the same way until filled or nothing is left."""
+    goal = len(picked.frames) + n
+    for stratum, k in zip(strata, quotas([len(s.frames) for s in strata], n), strict=True):
+        if k:
+            _pick(stratum, k, picked)
+    while len(picked.frames) < goal and any(s.left for s in strata):
+        more = quotas([s.left for s in strata], goal - len(picked.frames))
+        for stratum, k in zip(strata, more, strict=True):
+            if k:
+                _pick(stratum, k, picked)
+
+
+@dataclass
+class Sampled:
+    frames: list[Candidate]
+    #: Frames picked per reason kind (`balanced`, `uncertain`, `rare`).
+    by_kind: dict[str, int]
+    near_duplicates: int
+    #: Frames left out because they were pushed already.
+    pushed: int
+
+
 def sample(db: sqlite3.Connection, n: int, fingerprint_of: FingerprintOf,
            threshold: int = 64) -> list[Candidate]:
     """A balanced set of `n` frames (fewer if the index has fewer usable ones).
@@ -228,16 +302,46 @@ def sample(db: sqlite3.Connection, n: int, fingerprint_of: FingerprintOf,
     spread in time within each cell, skipping frames within `threshold` bits of a frame
     already picked from the same camera, and frames already pushed to Label Studio.
     """
-    strata = _strata(db)
+    return sample_by(db, n, fingerprint_of, threshold).frames
+
+
+def sample_by(db: sqlite3.Connection, n: int, fingerprint_of: FingerprintOf,
+              threshold: int = 64, wanted: Mapping[str, Wanted] | None = None) -> Sampled:
+    """`sample`, first among the frames a strategy wants (`wanted`: how much, and why),
+    most wanted first within each time run; what they cannot fill is taken balanced from
+    the other frames."""
     picked = _Picked(threshold, fingerprint_of)
-    for stratum, k in zip(strata, quotas([len(s.frames) for s in strata], n), strict=True):
-        if k:
-            _pick(stratum, k, picked)
-    # Near-duplicates left some shares short: share the shortfall among the cells with
-    # frames left, the same way, until it is filled or nothing is left to look at.
-    while len(picked.frames) < n and any(s.left for s in strata):
-        more = quotas([s.left for s in strata], n - len(picked.frames))
-        for stratum, k in zip(strata, more, strict=True):
-            if k:
-                _pick(stratum, k, picked)
-    return sorted(picked.frames, key=lambda c: (c.camera, c.captured_at))
+    if wanted:
+        _fill(_strata(db, only=wanted), n, picked)
+    if len(picked.frames) < n:
+        _fill(_strata(db, skip=wanted.keys() if wanted else frozenset()),
+              n - len(picked.frames), picked)
+    kinds = Counter(c.reason.split(":", 1)[0] for c in picked.frames)
+    (pushed,) = db.execute("SELECT count(*) FROM frames WHERE key IN (SELECT key FROM pushed)"
+                           ).fetchone()
+    return Sampled(sorted(picked.frames, key=lambda c: (c.camera, c.captured_at)),
+                   dict(kinds), picked.near_duplicates, int(pushed))
+
+
+STRATEGIES = ("balanced", "uncertain", "rare")
+#: Scores a model hesitates over: above `predict`'s default threshold, below a sure box.
+UNCERTAIN_BAND = (0.25, 0.6)
+
+
+def wanted_by(db: sqlite3.Connection, strategy: str, model: str,
+              band: tuple[float, float] = UNCERTAIN_BAND,
+              rare_classes: Sequence[str] = predictions.RARE) -> dict[str, Wanted]:
+    """The frames a strategy wants, from what `model` predicted on them (see `sample_by`).
+
+    `uncertain`: frames with boxes scoring within `band`, more such boxes first; `rare`:
+    frames with boxes of rare classes, more distinct rare classes first.
+    """
+    if strategy == "uncertain":
+        low, high = band
+        return {k: Wanted(n, f"uncertain: {n} box{'es' if n > 1 else ''} scoring "
+                             f"{low:g}-{high:g}")
+                for k, n in predictions.uncertain(db, model, low, high).items()}
+    if strategy == "rare":
+        return {k: Wanted(len(names), f"rare: {', '.join(names)}")
+                for k, names in predictions.rare(db, model, rare_classes).items()}
+    return {}

@@ -18,15 +18,18 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from lyoncam_daemon.curation import predictions
+from lyoncam_daemon.curation.dataset import UNKNOWN
 from lyoncam_daemon.storage import StoredFrame, parse_frame_stem
 from lyoncam_daemon.storage.state import STATE_DIR
+from lyoncam_daemon.storage.variety import CellFrame
 
 INDEX_FILE = "index.sqlite"
 #: Rows per transaction when (re)building: big enough to be fast, small enough that the
@@ -123,6 +126,8 @@ def connect(path: Path, *, create: bool = True) -> sqlite3.Connection:
         # `index` puts back from the sidecars.
         db.execute("PRAGMA synchronous=NORMAL")
         db.executescript(SCHEMA)
+        # Tables added later are created the same way: an older index file opens as it is.
+        db.executescript(predictions.SCHEMA)
     except (OSError, sqlite3.Error) as exc:
         raise IndexFileError(f"{path}: {exc}") from None
     return db
@@ -242,6 +247,7 @@ def refresh(data_dir: Path, *, rebuild: bool = False,
             "SELECT key FROM frames WHERE indexed_at < ?", (started,)) if k not in seen]
         db.execute("BEGIN IMMEDIATE")
         db.executemany("DELETE FROM frames WHERE key = ?", gone)
+        predictions.forget(db, (k for (k,) in gone))
         db.execute("COMMIT")
         done.removed = len(gone)
         done.total = db.execute("SELECT count(*) FROM frames").fetchone()[0]
@@ -272,3 +278,58 @@ def open_current(data_dir: Path, say: Callable[[str], None]) -> sqlite3.Connecti
         for where, why in done.skipped:
             say(f"skipped {where}: {why}")
     return connect(path)
+
+
+# --- for retention -------------------------------------------------------------------------
+
+#: Bytes counted for a sidecar beside the JPEG's own (the index keeps the JPEG's size only).
+SIDECAR_BYTES = 2048
+
+
+class IndexCells:
+    """The index as retention's cell source (storage/variety.py): every frame's (camera,
+    daypart, weather) cell and size for `keep_variety`, and the rows to drop when frames
+    are deleted. Used from the retention thread, with a connection per call."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.path = index_path(data_dir)
+
+    def frames(self) -> list[CellFrame]:
+        if not self.path.exists():
+            return []
+        db = connect(self.path)
+        try:
+            return [CellFrame(key, (camera, daypart or UNKNOWN, weather or UNKNOWN), captured,
+                              (size or 0) + SIDECAR_BYTES)
+                    for key, camera, daypart, weather, captured, size in db.execute(
+                        "SELECT key, camera, daypart, weather, captured_at, bytes FROM frames")]
+        except sqlite3.Error as exc:
+            raise IndexFileError(f"{self.path}: {exc}") from None
+        finally:
+            db.close()
+
+    def forget(self, keys: Iterable[str]) -> None:
+        gone = list(keys)
+        if gone:
+            self._delete("key = ?", [(k,) for k in gone])
+
+    def forget_under(self, prefixes: Iterable[str]) -> None:
+        # A key range, not LIKE: the primary key answers it without a scan. Keys under
+        # `CAM/2026/11/20/` sort at or after it and before `CAM/2026/11/200`.
+        ranges = [(p, p[:-1] + chr(ord(p[-1]) + 1)) for p in prefixes if p]
+        if ranges:
+            self._delete("key >= ? AND key < ?", ranges)
+
+    def _delete(self, where: str, params: Sequence[tuple[str, ...]]) -> None:
+        if not self.path.exists():
+            return
+        db = connect(self.path)
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            for table in ("frames", *predictions.TABLES):
+                db.executemany(f"DELETE FROM {table} WHERE {where}", params)
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise IndexFileError(f"{self.path}: {exc}") from None
+        finally:
+            db.close()

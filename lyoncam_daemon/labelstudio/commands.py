@@ -98,8 +98,19 @@ def add_push_arguments(p: argparse.ArgumentParser) -> None:
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--sample", type=Path, metavar="FILE", help="frames chosen by `sample`")
     what.add_argument("--n", type=positive_int, help="sample N frames now")
-    p.add_argument("--predictions", type=Path, default=None, metavar="DIR",
-                   help="YOLO label files (one per frame stem) sent as predictions")
+    given = p.add_mutually_exclusive_group()
+    given.add_argument("--predictions", type=Path, default=None, metavar="DIR",
+                       help="YOLO label files (one per frame stem) sent as predictions")
+    given.add_argument("--model", type=Path, default=None, metavar="FILE",
+                       help="run this ONNX detector on the frames pushed (as `predict` does) "
+                       "and send its boxes as predictions; needs the `predict` extra")
+    p.add_argument("--conf", type=fraction, default=0.25,
+                   help="with --model: keep boxes scoring at least this (default 0.25)")
+    p.add_argument("--iou", type=fraction, default=0.5,
+                   help="with --model: NMS overlap threshold (default 0.5)")
+    p.add_argument("--names", type=Path, default=None, metavar="FILE",
+                   help="with --model: class names (data.yaml or classes.txt; default: the "
+                   "model's metadata)")
     p.add_argument("--token-file", type=Path, default=None,
                    help="file holding the key (default: env LABEL_STUDIO_API_KEY)")
     p.add_argument("--rate", type=non_negative_float, default=5.0,

@@ -20,10 +20,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import hashlib
 import json
 import re
 import sqlite3
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +38,16 @@ import yaml
 from lyoncam_daemon.arguments import EXIT_FAILED, EXIT_OK, EXIT_USAGE, say
 from lyoncam_daemon.curation.commands import data_dir_of
 from lyoncam_daemon.curation.dataset import sample, sidecar_fingerprints
-from lyoncam_daemon.curation.index import IndexFileError, open_current
+from lyoncam_daemon.curation.index import IndexFileError, connect, index_path, open_current
+from lyoncam_daemon.curation.predict import (
+    Detector,
+    ModelError,
+    Predicted,
+    predict_frames,
+    read_names,
+    recorder,
+)
+from lyoncam_daemon.curation.predictions import canonical
 from lyoncam_daemon.labelstudio.auth import AuthError, Credentials, load_token
 from lyoncam_daemon.labelstudio.client import (
     HTTPError,
@@ -132,53 +143,116 @@ def class_names(folder: Path) -> list[str] | None:
     return None
 
 
+def match_label(name: str, labels: Sequence[str]) -> str | None:
+    """The project's label for a class name: the same name, else the one label that is the
+    same class spelt otherwise (`car` → `Car`, `person` → `Pedestrian`, `motorcycle` →
+    `Motorbike`); None when the project has no such label."""
+    if name in labels:
+        return name
+    same = [label for label in labels if canonical(label) == canonical(name)]
+    return same[0] if len(same) == 1 else None
+
+
+def result_id(version: str, key: str, n: int) -> str:
+    """A region id unique per result, the same on every run (Label Studio's are 10 chars)."""
+    return hashlib.sha256(f"{version}/{key}/{n}".encode()).hexdigest()[:10]
+
+
+def to_prediction(boxes: Sequence[Box], names: Sequence[str] | None, target: Target,
+                  width: int | None, height: int | None, version: str, key: str,
+                  left_out: Counter[str]) -> dict[str, Any] | None:
+    """One frame's boxes as a Label Studio prediction (percent of the image, top-left
+    corner); boxes of a class the project lacks are counted in `left_out` by name. None
+    when no box is left."""
+    names = names if names is not None else list(target.labels)
+    results: list[dict[str, Any]] = []
+    scores: list[float] = []
+    for box in boxes:
+        name = names[box.class_id] if 0 <= box.class_id < len(names) else None
+        label = match_label(name, target.labels) if name is not None else None
+        if label is None:
+            left_out[name if name is not None else f"class id {box.class_id}"] += 1
+            continue
+        result: dict[str, Any] = {
+            "id": result_id(version, key, len(results)),
+            "type": "rectanglelabels", "from_name": target.from_name, "to_name": target.to_name,
+            "image_rotation": 0,
+            "value": {"x": (box.cx - box.w / 2) * 100, "y": (box.cy - box.h / 2) * 100,
+                      "width": box.w * 100, "height": box.h * 100, "rotation": 0,
+                      "rectanglelabels": [label]},
+        }
+        if width and height:
+            result["original_width"], result["original_height"] = width, height
+        if box.score is not None:
+            result["score"] = box.score
+            scores.append(box.score)
+        results.append(result)
+    if not results:
+        return None
+    prediction: dict[str, Any] = {"model_version": version, "result": results}
+    if scores:
+        # The root score is what Label Studio sorts the task list by.
+        prediction["score"] = sum(scores) / len(scores)
+    return prediction
+
+
 @dataclass
 class Predictions:
-    """YOLO label files of a folder, by frame stem, and the names of their class ids."""
+    """Predictions from YOLO label files of a folder (one per frame stem, `--predictions`)."""
 
     folder: Path
     names: list[str] | None
+    version: str = MODEL_VERSION
 
-    def prediction(self, stem: str, target: Target, width: int | None, height: int | None,
-                   problems: list[str]) -> dict[str, Any] | None:
-        """The Label Studio prediction of one frame; boxes it cannot name go to `problems`."""
-        path = self.folder / f"{stem}.txt"
-        if not path.is_file():
-            path = self.folder / "labels" / f"{stem}.txt"
+    def boxes(self, frames: Sequence[PushFrame], problems: list[str]) -> dict[str, list[Box]]:
+        """The boxes of the frames that have a label file, by key; bad files to `problems`."""
+        found: dict[str, list[Box]] = {}
+        for f in frames:
+            path = self.folder / f"{f.stem}.txt"
             if not path.is_file():
-                return None
+                path = self.folder / "labels" / f"{f.stem}.txt"
+                if not path.is_file():
+                    continue
+            try:
+                found[f.key] = read_boxes(path)
+            except (OSError, ValueError) as exc:
+                problems.append(str(exc))
+        return found
+
+
+class ModelPredictions:
+    """Predictions made now by the user's detector (`--model`), recorded in the index too."""
+
+    def __init__(self, detector: Detector, data_dir: Path, conf: float, iou: float,
+                 batch: int = 8) -> None:
+        self.detector, self.data_dir = detector, data_dir
+        self.conf, self.iou, self.batch = conf, iou, batch
+        self.names = detector.names
+        self.version = detector.version
+
+    def boxes(self, frames: Sequence[PushFrame], problems: list[str]) -> dict[str, list[Box]]:
+        """Runs in a worker thread, with its own index connection (sqlite3 connections
+        belong to their thread)."""
+        kept: list[Predicted] = []
+        db = connect(index_path(self.data_dir))
         try:
-            boxes = read_boxes(path)
-        except (OSError, ValueError) as exc:
-            problems.append(str(exc))
-            return None
-        names = self.names if self.names is not None else list(target.labels)
-        results, scores = [], []
-        for box in boxes:
-            name = names[box.class_id] if 0 <= box.class_id < len(names) else None
-            if name is None or name not in target.labels:
-                shown = name if name is not None else f"class id {box.class_id}"
-                problems.append(f"{path}: {shown!r} is not a label of the project: box left out")
-                continue
-            result: dict[str, Any] = {
-                "type": "rectanglelabels", "from_name": target.from_name,
-                "to_name": target.to_name,
-                "value": {"x": (box.cx - box.w / 2) * 100, "y": (box.cy - box.h / 2) * 100,
-                          "width": box.w * 100, "height": box.h * 100, "rotation": 0,
-                          "rectanglelabels": [name]},
-            }
-            if width and height:
-                result["original_width"], result["original_height"] = width, height
-            if box.score is not None:
-                result["score"] = box.score
-                scores.append(box.score)
-            results.append(result)
-        if not results:
-            return None
-        prediction: dict[str, Any] = {"model_version": MODEL_VERSION, "result": results}
-        if scores:
-            prediction["score"] = sum(scores) / len(scores)
-        return prediction
+            record = recorder(db, self.detector)
+
+            def keep(results: list[Predicted]) -> None:
+                record(results)
+                kept.extend(results)
+
+            done = predict_frames(self.detector, [(f.key, self.data_dir / f.key) for f in frames],
+                                  self.conf, self.iou, self.batch, keep)
+        finally:
+            db.close()
+        problems.extend(f"cannot predict {self.data_dir / k}: {why}" for k, why in done.failed)
+        return {r.key: [Box(d.class_id, (d.x0 + d.x1) / 2 / r.width, (d.y0 + d.y1) / 2 / r.height,
+                            (d.x1 - d.x0) / r.width, (d.y1 - d.y0) / r.height, d.score)
+                        for d in r.found] for r in kept}
+
+
+PredictionSource = Predictions | ModelPredictions
 
 
 # --- what was pushed -----------------------------------------------------------------------
@@ -266,6 +340,13 @@ class Pushed:
     recovered: int = 0
     predictions: int = 0
     problems: list[str] = field(default_factory=list)
+    #: Boxes of classes the project has no label for, by class name.
+    left_out: Counter[str] = field(default_factory=Counter)
+
+    def warnings(self) -> list[str]:
+        return [*self.problems, *(
+            f"{name!r} is not a label of the project: {n} box{'es' if n > 1 else ''} left out"
+            for name, n in sorted(self.left_out.items()))]
 
 
 def _json(body: bytes, what: str) -> Any:
@@ -277,7 +358,7 @@ def _json(body: bytes, what: str) -> Any:
 
 class Pusher:
     def __init__(self, client: LabelStudioClient, project: int, data_dir: Path, ledger: Ledger,
-                 predictions: Predictions | None = None, batch: int = BATCH,
+                 predictions: PredictionSource | None = None, batch: int = BATCH,
                  progress: Callable[[int, int], None] | None = None) -> None:
         self.client, self.project, self.data_dir = client, project, data_dir
         self.ledger, self.predictions, self.batch = ledger, predictions, batch
@@ -314,6 +395,9 @@ class Pusher:
 
     async def _batch(self, frames: Sequence[PushFrame], target: Target) -> None:
         blobs = await asyncio.to_thread(self._read, frames)
+        boxes: dict[str, list[Box]] = {}
+        if self.predictions is not None:
+            boxes = await asyncio.to_thread(self.predictions.boxes, frames, self.done.problems)
         self.ledger.mark_pending([f.key for f in frames])
         paths = await self._upload(frames, blobs)
         tasks = []
@@ -322,9 +406,9 @@ class Pusher:
                     "captured_at": f.captured_at, "daypart": f.daypart, "weather": f.weather,
                     "lyoncam_key": f.key}
             task: dict[str, Any] = {"data": data}
-            if self.predictions is not None:
-                p = self.predictions.prediction(f.stem, target, f.width, f.height,
-                                                self.done.problems)
+            if self.predictions is not None and f.key in boxes:
+                p = to_prediction(boxes[f.key], self.predictions.names, target, f.width,
+                                  f.height, self.predictions.version, f.key, self.done.left_out)
                 if p is not None:
                     task["predictions"] = [p]
                     self.done.predictions += 1
@@ -400,6 +484,19 @@ def main(args: argparse.Namespace) -> int:
     data_dir = data_dir_of(args)
     if data_dir is None:
         return EXIT_USAGE
+    args.detector = None
+    if args.model is not None:
+        try:
+            import onnxruntime  # noqa: F401  (the extra may be missing: say how to get it)
+        except ImportError:
+            say("error: --model needs onnxruntime: pip install 'lyoncam[predict]'")
+            return EXIT_USAGE
+        try:
+            names = read_names(args.names) if args.names is not None else None
+            args.detector = Detector(args.model, names)
+        except ModelError as exc:
+            say(f"error: {exc}")
+            return EXIT_USAGE
     try:
         db = open_current(data_dir, say)
     except IndexFileError as exc:
@@ -408,7 +505,7 @@ def main(args: argparse.Namespace) -> int:
     with contextlib.closing(db):
         try:
             return asyncio.run(_push_command(args, data_dir, db, credentials))
-        except (AuthError, PushError, HTTPError, Unreachable) as exc:
+        except (AuthError, PushError, HTTPError, Unreachable, ModelError) as exc:
             say(f"error: {exc}")
             return EXIT_FAILED
 
@@ -424,11 +521,13 @@ async def _push_command(args: argparse.Namespace, data_dir: Path, db: Any, crede
     frames, missing = frames_of(db, keys)
     for key in missing:
         say(f"warning: {key} is not in the index of {data_dir}: skipped")
-    predictions = None
+    predictions: PredictionSource | None = None
     if args.predictions is not None:
         if not args.predictions.is_dir():
             raise PushError(f"--predictions {args.predictions}: not a folder")
         predictions = Predictions(args.predictions, class_names(args.predictions))
+    elif args.model is not None:
+        predictions = ModelPredictions(args.detector, data_dir, args.conf, args.iou)
     async with LabelStudioClient(args.url.strip(), credentials,
                                  rate=args.rate or None) as client:
         project = args.project
@@ -443,7 +542,7 @@ async def _push_command(args: argparse.Namespace, data_dir: Path, db: Any, crede
         pusher = Pusher(client, project, data_dir, ledger, predictions, args.batch,
                         progress=lambda done, total: say(f"pushed {done}/{total}"))
         done = await pusher.run(frames)
-    for problem in done.problems:
+    for problem in done.warnings():
         say(f"warning: {problem}")
     print(f"project {project}: {done.pushed} frames pushed ({done.predictions} with "
           f"predictions), {done.already} already there"

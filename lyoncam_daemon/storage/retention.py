@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -27,6 +28,7 @@ import structlog
 from lyoncam_daemon.config import CAMERA_ID_RE, RetentionSettings
 from lyoncam_daemon.storage import Frame, Storage, StoredFrame, StoreError, parse_frame_stem
 from lyoncam_daemon.storage.atomic import TMP_MARK
+from lyoncam_daemon.storage.variety import CellFrame, CellKey, CellSource, plan_variety
 
 # -- the policy (pure) ----------------------------------------------------------------------
 
@@ -112,6 +114,10 @@ class PassResult:
     days: int = 0
     frames: int = 0
     freed_bytes: int = 0
+    #: With keep_variety: frames deleted per (camera, daypart, weather) cell.
+    cells: tuple[tuple[CellKey, int], ...] = ()
+    #: With keep_variety: bytes still over max_bytes, every cell being down to its floor.
+    short_bytes: int = 0
 
 
 class RetentionPass:
@@ -122,10 +128,15 @@ class RetentionPass:
     """
 
     def __init__(self, data_dir: Path, policy: RetentionSettings,
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 cells: CellSource | None = None, floor: int = 20) -> None:
         self.data_dir = data_dir
         self.policy = policy
         self.clock = clock
+        #: Each frame's cell, for `keep_variety` (None: oldest days first).
+        self.cells = cells
+        #: A cell is never trimmed below this many frames (the report's `thin` mark).
+        self.floor = floor
         #: Set to end a pass early (daemon stopping); the current frame is finished first.
         self.cancel = threading.Event()
         self._sizes: dict[Path, int] = {}
@@ -138,12 +149,28 @@ class RetentionPass:
     def run(self) -> PassResult:
         now = self.clock()
         days = list(self.scan_days(now))
-        doomed, excess = plan_days(days, now, self.policy)
+        over = (self.policy.max_bytes is not None
+                and sum(d.bytes for d in days) > self.policy.max_bytes)
+        # keep_variety needs each frame's cell: from the index (read only when size forces
+        # deletion), when it knows the frames; else oldest days first.
+        indexed = (self.cells.frames() if self.cells is not None and self.policy.keep_variety
+                   and over else [])
+        variety = bool(indexed)
+        # With keep_variety, whole days go only for their age; size is handled by cell.
+        by_days = self.policy.model_copy(update={"max_bytes": None}) if variety else self.policy
+        doomed, excess = plan_days(days, now, by_days)
         result = PassResult()
         for day in doomed:
             if self.cancel.is_set():
                 break
             result = _add(result, self.delete_day(day))
+        if doomed and self.cells is not None:
+            self.cells.forget_under(self._prefixes(doomed))
+        if variety and self.policy.max_bytes is not None:
+            total = sum(d.bytes for d in days if d not in doomed)
+            result = _add(result, self._trim_by_cell(indexed, doomed,
+                                                     total - self.policy.max_bytes))
+            excess = 0  # the cells' floors are kept even over max_bytes: never oldest-first
         gone = {d.path for d in doomed}
         newest = _newest_per_camera(d for d in days if d.path not in gone)
         cutoff = _age_cutoff(now, self.policy.max_age_days)
@@ -152,12 +179,49 @@ class RetentionPass:
             cutoff is not None and datetime(d.day.year, d.day.month, d.day.day, tzinfo=UTC)
             < cutoff)]
         frames = [f for d in trim for f in _frames_in(d)]
+        trimmed = []
         for frame in plan_frames(frames, now, self.policy, excess):
             if self.cancel.is_set():
                 break
             result = _add(result, PassResult(0, 1, _delete_frame(frame.jpg)))
+            trimmed.append(frame.jpg.relative_to(self.data_dir).as_posix())
+        if trimmed and self.cells is not None:
+            self.cells.forget(trimmed)
         self.total = _add(self.total, result)
         return result
+
+    def _prefixes(self, days: Sequence[Day]) -> tuple[str, ...]:
+        return tuple(f"{d.path.relative_to(self.data_dir).as_posix()}/" for d in days)
+
+    def _trim_by_cell(self, indexed: Sequence[CellFrame], doomed_days: Sequence[Day],
+                      excess: int) -> PassResult:
+        """Free `excess` bytes from the fullest cells (variety.py), and drop the index rows
+        of the frames deleted."""
+        assert self.cells is not None
+        if excess <= 0:
+            return PassResult()
+        prefixes = self._prefixes(doomed_days)
+        left = [f for f in indexed if not (prefixes and f.key.startswith(prefixes))]
+        gone: list[str] = []
+        plan = plan_variety(left, excess, self.floor)
+        deleted: Counter[CellKey] = Counter()
+        frames = freed = 0
+        folders: set[Path] = set()
+        for f in plan.doomed:
+            if self.cancel.is_set() or freed >= excess:
+                break
+            jpg = self.data_dir / f.key
+            freed += _delete_frame(jpg)
+            frames += 1
+            deleted[f.cell] += 1
+            gone.append(f.key)
+            folders.add(jpg.parent)
+        self.cells.forget(gone)
+        for folder in folders:
+            self._sizes.pop(folder, None)
+            _remove_empty(folder, stop=self.data_dir / folder.relative_to(self.data_dir).parts[0])
+        short = max(0, excess - freed) if not self.cancel.is_set() and freed < excess else 0
+        return PassResult(0, frames, freed, tuple(sorted(deleted.items())), short)
 
     def scan_days(self, now: datetime) -> Iterator[Day]:
         """Every camera day folder under data_dir, with sizes when `max_bytes` needs them."""
@@ -202,7 +266,10 @@ class RetentionPass:
 
 
 def _add(a: PassResult, b: PassResult) -> PassResult:
-    return PassResult(a.days + b.days, a.frames + b.frames, a.freed_bytes + b.freed_bytes)
+    cells = Counter(dict(a.cells))
+    cells.update(dict(b.cells))
+    return PassResult(a.days + b.days, a.frames + b.frames, a.freed_bytes + b.freed_bytes,
+                      tuple(sorted(cells.items())), a.short_bytes + b.short_bytes)
 
 
 def _newest_per_camera(days: Iterator[Day]) -> list[Day]:

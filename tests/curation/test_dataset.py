@@ -76,8 +76,8 @@ def test_report_html_is_self_contained_and_renders_in_chromium(tmp_path: Path) -
     html = page.read_text()
     assert not re.search(r"""(src|href)=["']?(https?:|//)""", html)  # nothing from elsewhere
     thumbs = html.count('src="data:image/jpeg;base64,')
-    assert thumbs == 2 + 2 + 2 + 2  # two per non-empty cell, 4 non-empty cells
-    assert 'id="heatmap"' in html and 'id="days"' in html
+    assert thumbs == 2 + 2 + 2 + 2  # two per non-empty daypart x weather, 4 of them
+    assert 'id="overview"' in html and 'id="cameras"' in html and 'id="days"' in html
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
         pytest.fail("chromium is missing: scripts/test.sh installs it (apt-get install chromium)")
@@ -151,3 +151,54 @@ def test_sample_is_balanced_spread_and_skips_near_duplicates_and_pushed(
     assert len(doc["frames"]) == 100 - 1 + 1 + 3
     assert "only 103 frames could be picked" in capsys.readouterr().err
     assert main(["sample", "--data-dir", str(tmp_path), "--n", "0"]) == 2
+
+
+#: Run in the page after load by the test (not part of the page): how wide the document is,
+#: and whether every cell holding frames lies inside the window, with a size.
+MEASURE = """<script>addEventListener('load',()=>{const b=document.body.dataset,
+w=document.documentElement.clientWidth;const held=[...document.querySelectorAll(
+'#overview td,#cameras td')].filter(td=>+td.dataset.frames>0);b.scrollWidth=
+document.documentElement.scrollWidth;b.clientWidth=w;b.held=held.length;b.shown=held.filter(
+td=>{const r=td.getBoundingClientRect();return r.width>8&&r.height>8&&r.left>=0&&r.right<=w}
+).length;b.bars=document.querySelectorAll('#cameras .bar span').length;});</script>"""
+
+
+def test_report_html_fits_1280_px_for_300_cameras(tmp_path: Path) -> None:
+    """300 cameras, every weather and daypart: no sideways scrolling at 1280 x 900, and every
+    cell holding frames is on screen."""
+    data = tmp_path / "data"
+    data.mkdir()
+    rows = []
+    weathers = ["clear", "partly_cloudy", "overcast", "fog", "drizzle", "rain", "snow",
+                "storm", None]
+    for c in range(300):
+        camera = f"CWL{c:04d}_a_rather_long_camera_identifier"
+        for i in range(3 + c % 40):  # skewed: some cameras with many frames, most thin
+            daypart = ("night", "dawn", "day", "dusk", None)[(i + c) % 5 if c % 7 else 2]
+            weather = weathers[(i * 3 + c) % 9]
+            when = f"2026-11-{1 + i % 28:02d}T{i % 24:02d}:00:00.000Z"
+            rows.append((f"{camera}/2026/11/01/{camera}_{c}_{i}.jpg", camera, when, when[:10],
+                         daypart, weather, None, None, None, None, 1920, 1080, 1, 0.0))
+    with connect(index_path(data)) as db:
+        db.executemany(f"INSERT INTO frames VALUES ({', '.join('?' * 14)})", rows)
+    page = tmp_path / "report.html"
+    assert main(["report", "--data-dir", str(data), "--html", str(page),
+                 "--thumbnails", "0"]) == 0
+    html = page.read_text()
+    assert html.count('<tr><th class="row" title="CWL') == 300
+    measured = tmp_path / "measured.html"
+    measured.write_text(html.replace("</body>", MEASURE + "</body>"))
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.fail("chromium is missing: scripts/test.sh installs it (apt-get install chromium)")
+    dom = subprocess.run(
+        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+         f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1280,900",
+         "--virtual-time-budget=5000", "--dump-dom", measured.as_uri()],
+        capture_output=True, text=True, timeout=90, check=True).stdout
+    got = {k: int(v) for k, v in re.findall(r'data-(scroll-width|client-width|held|shown|bars)'
+                                            r'="(\d+)"', dom)}
+    assert got["client-width"] > 1200  # the window is 1280 px (less a scroll bar)
+    assert got["scroll-width"] <= got["client-width"]  # no horizontal overflow
+    assert got["held"] > 300 and got["shown"] == got["held"]
+    assert got["bars"] > 300  # weather bars drawn

@@ -8,6 +8,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+from collections import Counter
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -18,12 +19,16 @@ from lyoncam_daemon.cli import main
 from lyoncam_daemon.curation.index import index_path
 from lyoncam_daemon.labelstudio.push import (
     DEFAULT_LABELS,
+    Box,
     Predictions,
     PushError,
+    PushFrame,
     class_names,
     default_label_config,
+    match_label,
     read_boxes,
     target_of,
+    to_prediction,
 )
 from lyoncam_daemon.storage import Frame, StoredFrame
 from lyoncam_daemon.storage.filesystem import FilesystemStorage
@@ -42,6 +47,11 @@ def test_default_label_config_names_the_seven_classes() -> None:
         target_of('<View><Image name="i" value="$image"/></View>')
 
 
+def push_frame(stem: str, width: int | None = None, height: int | None = None) -> PushFrame:
+    return PushFrame(f"X/2026/11/26/{stem}.jpg", "X", "2026-11-26T00:00:00Z", None, None,
+                     width, height)
+
+
 def test_yolo_predictions_become_rectangles_and_unknown_names_are_reported(
     tmp_path: Path,
 ) -> None:
@@ -49,17 +59,42 @@ def test_yolo_predictions_become_rectangles_and_unknown_names_are_reported(
     (tmp_path / "F_20261126T000000Z.txt").write_text(
         "1 0.5 0.25 0.2 0.1 0.8\n0 0.1 0.1 0.1 0.1 0.6\n2 0.5 0.5 0.1 0.1\n")
     problems: list[str] = []
+    left_out: Counter[str] = Counter()
     preds = Predictions(tmp_path, class_names(tmp_path))
-    p = preds.prediction("F_20261126T000000Z", TARGET, 1920, 1080, problems)
-    assert p is not None
+    frame, other = push_frame("F_20261126T000000Z"), push_frame("NO_SUCH_FRAME")
+    boxes = preds.boxes([frame, other], problems)
+    assert set(boxes) == {frame.key} and not problems
+    p = to_prediction(boxes[frame.key], preds.names, TARGET, 1920, 1080, preds.version,
+                      frame.key, left_out)
+    assert p is not None and p["model_version"] == "lyoncam-push"
     car, bus = p["result"]
     assert car["value"]["rectanglelabels"] == ["Car"] and bus["value"]["rectanglelabels"] == ["Bus"]
     v = car["value"]
     assert [v["x"], v["y"], v["width"], v["height"]] == pytest.approx([40, 20, 20, 10])
     assert (car["original_width"], car["original_height"], car["score"]) == (1920, 1080, 0.8)
     assert p["score"] == pytest.approx(0.7)
-    assert len(problems) == 1 and "'Tram' is not a label of the project" in problems[0]
-    assert preds.prediction("NO_SUCH_FRAME", TARGET, 1, 1, problems) is None
+    assert car["id"] != bus["id"] and len(car["id"]) == 10
+    assert left_out == Counter({"Tram": 1})
+
+
+def test_class_names_are_matched_to_the_project_labels() -> None:
+    labels = TARGET.labels
+    assert match_label("Car", labels) == "Car"
+    assert match_label("car", labels) == "Car"
+    assert match_label("person", labels) == "Pedestrian"
+    assert match_label("motorcycle", labels) == "Motorbike"
+    assert match_label("Motor_Scooter", labels) == "Scooter"
+    assert match_label("traffic light", labels) is None
+    left_out: Counter[str] = Counter()
+    boxes = [Box(0, 0.5, 0.5, 0.1, 0.1, 0.9), Box(1, 0.5, 0.5, 0.1, 0.1, 0.4),
+             Box(1, 0.2, 0.2, 0.1, 0.1, 0.3)]
+    p = to_prediction(boxes, ["person", "traffic light"], TARGET, None, None, "m@1", "k",
+                      left_out)
+    assert p is not None and [r["value"]["rectanglelabels"] for r in p["result"]] == [
+        ["Pedestrian"]]
+    assert left_out == Counter({"traffic light": 2})
+    assert to_prediction(boxes[1:], ["person", "traffic light"], TARGET, None, None, "m@1",
+                         "k", left_out) is None
 
 
 def test_class_ids_without_names_follow_the_project_and_bad_lines_are_named(
@@ -67,14 +102,19 @@ def test_class_ids_without_names_follow_the_project_and_bad_lines_are_named(
 ) -> None:
     (tmp_path / "A_20261126T000000Z.txt").write_text("6 0.5 0.5 0.1 0.1\n9 0.5 0.5 0.1 0.1\n")
     problems: list[str] = []
-    p = Predictions(tmp_path, class_names(tmp_path)).prediction(
-        "A_20261126T000000Z", TARGET, None, None, problems)
+    left_out: Counter[str] = Counter()
+    preds = Predictions(tmp_path, class_names(tmp_path))
+    frame = push_frame("A_20261126T000000Z")
+    p = to_prediction(preds.boxes([frame], problems)[frame.key], preds.names, TARGET, None,
+                      None, preds.version, frame.key, left_out)
     assert p is not None and p["result"][0]["value"]["rectanglelabels"] == ["Pedestrian"]
-    assert "class id 9" in problems[0]
+    assert left_out == Counter({"class id 9": 1})
     bad = tmp_path / "bad.txt"
     bad.write_text("0 0.5 0.5\n")
     with pytest.raises(ValueError, match=r"bad.txt:1: not `class cx cy w h \[score\]`"):
         read_boxes(bad)
+    assert preds.boxes([push_frame("bad")], problems) == {}
+    assert "bad.txt:1" in problems[0]
     (tmp_path / "data.yaml").write_text("names:\n  0: Truck\n  1: Car\n")
     assert class_names(tmp_path) == ["Truck", "Car"]
 
@@ -146,7 +186,7 @@ def test_round_trip_push_annotate_pull(label_studio: LabelStudio, tmp_path: Path
     out, err = capsys.readouterr()
     pid = created_project(err)
     assert f"project {pid}: 4 frames pushed (1 with predictions), 0 already there" in out
-    assert "'Tram' is not a label of the project: box left out" in err
+    assert "'Tram' is not a label of the project: 1 box left out" in err
     tasks = {t["data"]["lyoncam_key"]: t for t in tasks_of(label_studio, pid)}
     assert set(tasks) == {f.key for f, _ in frames}
     for f, _ in frames:
