@@ -175,6 +175,7 @@ class Daemon:
             if self.owns_process:
                 settle_gc()
             self.log.info("started", version=__version__, cameras=len(registry),
+                          shard=str(cfg.shard) if cfg.shard is not None else None,
                           data_dir=str(cfg.data_dir), pid=os.getpid(), status=self.status_url)
             reporter = asyncio.create_task(self._report_loop(), name="reporter")
             self._supervised_start()
