@@ -231,6 +231,7 @@ class Daemon:
             paused_frames=self.guard.paused_frames if self.guard is not None else 0,
             retention_freed_bytes=total.freed_bytes if total is not None else 0,
             retention_deleted_frames=total.frames if total is not None else 0,
+            min_free_bytes=self.guard.min_free_bytes if self.guard is not None else None,
         )
 
     async def _start_monitoring(self) -> None:
