@@ -17,6 +17,13 @@ LYONCAM_LABEL_STUDIO="$(bash scripts/labelstudio-venv.sh)"
 export LYONCAM_LABEL_STUDIO
 # `report --html` is rendered in headless Chromium by the tests (Debian's package, no download).
 command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium; }
+# The alert rules are checked by promtool and loaded into a real Prometheus on loopback
+# (Debian's prometheus package); the tests fail, never skip, without them.
+if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1; then
+  [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+    || { echo "error: promtool/prometheus missing: install Debian's prometheus package" >&2; exit 1; }
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null
+fi
 .venv/bin/ruff check .
 .venv/bin/mypy
 # The docs site (mkdocs.yml): strict, so a broken link or anchor, or a page left out of the

@@ -24,18 +24,21 @@ from lyoncam_daemon.arguments import (
 
 if TYPE_CHECKING:
     from lyoncam_daemon.config import Config
-    from lyoncam_daemon.config.shard import Shard
 
 CONFIG_HELP = "camera list (default: ./cameras.yaml)"
 
 
-def _shard_arg(text: str) -> Shard:
-    from lyoncam_daemon.config.shard import parse_shard
+def _shard_arg(text: str) -> str:
+    """`I/N` or `auto`, checked as typed; `auto` is resolved at start (`resolve_shard`)."""
+    from lyoncam_daemon.config.shard import AUTO, parse_shard
 
+    if text.strip() == AUTO:
+        return AUTO
     try:
-        return parse_shard(text)
+        parse_shard(text)
     except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+        raise argparse.ArgumentTypeError(f"{exc} (or {AUTO})") from None
+    return text
 
 
 def _near(text: str) -> tuple[float, float, float]:
@@ -110,14 +113,25 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--status-port", type=port, default=None, metavar="PORT",
                    help="port of /metrics, /healthz and the status page (overrides status.port; "
                    "0 turns the endpoint off)")
-    p.add_argument("--shard", type=_shard_arg, default=None, metavar="I/N",
-                   help="poll only the cameras shard I of N owns (overrides shard: of the "
-                   "config); N daemons with the same file cover every camera once")
+    p.add_argument("--shard", type=_shard_arg, default=None, metavar="I/N|auto",
+                   help="poll only the cameras shard I of N owns (overrides LYONCAM_SHARD, "
+                   "which overrides shard: of the config); N daemons with the same file cover "
+                   "every camera once. auto: a StatefulSet pod's ordinal + 1 (POD_NAME or "
+                   "HOSTNAME, lyoncam-3 is shard 4) of LYONCAM_SHARDS")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from lyoncam_daemon.config import ConfigError
+    import os
 
+    from lyoncam_daemon.config import ConfigError
+    from lyoncam_daemon.config.shard import resolve_shard
+
+    try:
+        # Once, at start: a reload keeps the shard the process started as.
+        args.shard = resolve_shard(args.shard, os.environ)
+    except ValueError as exc:
+        say(f"error: {exc}")
+        return EXIT_USAGE
     try:
         config = load_checked(args.config, args)
     except ConfigError as exc:

@@ -175,6 +175,7 @@ class Daemon:
             if self.owns_process:
                 settle_gc()
             self.log.info("started", version=__version__, cameras=len(registry),
+                          shard=str(cfg.shard) if cfg.shard is not None else None,
                           data_dir=str(cfg.data_dir), pid=os.getpid(), status=self.status_url)
             reporter = asyncio.create_task(self._report_loop(), name="reporter")
             self._supervised_start()
@@ -230,6 +231,7 @@ class Daemon:
             paused_frames=self.guard.paused_frames if self.guard is not None else 0,
             retention_freed_bytes=total.freed_bytes if total is not None else 0,
             retention_deleted_frames=total.frames if total is not None else 0,
+            min_free_bytes=self.guard.min_free_bytes if self.guard is not None else None,
         )
 
     async def _start_monitoring(self) -> None:

@@ -486,7 +486,7 @@ class Config(_Model):
     """The cameras, a list of mappings; `id` and `url` are required."""
     shard: Shard | None = None
     """`I/N`: poll only the enabled cameras that shard I of N owns, so N daemons with the same file
-    cover every camera once (`run --shard` overrides)."""
+    cover every camera once (`LYONCAM_SHARD` overrides it, and `run --shard` both)."""
 
     @model_validator(mode="before")
     @classmethod

@@ -43,6 +43,8 @@ class DiskFigures:
     paused_frames: int
     retention_freed_bytes: int
     retention_deleted_frames: int
+    #: retention.min_free_bytes, the guard's threshold (None where no guard runs: S3).
+    min_free_bytes: int | None = None
 
 
 def last_stored_unix(cam: CameraStats) -> float | None:
@@ -191,6 +193,11 @@ def _disk_metrics(disk: DiskFigures, snap: Snapshot) -> Iterable[Metric]:
     if disk.free_bytes is not None:
         yield GaugeMetricFamily("lyoncam_disk_free_bytes", "Free bytes on the data disk",
                                 value=disk.free_bytes)
+    if disk.min_free_bytes is not None:
+        # Beside the free bytes so an alert can compare the two (deploy/prometheus/alerts.yml).
+        yield GaugeMetricFamily("lyoncam_disk_min_free_bytes",
+                                "Storing pauses below this much free space "
+                                "(retention.min_free_bytes)", value=disk.min_free_bytes)
     yield GaugeMetricFamily("lyoncam_storage_paused",
                             "1 while storing is paused below retention.min_free_bytes",
                             value=1.0 if disk.paused else 0.0)

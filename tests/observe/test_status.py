@@ -216,6 +216,8 @@ async def test_a_running_daemon_serves_metrics_and_a_removed_camera_vanishes(
                 assert (value(text, "lyoncam_last_stored_timestamp_seconds", camera=cam)
                         or 0) > 0
             assert (value(text, "lyoncam_disk_free_bytes") or 0) > 0
+            assert value(text, "lyoncam_disk_min_free_bytes") == \
+                config.retention.min_free_bytes  # the guard, beside the free space
             assert value(text, "process_resident_memory_bytes") is not None
             # the daemon-wide histograms hear every camera's polls, in the same snapshot
             for wide, each in (("lyoncam_daemon_fetch_seconds_count",
