@@ -26,7 +26,7 @@ from lyoncam_daemon.observe import metrics
 from lyoncam_daemon.observe.metrics import DiskFigures, build_registry
 from lyoncam_daemon.observe.page import Card, Header, ordered, render
 from lyoncam_daemon.observe.recent import RecentFrames
-from lyoncam_daemon.observe.stats import Condition, Snapshot, State, Stats
+from lyoncam_daemon.observe.stats import CameraStats, Condition, Snapshot, State, Stats
 from lyoncam_daemon.observe.status import (
     MAX_CONNECTIONS,
     Thumbnails,
@@ -85,15 +85,17 @@ async def until(predicate: object, limit: int = 500) -> None:
 
 def test_metrics_render_every_counter_histogram_and_drop_a_removed_camera() -> None:
     stats = Stats()
-    a, b = stats.camera("CAM_A"), stats.camera("CAM_B")
+    a = stats.camera("CAM_A")
+    stats.camera("CAM_B")
     a.polls, a.fetched_bytes, a.stored_bytes = 5, 1000, 600
     a.outcomes.update({"stored": 3, "near_duplicate": 2})
     a.errors["timeout"] = 1
-    a.state, a.condition = State.OK, Condition.STALE
+    stats.set_state("CAM_A", State.OK)
+    stats.set_condition("CAM_A", Condition.STALE)
     a.last_stored_at = "2026-11-26T00:15:03.000Z"
     for seconds in (0.03, 0.2, 0.2, 7.0, 120.0):
         a.fetch_s.observe(seconds)
-    b.state = State.DOWN
+    stats.set_state("CAM_B", State.DOWN)
     registry = build_registry(stats.snapshot, lambda: NO_DISK)
     text = generate_latest(registry).decode()
 
@@ -129,12 +131,23 @@ def test_metrics_render_every_counter_histogram_and_drop_a_removed_camera() -> N
     assert value(text, "lyoncam_polls_total", camera="CAM_A") == 5
 
 
+def _count(stats: Stats, cam: CameraStats, polls: int = 0, skipped: int = 0,
+           **outcomes: int) -> None:
+    """Count as a camera task does, through Stats (which keeps the daemon-wide totals)."""
+    for _ in range(polls):
+        stats.polled(cam)
+    for _ in range(skipped):
+        stats.skipped_poll(cam)
+    for outcome, n in outcomes.items():
+        for _ in range(n):
+            stats.counted(cam, outcome)
+
+
 def test_daemon_wide_families_add_every_camera_up_with_or_without_camera_series() -> None:
     stats = Stats()
     a, b = stats.camera("CAM_A"), stats.camera("CAM_B")
-    a.polls, a.skipped, b.polls, b.skipped = 5, 1, 7, 2
-    a.outcomes.update({"stored": 3, "unchanged": 1})
-    b.outcomes.update({"stored": 2, "placeholder": 4})
+    _count(stats, a, polls=5, skipped=1, stored=3, unchanged=1)
+    _count(stats, b, polls=7, skipped=2, stored=2, placeholder=4)
     for seconds in (0.2, 1.2, 1.8):
         stats.fetch_s.observe(seconds)
     for seconds in (0.0, 2.2):
@@ -169,8 +182,8 @@ def test_daemon_wide_counters_keep_a_removed_cameras_counts() -> None:
     it as a restart and `rate()` would jump."""
     stats = Stats()
     a, b = stats.camera("CAM_A"), stats.camera("CAM_B")
-    a.polls, b.polls, b.skipped = 5, 7, 2
-    b.outcomes.update({"stored": 6})
+    _count(stats, a, polls=5)
+    _count(stats, b, polls=7, skipped=2, stored=6)
     stats.remove("CAM_B")
     text = metrics.render(stats.snapshot(), NO_DISK, per_camera=True).decode()
     assert value(text, "lyoncam_cameras") == 1
