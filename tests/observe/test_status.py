@@ -22,6 +22,7 @@ from prometheus_client.samples import Sample
 from lyoncam_daemon.capture.daemon import Daemon, StartupError
 from lyoncam_daemon.cli import main
 from lyoncam_daemon.config import Config
+from lyoncam_daemon.config.shard import parse_shard
 from lyoncam_daemon.devtools.simulator import CriterSimulator, camera_ids
 from lyoncam_daemon.observe import metrics
 from lyoncam_daemon.observe.metrics import DiskFigures, build_registry
@@ -604,6 +605,68 @@ async def test_a_port_in_use_is_a_start_up_error_naming_it(tmp_path: Path) -> No
     finally:
         blocker.close()
         await blocker.wait_closed()
+
+
+async def test_shards_of_one_config_on_one_machine_each_get_their_own_port(
+    tmp_path: Path,
+) -> None:
+    """Shard I/N listens on status.port + I - 1: three shards started from one config (each
+    with its own data_dir, as the template unit gives them) all start, on 3 ports in a row."""
+    while True:  # three free ports in a row
+        probe = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+        base = probe.sockets[0].getsockname()[1]
+        probe.close()
+        await probe.wait_closed()
+        try:
+            held = [await asyncio.start_server(lambda r, w: None, "127.0.0.1", base + i)
+                    for i in (1, 2)]
+        except OSError:
+            continue
+        for server in held:
+            server.close()
+            await server.wait_closed()
+        break
+    config = make_config(tmp_path, {"CAM_A": "http://127.0.0.1:9/a.jpg"},
+                         status=f"status:\n  port: {base}")
+    daemons = []
+    try:
+        for i in (1, 2, 3):
+            shard = config.model_copy(update={"shard": parse_shard(f"{i}/3"),
+                                              "data_dir": tmp_path / f"shard-{i}"})
+            daemon = Daemon(shard)
+            task = asyncio.create_task(daemon.run())
+            daemons.append((daemon, task))
+            while daemon.registry is None:  # its endpoint is up
+                assert not task.done(), task.result()
+                await asyncio.sleep(0.02)
+        assert [d.status.port for d, _ in daemons if d.status] == [base, base + 1, base + 2]
+    finally:
+        for daemon, task in daemons:
+            daemon.request_stop()
+            assert await asyncio.wait_for(task, timeout=15) == 0
+
+
+def test_status_port_0_means_any_free_port_and_no_status_turns_it_off(tmp_path: Path) -> None:
+    from lyoncam_daemon.capture.commands import load_checked
+    from lyoncam_daemon.cli import build_parser
+
+    cfg = tmp_path / "cameras.yaml"
+    cfg.write_text("status:\n  port: 9300\ncameras:\n" + "".join(
+        f"  - id: C{i}\n    url: http://127.0.0.1:9/{i}\n" for i in range(40)))
+
+    def loaded(*flags: str) -> Config:
+        return load_checked(cfg, build_parser().parse_args(["run", "--config", str(cfg),
+                                                                  *flags]))
+
+    assert (loaded().status.enabled, loaded().status_port) == (True, 9300)
+    free = loaded("--status-port", "0")
+    assert (free.status.enabled, free.status_port) == (True, 0)  # as `status.port: 0`
+    assert loaded("--no-status").status.enabled is False
+    assert loaded("--shard", "3/4").status_port == 9302
+    assert loaded("--shard", "3/4", "--status-port", "0").status_port == 0
+    # where each shard has an address of its own (Kubernetes pods): the same port for all
+    cfg.write_text(cfg.read_text().replace("port: 9300", "port: 9300\n  shard_offset: false"))
+    assert loaded("--shard", "3/4").status_port == 9300
 
 
 def test_status_port_must_be_a_port_number(capsys: pytest.CaptureFixture[str]) -> None:
