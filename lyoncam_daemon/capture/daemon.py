@@ -448,6 +448,8 @@ class Daemon:
             #: How often the heartbeat is rewritten: what `lyoncam health` judges its age by.
             "heartbeat_every_s": self.config.log.summary_interval,
             "stopping": stopping,
+            #: Where the endpoint listens (None: off): `lyoncam health` asks its /healthz.
+            "status_url": self.status_url,
             **snap.as_dict(),
         }
 
