@@ -43,11 +43,18 @@ def configure_logging(fmt: str = "auto", level: str = "info", stream: TextIO | N
     )
     # Library warnings (Pillow: "Corrupt EXIF data") would print raw text into a JSON log.
     warnings.showwarning = _log_warning
+    unroute_stdlib()
+    # Warnings and errors only: below that, aiohttp's access log and debug lines, which
+    # lyoncam neither wants nor turns on. The root logger's own level is left alone.
+    handler = _ToStructlog(logging.WARNING)
+    logging.getLogger().addHandler(handler)
+
+
+def unroute_stdlib() -> None:
+    """Take the standard-library route out again (a process that configures twice, tests)."""
     root = logging.getLogger()
     for handler in [h for h in root.handlers if isinstance(h, _ToStructlog)]:
         root.removeHandler(handler)
-    root.addHandler(_ToStructlog())
-    root.setLevel(_LEVELS[level])
 
 
 class _ToStructlog(logging.Handler):

@@ -65,8 +65,9 @@ THUMB_SIZE = (384, 216)
 #: Thumbnails kept, in bytes (about 16 KB each: some 500, several pages' worth); the least
 #: recently shown go first. Unbounded, it grew by a thumbnail per camera ever viewed.
 THUMB_CACHE_BYTES = 8_000_000
-#: The endpoints whose loop holds are measured, by route.
-ENDPOINTS = ("/", "/healthz", "/metrics", "/cameras/{camera_id}/latest.jpg")
+#: The endpoints whose loop holds are measured: route -> the `endpoint` label in /metrics.
+ENDPOINTS = {"/": "/", "/healthz": "/healthz", "/metrics": "/metrics",
+             "/cameras/{camera_id}/latest.jpg": "/cameras/ID/latest.jpg"}
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -256,7 +257,7 @@ class StatusServer:
         self._busy: set[object] = set()
         self._facts: tuple[Config, _ConfigFacts] | None = None
         #: How long each request held the event loop at once, by endpoint.
-        self.holds: dict[str, Timing] = {e: Timing() for e in ENDPOINTS}
+        self.holds: dict[str, Timing] = {label: Timing() for label in ENDPOINTS.values()}
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=1024, middlewares=[self._guard])
@@ -329,7 +330,7 @@ class StatusServer:
         if self._in_flight >= MAX_IN_FLIGHT:
             return web.Response(status=503, text="busy\n", headers={"Retry-After": "1"})
         route = request.match_info.route.resource
-        hold = self.holds.get(route.canonical if route is not None else "")
+        hold = self.holds.get(ENDPOINTS.get(route.canonical, "") if route is not None else "")
         self._in_flight += 1
         self._busy.add(request.protocol)
         try:
