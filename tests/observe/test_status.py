@@ -649,14 +649,16 @@ async def test_shards_of_one_config_on_one_machine_each_get_their_own_port(
 def test_status_port_0_means_any_free_port_and_no_status_turns_it_off(tmp_path: Path) -> None:
     from lyoncam_daemon.capture.commands import load_checked
     from lyoncam_daemon.cli import build_parser
+    from lyoncam_daemon.config.shard import resolve_shard
 
     cfg = tmp_path / "cameras.yaml"
     cfg.write_text("status:\n  port: 9300\ncameras:\n" + "".join(
         f"  - id: C{i}\n    url: http://127.0.0.1:9/{i}\n" for i in range(40)))
 
     def loaded(*flags: str) -> Config:
-        return load_checked(cfg, build_parser().parse_args(["run", "--config", str(cfg),
-                                                                  *flags]))
+        args = build_parser().parse_args(["run", "--config", str(cfg), *flags])
+        args.shard = resolve_shard(args.shard, {})  # as `run` does at start
+        return load_checked(cfg, args)
 
     assert (loaded().status.enabled, loaded().status_port) == (True, 9300)
     free = loaded("--status-port", "0")
