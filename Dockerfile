@@ -43,7 +43,8 @@ USER 10001:10001
 WORKDIR /data
 VOLUME /data
 STOPSIGNAL SIGTERM
-# The daemon's own liveness: its heartbeat in /data/.lyoncam/health.json (lyoncam health).
-HEALTHCHECK --interval=30s --timeout=10s --start-period=30s --retries=3 CMD ["lyoncam", "health", "--data-dir", "/data", "--url", "http://127.0.0.1:9120/healthz"]
+# The daemon's own liveness: its heartbeat in /data/.lyoncam/health.json, then the /healthz
+# it recorded there, on whatever port it listens (lyoncam health).
+HEALTHCHECK --interval=30s --timeout=10s --start-period=30s --retries=3 CMD ["lyoncam", "health", "--data-dir", "/data"]
 ENTRYPOINT ["lyoncam"]
 CMD ["run", "--config", "/config/cameras.yaml", "--data-dir", "/data", "--log-format", "json"]

@@ -6,7 +6,8 @@ Run: ``.venv/bin/python -m bench.capacity`` (20,000 cameras, both stores, about 
 
 - The simulator (``python -m lyoncam_daemon simulate``, its own process, loopback, port 0)
   serves N cameras; each publishes a new, distinct 1920x1080 frame (real CriTer frame with
-  moved vehicle-sized patches, ~600 KB) every 60 s, staggered over the minute.
+  moved vehicle-sized patches, ~320 KB: the size is printed at start) every 60 s, staggered
+  over the minute.
 - The daemon is ``python -m lyoncam_daemon run`` itself, polling all N at a 60 s interval,
   with the settings a user of that many cameras would set (docs/sharding.md, "How far one
   process goes"): more request slots (all cameras share one host, as on CriTer), per-camera series
@@ -18,6 +19,11 @@ Run: ``.venv/bin/python -m bench.capacity`` (20,000 cameras, both stores, about 
   lateness histogram (how late each poll started against its schedule; p50 and p99
   interpolated within buckets); from /proc, the CPU time of the daemon, the simulator and
   SeaweedFS; peak RSS (VmHWM) of the daemon over its whole life.
+- The status endpoint under load: during the window, ``/``, ``/?show=problems``, ``/healthz``
+  and ``/metrics`` are requested every ``--scrape-every`` seconds (as a browser, Docker's
+  health check and Prometheus would), and the daemon's own
+  ``lyoncam_status_loop_hold_max_seconds`` says the longest any one request held the event
+  loop at once, per endpoint (since the start: warm-up included). The target is 20 ms.
 - Expected frames: each camera publishes one new frame a minute and is polled once a
   minute, so a daemon that keeps up stores N x window / 60 frames in the window.
 - Decode floor: the DCT-scaled decode the dedup check needs (``frames.decode_gray`` at the
@@ -57,6 +63,9 @@ from bench.capture import (
 )
 
 INTERVAL_S = 60.0
+#: No request to the status endpoint may hold the event loop longer (issue 17).
+LOOP_HOLD_TARGET_S = 0.020
+SCRAPED = ("/", "/?show=problems", "/healthz", "/metrics", "/cameras/SIM001/latest.jpg")
 #: The original script slept 20 s between polls.
 ORIGINAL_INTERVAL_S = 20.0
 LATENESS_TARGET_S = 2.0
@@ -206,9 +215,58 @@ def daemon_config(urls: list[str], data_dir: Path, port: int,
     return doc
 
 
+class Scraper:
+    """Requests the status endpoint's pages every `every` seconds in a thread of its own,
+    counting answers by path and status, and their wall-clock time (which includes waiting
+    for the loop: a daemon busy with 20,000 cameras answers late even when no request
+    holds the loop long)."""
+
+    def __init__(self, base: str, every: float) -> None:
+        import threading
+
+        self.base, self.every = base, every
+        self.answers: dict[str, dict[int, int]] = {p: {} for p in SCRAPED}
+        self.slowest_s: dict[str, float] = dict.fromkeys(SCRAPED, 0.0)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="scraper", daemon=True)
+
+    def __enter__(self) -> Scraper:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(60)
+
+    def _run(self) -> None:
+        import urllib.error
+
+        while not self._stop.wait(self.every):
+            for path in SCRAPED:
+                began = time.monotonic()
+                try:
+                    with urllib.request.urlopen(self.base + path, timeout=30) as resp:
+                        resp.read()
+                        status = resp.status
+                except urllib.error.HTTPError as exc:
+                    status = exc.code
+                except OSError:
+                    status = 0
+                took = time.monotonic() - began
+                self.slowest_s[path] = max(self.slowest_s[path], took)
+                self.answers[path][status] = self.answers[path].get(status, 0) + 1
+
+
+def loop_holds(metrics: dict[tuple[str, str], float]) -> dict[str, float]:
+    """Longest hold of the event loop by one request, per endpoint, in milliseconds."""
+    return {labels.split('"')[1]: round(value * 1000, 2)
+            for (name, labels), value in metrics.items()
+            if name == "lyoncam_status_loop_hold_max_seconds"}
+
+
 def measure_ours(procs: Processes, tmp: Path, urls: list[str], store: str,
                  others: dict[str, int], warmup: float, window: float,
-                 s3: Any | None = None) -> dict[str, Any]:
+                 s3: Any | None = None, scrape_every: float = 5.0) -> dict[str, Any]:
     import yaml
 
     run = tmp / f"ours-{store}"
@@ -237,7 +295,8 @@ def measure_ours(procs: Processes, tmp: Path, urls: list[str], store: str,
     daemon.start()
     for group in other.values():
         group.start()
-    sample_until(daemon, daemon.t0 + window)
+    with Scraper(f"http://127.0.0.1:{port}", scrape_every) as scraper:
+        sample_until(daemon, daemon.t0 + window)
     m1 = scrape(url)
     daemon.end()
     for group in other.values():
@@ -263,6 +322,9 @@ def measure_ours(procs: Processes, tmp: Path, urls: list[str], store: str,
         "peak_rss_mb": round(peak_kb / 1024, 1),
         "rss_kb_per_camera": round(peak_kb / n, 2),
         "rss_growth_mb_per_min": round(daemon.growth_mb_per_min(), 2),
+        "loop_hold_max_ms": loop_holds(m1),
+        "status_answers": scraper.answers,
+        "status_slowest_answer_s": {p: round(t, 3) for p, t in scraper.slowest_s.items()},
         **{f"{name}_cpu_share": round((g.cpu1 - g.cpu0) / span, 3)
            for name, g in other.items()},
         "warnings": [line for line in log.read_text(errors="replace").splitlines()
@@ -305,6 +367,12 @@ def report(runs: list[dict[str, Any]], floor_ms: float, orig: dict[str, Any] | N
             round(100 * r.get("simulator_cpu_share", 0.0), 1), verdict(r))))
         if r.get("seaweed_cpu_share") is not None:
             print(f"   (SeaweedFS took {100 * r['seaweed_cpu_share']:.1f} % of a core)")
+        holds = r.get("loop_hold_max_ms", {})
+        worst = max(holds.values(), default=0.0)
+        print("   status endpoint, longest hold of the event loop by one request: "
+              + ", ".join(f"{e} {ms:.1f} ms" for e, ms in sorted(holds.items()))
+              + f" (target {LOOP_HOLD_TARGET_S * 1000:.0f} ms: "
+              + ("met" if worst <= LOOP_HOLD_TARGET_S * 1000 else "missed") + ")")
     result: dict[str, Any] = {
         "cameras": n,
         "decode_floor_ms": round(floor_ms, 3),
@@ -317,6 +385,9 @@ def report(runs: list[dict[str, Any]], floor_ms: float, orig: dict[str, Any] | N
         print(f"original model, {orig['processes']} processes measured at its own "
               f"{ORIGINAL_INTERVAL_S:g} s interval: {orig['cpu_ms_per_poll']} ms CPU per poll, "
               f"{per_frame:.1f} ms per stored frame, {mb} MB (PSS) per camera")
+        # What the original stores per poll depends on its 20 s interval (a camera changing
+        # once a minute: one poll in three stores), lyoncam's on its 60 s one (every poll
+        # stores): per stored frame mixes the two schedules, per poll does not.
         need_cores = n * per_frame / 1000 / INTERVAL_S
         need_gb = n * mb / 1024
         print(f"  {n} cameras that way: {n} processes, {need_gb:,.0f} GB and "
@@ -326,12 +397,17 @@ def report(runs: list[dict[str, Any]], floor_ms: float, orig: dict[str, Any] | N
                                                 "cores": round(need_cores, 2)}}
         for r in runs:
             r["vs_original"] = {
+                "cpu_per_poll_x": round(orig["cpu_ms_per_poll"]
+                                        / max(r["cpu_ms_per_poll"], 1e-9), 2),
                 "cpu_per_stored_x": round(per_frame / max(r["cpu_ms_per_stored"], 1e-9), 2),
                 "memory_per_camera_x": round(mb * 1024 / max(r["rss_kb_per_camera"], 1e-9), 1),
             }
-            print(f"  {r['store']}: {r['vs_original']['cpu_per_stored_x']}x less CPU per "
-                  f"stored frame, {r['vs_original']['memory_per_camera_x']}x less memory "
-                  "per camera")
+            v = r["vs_original"]
+            print(f"  {r['store']}: {v['cpu_per_poll_x']}x less CPU per poll "
+                  f"({v['cpu_per_stored_x']}x per stored frame: the original stores one poll "
+                  f"in three at its {ORIGINAL_INTERVAL_S:g} s interval), "
+                  f"{v['memory_per_camera_x']}x less memory per camera (PSS against peak "
+                  "RSS)")
     return result
 
 
@@ -346,6 +422,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--window", type=float, default=180.0,
                         help="seconds measured (default 180: three rounds)")
     parser.add_argument("--original-processes", type=int, default=4)
+    parser.add_argument("--scrape-every", type=float, default=5.0,
+                        help="seconds between rounds of requests to /, /healthz and /metrics "
+                        "during the window (default 5)")
     parser.add_argument("--keep", action="store_true", help="keep the temp folder")
     args = parser.parse_args(argv)
     stores = [s.strip() for s in args.stores.split(",") if s.strip()]
@@ -365,7 +444,8 @@ def main(argv: list[str] | None = None) -> int:
             if s3 is not None:
                 others["seaweed"] = s3.process.pid
             try:
-                r = measure_ours(procs, tmp, urls, store, others, args.warmup, args.window, s3)
+                r = measure_ours(procs, tmp, urls, store, others, args.warmup, args.window, s3,
+                                 args.scrape_every)
             finally:
                 if s3 is not None:
                     s3.stop()

@@ -29,6 +29,8 @@ Measured from /proc, for the measured processes only (not the simulator): CPU ti
 (utime + stime, all threads) over a window after a warm-up, divided by the polls completed
 in that window; RSS (VmRSS) sampled every 0.5 s, its peak (VmHWM), and PSS (which shares
 library pages fairly among the original's processes). Printed as ratios original / ours;
+the memory ratio compares PSS with PSS (RSS counts the libraries every one of the
+original's processes maps once per process, which would inflate its side);
 the last line printed is one JSON object: top-level figures for the smallest camera count
 against the server without ETags (``polls`` in the window, ``stored_frames`` over the whole
 run), the same against the server with ETags under ``with_etag``, every run under ``ours``
@@ -484,12 +486,16 @@ def ratios(ours: list[dict[str, Any]], orig: dict[str, Any]) -> dict[str, Any]:
     base, big = ours[0], ours[-1]
     marginal = ((big["rss_mb"] - base["rss_mb"]) / (big["cameras"] - base["cameras"])
                 if big["cameras"] > base["cameras"] else None)
+    orig_pss = orig["pss_mb_per_camera"]
     return {
         "cameras": base["cameras"],
         "ours_rss_mb": base["rss_mb"],
         "ours_rss_mb_per_camera": round(base["rss_mb"] / base["cameras"], 2),
+        "ours_pss_mb_per_camera": round(base["pss_mb"] / base["cameras"], 2),
         "original_rss_mb_per_camera": orig["rss_mb_per_camera"],
-        "memory_ratio": round(orig["rss_mb_per_camera"] / (base["rss_mb"] / base["cameras"]), 2),
+        "original_pss_mb_per_camera": orig_pss,
+        # PSS against PSS: the original's RSS counts shared library pages in every process.
+        "memory_ratio": round(orig_pss / (base["pss_mb"] / base["cameras"]), 2),
         "ours_cpu_ms_per_poll": base["cpu_ms_per_poll"],
         "original_cpu_ms_per_poll": orig["cpu_ms_per_poll"],
         "cpu_ratio": round(orig["cpu_ms_per_poll"] / base["cpu_ms_per_poll"], 2),
@@ -498,8 +504,8 @@ def ratios(ours: list[dict[str, Any]], orig: dict[str, Any]) -> dict[str, Any]:
         "big_cameras": big["cameras"],
         "big_cpu_ms_per_poll": big["cpu_ms_per_poll"],
         "big_rss_mb_per_camera": round(big["rss_mb"] / big["cameras"], 2),
-        "big_memory_ratio": round(orig["rss_mb_per_camera"] / (big["rss_mb"] / big["cameras"]),
-                                  2),
+        "big_pss_mb_per_camera": round(big["pss_mb"] / big["cameras"], 2),
+        "big_memory_ratio": round(orig_pss / (big["pss_mb"] / big["cameras"]), 2),
         "big_cpu_ratio": round(orig["cpu_ms_per_poll"] / big["cpu_ms_per_poll"], 2),
         "ours_marginal_rss_mb_per_camera": None if marginal is None else round(marginal, 3),
     }
@@ -522,17 +528,17 @@ def report(ours: dict[bool, list[dict[str, Any]]], orig: dict[str, Any],
           f"in all")
     by_mode = {etag: ratios(runs, orig) for etag, runs in ours.items()}
     print(f"\n  {'server':10s} {'cameras':>7s} {'lyoncam ms CPU/poll':>20s} "
-          f"{'original':>9s} {'ratio':>7s} {'lyoncam MB/camera':>18s} {'original':>9s} "
+          f"{'original':>9s} {'ratio':>7s} {'lyoncam PSS MB/cam':>18s} {'original':>9s} "
           f"{'ratio':>7s}")
     for etag, r in by_mode.items():
         for n, cpu, mem in ((r["cameras"], r["ours_cpu_ms_per_poll"],
-                             r["ours_rss_mb_per_camera"]),
+                             r["ours_pss_mb_per_camera"]),
                             (r["big_cameras"], r["big_cpu_ms_per_poll"],
-                             r["big_rss_mb_per_camera"])):
+                             r["big_pss_mb_per_camera"])):
             print(f"  {'ETag' if etag else 'no ETag':10s} {n:7d} {cpu:20.2f} "
                   f"{orig['cpu_ms_per_poll']:9.2f} {orig['cpu_ms_per_poll'] / cpu:6.1f}x "
-                  f"{mem:18.2f} {orig['rss_mb_per_camera']:9.1f} "
-                  f"{orig['rss_mb_per_camera'] / mem:6.1f}x")
+                  f"{mem:18.2f} {orig['pss_mb_per_camera']:9.1f} "
+                  f"{orig['pss_mb_per_camera'] / mem:6.1f}x")
             if r["big_cameras"] == r["cameras"]:
                 break
     # The headline is the server without ETags: whether CriTer sends them is unconfirmed.

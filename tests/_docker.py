@@ -125,9 +125,30 @@ def simulator(tmp_path: Path, cameras: int = 2, period: float = 2.0) -> Iterator
         proc.wait(timeout=10)
 
 
-def config_yaml(urls: Sequence[str], *, summary_interval: float = 2.0) -> str:
-    """A real config (10 s floor) polling `urls` as SIM001, SIM002, ..."""
+def free_ports(n: int = 1) -> int:
+    """The first of `n` ports in a row free on loopback now: the containers share the host's
+    network (to reach the simulator), so the daemon in them must not take 9120, which any
+    daemon on the machine may hold."""
+    import socket
+
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            first = int(s.getsockname()[1])
+        try:
+            for i in range(1, n):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", first + i))
+        except OSError:
+            continue
+        return first
+
+
+def config_yaml(urls: Sequence[str], *, status_port: int, summary_interval: float = 2.0) -> str:
+    """A real config (10 s floor) polling `urls` as SIM001, SIM002, ..., its endpoint on
+    `status_port` (shard I on `status_port` + I - 1)."""
     lines = ["shutdown_grace: 5", f"log:\n  summary_interval: {summary_interval}",
+             f"status:\n  port: {status_port}",
              "defaults:\n  interval: 10\n  timeout: 5", "cameras:"]
     for i, url in enumerate(urls, 1):
         lines += [f"  - id: SIM{i:03d}", f"    url: {url}"]

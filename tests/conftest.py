@@ -12,6 +12,7 @@ import structlog
 
 from lyoncam_daemon.capture.daemon import Daemon
 from lyoncam_daemon.config import Config, parse_config
+from lyoncam_daemon.observe.logs import unroute_stdlib
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -21,6 +22,7 @@ def _reset_structlog() -> Iterator[None]:
     """Commands configure structlog process-wide; give every test the defaults back."""
     yield
     structlog.reset_defaults()
+    unroute_stdlib()
 
 
 def make_config(

@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from lyoncam_daemon.config import parse_config
+from lyoncam_daemon.config.shard import parse_shard
 
 ROOT = Path(__file__).resolve().parent.parent
 KUSTOMIZE_DIR = ROOT / "deploy" / "kubernetes"
@@ -148,6 +149,9 @@ def test_the_config_map_holds_a_config_lyoncam_accepts_where_probes_and_scrapes_
     assert config.status.enabled and config.status.host == "0.0.0.0"
     [port] = c["ports"]
     assert port["containerPort"] == config.status.port
+    for shard in ("1/4", "4/4"):  # every pod on that port: no per-shard offset in a pod
+        assert config.model_copy(update={"shard": parse_shard(shard)}).status_port == \
+            port["containerPort"]
     for probe in ("livenessProbe", "readinessProbe"):
         assert c[probe]["httpGet"] == {"path": "/healthz", "port": port["name"]}
     # the volume mounts the generated ConfigMap (its name carries the content hash)

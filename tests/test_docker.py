@@ -10,7 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from ._docker import config_yaml, docker, json_lines, lyoncam_image, simulator, wait_for
+from ._docker import (
+    config_yaml,
+    docker,
+    free_ports,
+    json_lines,
+    lyoncam_image,
+    simulator,
+    wait_for,
+)
 
 
 @pytest.fixture
@@ -28,7 +36,8 @@ def test_image_captures_as_non_root_reloads_turns_healthy_and_stops_cleanly(
     image = lyoncam_image()
     name = f"lyoncam-test-{uuid.uuid4().hex[:8]}"
     with simulator(tmp_path, cameras=3) as urls:
-        (tmp_path / "cameras.yaml").write_text(config_yaml(urls[:2]))
+        port = free_ports()  # not 9120: the container shares the host's network
+        (tmp_path / "cameras.yaml").write_text(config_yaml(urls[:2], status_port=port))
         docker("run", "-d", "--name", name, "--network", "host",
                "--health-interval", "1s", "--health-start-period", "2s",
                "-v", f"{tmp_path / 'cameras.yaml'}:/config/cameras.yaml:ro",
@@ -47,7 +56,7 @@ def test_image_captures_as_non_root_reloads_turns_healthy_and_stops_cleanly(
             assert owners == {("lyoncam", "10001")}  # the image's non-root user, not root
 
             # reload: rewritten in place (a bind-mounted file keeps its inode), then SIGHUP
-            (tmp_path / "cameras.yaml").write_text(config_yaml(urls))
+            (tmp_path / "cameras.yaml").write_text(config_yaml(urls, status_port=port))
             docker("kill", "-s", "HUP", name)
             wait_for("a frame of the added camera",
                      lambda: any("/SIM003/" in line for line in frames()), 60)

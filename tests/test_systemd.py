@@ -18,7 +18,7 @@ import pytest
 
 from lyoncam_daemon.config.shard import owner
 
-from ._docker import ROOT, config_yaml, docker, simulator, systemd_image, wait_for
+from ._docker import ROOT, config_yaml, docker, free_ports, simulator, systemd_image, wait_for
 
 WATCHDOG_S = 4
 DROP_IN = f"""[Service]
@@ -34,6 +34,8 @@ pytestmark = pytest.mark.timeout(900)
 class Host:
     container: str
     urls: list[str]
+    #: lyoncam.service's status port; shard I of the template listens on it + I - 1.
+    port: int
 
     def sh(self, script: str, stdin: str | None = None, check: bool = True) -> str:
         return docker("exec", "-i", self.container, "sh", "-c", script, stdin=stdin,
@@ -47,7 +49,21 @@ class Host:
         return self.sh(f"find /var/lib/lyoncam/ -name '{camera}_*.jpg'").split()
 
     def write_config(self, cameras: int) -> None:
-        self.sh("cat > /etc/lyoncam/cameras.yaml", stdin=config_yaml(self.urls[:cameras]))
+        self.sh("cat > /etc/lyoncam/cameras.yaml",
+                stdin=config_yaml(self.urls[:cameras], status_port=self.port))
+
+    def healthz(self, port: int) -> int:
+        """The status code of /healthz on `port` (the container shares the host's network)."""
+        import urllib.error
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as r:
+                return int(r.status)
+        except urllib.error.HTTPError as exc:
+            return exc.code
+        except OSError:
+            return 0
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +80,7 @@ def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Host]:
                "--tmpfs", "/run/lock", "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw",
                "--cap-add", "SYS_ADMIN", "--security-opt", "seccomp=unconfined", image)
         try:
-            h = Host(name, urls)
+            h = Host(name, urls, free_ports(2))
             wait_for("systemd to boot", lambda: h.sh(
                 "systemctl is-system-running --wait", check=False).strip()
                 in ("running", "degraded"), 60)
@@ -89,6 +105,9 @@ def test_start_reaches_active_and_captures(host: Host) -> None:
 
 
 def test_reload_starts_an_added_camera_in_the_same_process(host: Host) -> None:
+    """`systemctl reload` on a minimal Debian: no procps, hence no /bin/kill (ExecReload
+    used it: 203/EXEC)."""
+    assert host.sh("ls /bin/kill /usr/bin/kill 2>&1", check=False).count("No such file") == 2
     pid = host.show("MainPID")["MainPID"]
     host.write_config(cameras=2)
     host.sh("systemctl reload lyoncam")
@@ -157,6 +176,8 @@ def test_the_template_unit_runs_one_shard_per_instance(host: Host) -> None:
         for i in (1, 2):
             assert host.sh(f"systemctl is-active lyoncam@{i}-2").strip() == "active"
         wait_for("a frame of every camera", lambda: all(holders().values()), 60)
+        # each shard keeps its endpoint: status.port + I - 1
+        assert [host.healthz(host.port + i - 1) for i in (1, 2)] == [200, 200]
         assert holders() == {c: [expected[c]] for c in cameras}
         report = host.sh("systemd-analyze security lyoncam@1-2.service --no-pager")
         found = re.search(r"Overall exposure level for lyoncam@1-2\.service: (\d+\.\d+)",

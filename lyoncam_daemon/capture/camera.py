@@ -20,7 +20,16 @@ import aiohttp
 import structlog
 
 from lyoncam_daemon import __version__
-from lyoncam_daemon.capture.fetch import Fetched, FetchError, NoTurn, Slots, Validators, fetch_frame
+from lyoncam_daemon.capture.fetch import (
+    Fetched,
+    FetchError,
+    NoTurn,
+    Slots,
+    Standing,
+    Validators,
+    fast_limit,
+    fetch_frame,
+)
 from lyoncam_daemon.capture.schedule import backoff_delay, next_due
 from lyoncam_daemon.config import CameraConfig, Config
 from lyoncam_daemon.enrich.stage import Enricher, enrich
@@ -205,7 +214,8 @@ class CameraTask:
         self.write_error: str | None = None
         self._recovered = False
         self._host = urlsplit(camera.url).netloc
-        self._last_fetch_s = 0.0
+        #: How long the last answer took; None before the first.
+        self._last_fetch_s: float | None = None
         self._logged_failures: set[str] = set()
         self._crash: str | None = None
         self.log = structlog.get_logger("lyoncam.camera").bind(camera=camera.id)
@@ -251,7 +261,18 @@ class CameraTask:
         self.last = LastFrame.from_sidecar(meta)
         if meta.get("etag") or meta.get("last_modified"):
             self.validators = Validators(meta.get("etag"), meta.get("last_modified"))
-        self.stats.last_stored_at = meta.get("captured_at")
+        captured_at = meta.get("captured_at")
+        try:
+            when = datetime.fromisoformat(captured_at).timestamp() if captured_at else None
+        except (TypeError, ValueError):
+            when = None
+        if when is not None:
+            self._stored_at(str(captured_at), when)
+
+    def _stored_at(self, captured_at: str, when: float) -> None:
+        """The newest stored frame's capture time: the status page's, and /healthz's."""
+        self.rt.stats.stored(self.camera.id, captured_at, when,
+                             self.camera.stale_after * self.camera.interval)
 
     async def run(self) -> None:
         await self.recover()
@@ -297,14 +318,17 @@ class CameraTask:
         return backoff_delay(self.reach.failures, retry.backoff_initial, retry.backoff_max,
                              self.rt.rng.random())
 
-    def _suspect(self) -> bool:
-        """Failing, or slow last time: may use only part of the request slots (fetch.Slots).
-
-        A camera not yet polled is not suspect, or a slow neighbour would hold back every
-        new camera; a slow one thus holds a full slot for one timeout at most.
-        """
-        return (self.reach.state in (State.FAILING, State.DOWN)
-                or self._last_fetch_s > self.camera.timeout / 2)
+    def _standing(self) -> Standing:
+        """Which request turns this camera may take (fetch.Slots): failing, or slower than
+        half its timeout last time, only part of them; a camera with a fast answer last
+        time, or not polled yet, the kept turn too (cut at its fast limit there)."""
+        last = self._last_fetch_s
+        if self.reach.state in (State.FAILING, State.DOWN) or (
+                last is not None and last > self.camera.timeout / 2):
+            return Standing.SUSPECT
+        if last is None or last <= fast_limit(self.camera.timeout, self.camera.interval):
+            return Standing.FAST
+        return Standing.SLOW
 
     async def poll_once(self, due: float | None = None) -> bool:
         """One poll. False when the camera failed and should back off.
@@ -317,25 +341,27 @@ class CameraTask:
         asked = time.monotonic()
         due = asked if due is None else due
         try:
-            async with self.rt.slots.hold(self._host, suspect=self._suspect(),
-                                          within=due + self.camera.interval - asked):
+            async with self.rt.slots.hold(self._host, self._standing(),
+                                          within=due + self.camera.interval - asked) as turn:
                 started = time.monotonic()
-                self.stats.polls += 1
+                self.rt.stats.polled(self.stats)
                 self.stats.last_poll_unix = time.time()
                 self.stats.slot_wait_s.observe(started - asked)
                 late = max(0.0, started - due)
                 self.stats.lateness_s.observe(late)
                 self.rt.stats.lateness_s.observe(late)
+                limit = self.camera.timeout
+                if turn.kept:  # the turn kept for fast cameras is held briefly, or cut
+                    limit = min(limit, fast_limit(self.camera.timeout, self.camera.interval))
                 fetched = await fetch_frame(
-                    self.rt.session, self.camera.url, time_limit=self.camera.timeout,
+                    self.rt.session, self.camera.url, time_limit=limit,
                     max_bytes=self.rt.config.http.max_frame_bytes, validators=self.validators,
                     connect_timeout=self.rt.config.http.connect_timeout,
                 )
                 if not fetched.not_modified:
                     await self.rt.pipeline.acquire()  # released by _judge_and_store
         except NoTurn:
-            self.stats.skipped += 1
-            self.rt.stats.overloaded()
+            self.rt.stats.skipped_poll(self.stats)
             return True
         except FetchError as exc:
             self._failed(exc)
@@ -387,7 +413,7 @@ class CameraTask:
         self.rt.stats.storage_error = None
         self.last = LastFrame(sha256=verdict.sha256, fingerprint=verdict.fingerprint)
         self.stats.stored_bytes += stored.size
-        self.stats.last_stored_at = sidecar["captured_at"]
+        self._stored_at(sidecar["captured_at"], captured_at.timestamp())
         self.log.debug("stored", key=stored.key, bytes=stored.size, distance=verdict.distance)
         await self._after_store(stored)
         return True
@@ -417,7 +443,7 @@ class CameraTask:
             self.log.warning(event, **fields)
 
     def _counted(self, outcome: Outcome, fetched: Fetched, verdict: Verdict | None = None) -> None:
-        self.stats.outcomes[outcome.value] += 1
+        self.rt.stats.counted(self.stats, outcome.value)
         if outcome is not Outcome.STORED:
             self.log.debug("skipped", outcome=outcome.value, bytes=len(fetched.body),
                            distance=verdict.distance if verdict else None)
@@ -440,7 +466,7 @@ class CameraTask:
         previous = self.stats.condition
         if condition is previous:
             return
-        self.stats.condition = condition
+        self.rt.stats.set_condition(self.camera.id, condition)
         hint = _HINTS.get(condition)
         if condition is Condition.STALE:
             hint = (f"no new frame for {self.camera.stale_after:g} intervals; "
@@ -451,7 +477,7 @@ class CameraTask:
 
     def _crashed(self, exc: Exception) -> None:
         """Log a crashing poll with its traceback once per distinct error, not every poll."""
-        self.stats.errors[ErrorKind.INTERNAL.value] += 1
+        self.rt.stats.failed(self.stats, ErrorKind.INTERNAL.value)
         key = f"{type(exc).__name__}: {exc}"
         if key != self._crash:
             self.log.exception("poll crashed", error=key)
@@ -459,14 +485,14 @@ class CameraTask:
 
     def _reachable(self) -> None:
         previous = self.reach.succeeded()
-        self.stats.state = self.reach.state
+        self.rt.stats.set_state(self.camera.id, self.reach.state)
         if previous is State.STARTING:
             self.log.debug("camera state", state=State.OK.value, previous=previous.value)
         elif previous is not None:
             self.log.info("camera state", state=State.OK.value, previous=previous.value)
 
     def _failed(self, exc: FetchError) -> None:
-        self.stats.errors[exc.kind.value] += 1
+        self.rt.stats.failed(self.stats, exc.kind.value)
         previous = self.reach.failed(time.monotonic(), self.rt.config.retry.down_after)
         if previous is not None:
             self._state_changed(previous, exc)
@@ -474,7 +500,7 @@ class CameraTask:
             self.log.debug("poll failed", error=str(exc), failures=self.reach.failures)
 
     def _state_changed(self, previous: State, exc: FetchError | None) -> None:
-        self.stats.state = self.reach.state
+        self.rt.stats.set_state(self.camera.id, self.reach.state)
         self.log.warning("camera state", state=self.reach.state.value, previous=previous.value,
                          failures=self.reach.failures,
                          **({"error": str(exc)} if exc is not None else {}))

@@ -96,7 +96,10 @@ def _overridden(config: Config, args: argparse.Namespace) -> Config:
         config = config.model_copy(update={"shard": args.shard})
     if args.status_port is not None:
         config = config.model_copy(update={"status": config.status.model_copy(
-            update={"port": args.status_port, "enabled": args.status_port != 0})})
+            update={"port": args.status_port, "enabled": True})})
+    if args.no_status:
+        config = config.model_copy(update={"status": config.status.model_copy(
+            update={"enabled": False})})
     return config
 
 
@@ -110,9 +113,13 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                    help="overrides log.format of the config")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default=None,
                    help="overrides log.level of the config")
-    p.add_argument("--status-port", type=port, default=None, metavar="PORT",
-                   help="port of /metrics, /healthz and the status page (overrides status.port; "
-                   "0 turns the endpoint off)")
+    status = p.add_mutually_exclusive_group()
+    status.add_argument("--status-port", type=port, default=None, metavar="PORT",
+                        help="port of /metrics, /healthz and the status page (overrides "
+                        "status.port; 0 picks a free port; shard I/N adds I - 1 unless "
+                        "status.shard_offset is false)")
+    status.add_argument("--no-status", action="store_true",
+                        help="serve no /metrics, /healthz or status page (status.enabled: false)")
     p.add_argument("--shard", type=_shard_arg, default=None, metavar="I/N|auto",
                    help="poll only the cameras shard I of N owns (overrides LYONCAM_SHARD, "
                    "which overrides shard: of the config); N daemons with the same file cover "

@@ -246,16 +246,19 @@ class Daemon:
                 Sources(config=lambda: self.config, stats=self.stats, recent=self.recent,
                         disk=self.disk_figures, started_unix=self._started,
                         frame_file=self._fs.path_of if self._fs is not None else None),
-                cfg.status.host, cfg.status.port)
+                cfg.status.host, cfg.status_port)
             try:
+                if cfg.status_port > 65535:
+                    raise OSError(f"port {cfg.status_port} is past 65535 (status.port + "
+                                  f"shard {cfg.shard} - 1)")
                 port = await self.status.start()
             except OSError as exc:
                 await self.status.close()
                 self.status = None
                 raise StartupError(
-                    f"status endpoint {cfg.status.host}:{cfg.status.port}: "
-                    f"{exc.strerror or exc}; set status.port, or --status-port 0 to turn "
-                    "it off") from None
+                    f"status endpoint {cfg.status.host}:{cfg.status_port}: "
+                    f"{exc.strerror or exc}; set status.port (0: any free port), or "
+                    "--no-status to turn it off") from None
             self.status_url = f"http://{cfg.status.host}:{port}/"
         if self.retention is not None and self.retention.active:
             self._retention_task = asyncio.create_task(self._retention_loop(), name="retention")
@@ -445,6 +448,8 @@ class Daemon:
             #: How often the heartbeat is rewritten: what `lyoncam health` judges its age by.
             "heartbeat_every_s": self.config.log.summary_interval,
             "stopping": stopping,
+            #: Where the endpoint listens (None: off): `lyoncam health` asks its /healthz.
+            "status_url": self.status_url,
             **snap.as_dict(),
         }
 

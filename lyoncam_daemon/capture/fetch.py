@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import time
+from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from enum import Enum
 
 import aiohttp
 
@@ -145,17 +148,42 @@ def _short(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
+class Standing(Enum):
+    """What a camera's last answer says about the turn it may take (`Slots`)."""
+
+    #: A known fast answer last time, or no poll yet: any turn, the kept one included.
+    FAST = "fast"
+    #: Answered, but not fast: any turn but the kept one.
+    SLOW = "slow"
+    #: Failing, down, or slower than half its timeout: at most `suspect_share` turns.
+    SUSPECT = "suspect"
+
+
+@dataclass(frozen=True)
+class Turn:
+    """A granted turn. On the `kept` one the request must answer within its fast limit."""
+
+    kept: bool
+
+
 class Slots:
-    """Turns to send a request: at most `total` in flight, `per_host` to one host, and a
-    share of each kept for cameras that answer.
+    """Turns to send a request: at most `total` in flight, `per_host` to one host, and turns
+    kept for cameras that answer.
 
     Why not aiohttp's connector limits: a request queued there for a pooled connection is
     already on its camera's clock (aiohttp even counts the queueing against the connect
     timeout), so four slow cameras on the one CriTer host made the healthy ones fail with
     timeouts that were not theirs. Here the wait happens before the request starts, and is
-    measured apart. A *suspect* camera (failing, down, or slow last time) may hold at most
-    half of the slots (`suspect_share`), so the others always have the rest and a healthy
-    camera never loses a frame because its neighbours are slow.
+    measured apart.
+
+    Two reserves, so a healthy camera never loses a frame because its neighbours are slow:
+    a *suspect* camera (failing, down, or slow last time) may hold at most half of the turns
+    (`suspect_share`); and one turn of each limit is *kept* for cameras with a known fast
+    answer or on their first poll (`Standing.FAST`), taken only when no other is free. Until
+    a camera has answered nobody knows it is slow, so at start four cameras that never
+    answer took every turn of their host for a whole timeout; now a first poll on the kept
+    turn that has not answered within its fast limit is cut there (the caller's business,
+    `Turn.kept`), and the turn passes on.
     """
 
     def __init__(self, total: int, per_host: int) -> None:
@@ -166,35 +194,36 @@ class Slots:
         self._hosts: dict[str, _Gate] = {}
 
     @contextlib.asynccontextmanager
-    async def hold(self, host: str, *, suspect: bool,
-                   within: float | None = None) -> AsyncIterator[None]:
+    async def hold(self, host: str, standing: Standing,
+                   within: float | None = None) -> AsyncIterator[Turn]:
         """Wait for a turn (host first, then the total, in one order: no deadlock); raise
         NoTurn if none comes `within` seconds."""
         gate = self._hosts.get(host)
         if gate is None:
             gate = self._hosts[host] = _Gate(self._per_host)
-        if within is None or (gate.free(suspect) and self._total.free(suspect)):
+        if within is None or (gate.fits(standing) and self._total.fits(standing)):
             # A turn is free: no timer to arm (the common case, once per poll).
-            await self._take(gate, suspect)
+            on_host, on_total = await self._take(gate, standing)
         else:
             try:
                 async with asyncio.timeout(within):
-                    await self._take(gate, suspect)
+                    on_host, on_total = await self._take(gate, standing)
             except TimeoutError:
                 raise NoTurn(f"no request slot within {within:g} s") from None
         try:
-            yield
+            yield Turn(kept=on_host is _KEPT or on_total is _KEPT)
         finally:
-            self._total.release(suspect)
-            gate.release(suspect)
+            self._total.release(on_total, standing)
+            gate.release(on_host, standing)
 
-    async def _take(self, gate: _Gate, suspect: bool) -> None:
-        await gate.acquire(suspect)
+    async def _take(self, gate: _Gate, standing: Standing) -> tuple[str, str]:
+        on_host = await gate.acquire(standing)
         try:
-            await self._total.acquire(suspect)
+            on_total = await self._total.acquire(standing)
         except BaseException:
-            gate.release(suspect)
+            gate.release(on_host, standing)
             raise
+        return on_host, on_total
 
 
 class NoTurn(Exception):
@@ -206,26 +235,90 @@ def suspect_share(slots: int) -> int:
     return max(1, slots // 2)
 
 
+def fast_limit(timeout: float, interval: float) -> float:
+    """How soon a camera must answer to count as fast, and how long a request may hold the
+    kept turn: half of its timeout or interval, whichever is shorter, so a camera waiting
+    for the kept turn gets it before its own next tick."""
+    return min(timeout, interval) / 2
+
+
+_ORDINARY, _KEPT = "ordinary", "kept"
+
+
 class _Gate:
+    """One limit's turns: `slots - 1` ordinary ones (with one slot, no kept turn) and one
+    kept for FAST cameras. Waiters are served in arrival order, each by the first turn it
+    may take; one queue per standing, so serving one is O(1) however many wait."""
+
     def __init__(self, slots: int) -> None:
-        self._all = asyncio.Semaphore(slots)
-        self._suspects = asyncio.Semaphore(suspect_share(slots))
+        self._kept = 1 if slots > 1 else 0
+        self._ordinary = slots - self._kept
+        self._share = suspect_share(slots)
+        self._busy = self._kept_busy = self._suspects = 0
+        self._arrivals = itertools.count()
+        self._queues: dict[Standing, deque[tuple[int, asyncio.Future[str]]]] = {
+            s: deque() for s in Standing}
 
-    def free(self, suspect: bool) -> bool:
+    def _which(self, standing: Standing) -> str | None:
+        if self._busy < self._ordinary and (standing is not Standing.SUSPECT
+                                            or self._suspects < self._share):
+            return _ORDINARY
+        if standing is Standing.FAST and self._kept_busy < self._kept:
+            return _KEPT
+        return None
+
+    def fits(self, standing: Standing) -> bool:
         """A turn can be taken without waiting."""
-        return not self._all.locked() and not (suspect and self._suspects.locked())
+        return self._which(standing) is not None
 
-    async def acquire(self, suspect: bool) -> None:
-        if suspect:
-            await self._suspects.acquire()
+    def _grant(self, where: str, standing: Standing) -> None:
+        if where is _KEPT:
+            self._kept_busy += 1
+        else:
+            self._busy += 1
+            self._suspects += standing is Standing.SUSPECT
+
+    async def acquire(self, standing: Standing) -> str:
+        # Waiters left after `_serve` cannot take any turn now, so a newcomer that fits
+        # overtakes nobody who could.
+        where = self._which(standing)
+        if where is not None:
+            self._grant(where, standing)
+            return where
+        waiter: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        entry = (next(self._arrivals), waiter)
+        self._queues[standing].append(entry)
         try:
-            await self._all.acquire()
+            return await waiter
         except BaseException:
-            if suspect:
-                self._suspects.release()
+            if waiter.done() and not waiter.cancelled():
+                self.release(waiter.result(), standing)  # granted as it was cancelled
+            else:
+                with contextlib.suppress(ValueError):  # `_serve` may have dropped it
+                    self._queues[standing].remove(entry)
             raise
 
-    def release(self, suspect: bool) -> None:
-        self._all.release()
-        if suspect:
-            self._suspects.release()
+    def release(self, where: str, standing: Standing) -> None:
+        if where is _KEPT:
+            self._kept_busy -= 1
+        else:
+            self._busy -= 1
+            self._suspects -= standing is Standing.SUSPECT
+        self._serve()
+
+    def _serve(self) -> None:
+        while True:
+            for queue in self._queues.values():
+                while queue and queue[0][1].done():  # cancelled while waiting
+                    queue.popleft()
+            # The earliest waiter that some free turn fits.
+            heads = [(q[0][0], s) for s, q in self._queues.items()
+                     if q and self._which(s) is not None]
+            if not heads:
+                return
+            _, standing = min(heads)
+            _, waiter = self._queues[standing].popleft()
+            where = self._which(standing)
+            assert where is not None
+            self._grant(where, standing)
+            waiter.set_result(where)

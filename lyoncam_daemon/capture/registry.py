@@ -85,7 +85,7 @@ class CameraRegistry:
                 return
             except Exception:
                 self.log.exception("camera task crashed; restarting", camera=cam.camera.id)
-                cam.stats.errors[ErrorKind.INTERNAL.value] += 1
+                cam.rt.stats.failed(cam.stats, ErrorKind.INTERNAL.value)
                 await cam.stop.wait(cam.camera.interval)
 
 

@@ -328,8 +328,13 @@ class StatusSettings(_Model):
     """Address to bind. Loopback by default: the page shows every camera's latest frame to whoever
     reaches it."""
     port: int = Field(9120, ge=0, le=65535)
-    """`0` picks a free port (logged in the `started` line); `run --status-port` overrides it, and
-    `run --status-port 0` turns the endpoint off."""
+    """`0` picks a free port (logged in the `started` line), as `run --status-port 0` does;
+    `run --status-port` overrides it. A shard I/N listens on this port + I - 1 (see
+    `shard_offset`). `enabled: false` (`run --no-status`) turns the endpoint off."""
+    shard_offset: bool = True
+    """Shard I/N listens on `port` + I - 1, so shards of one config started on one machine each
+    have their own port. Set it to `false` where every shard has an address of its own and the
+    same port everywhere (Kubernetes pods)."""
     camera_metrics: bool = True
     """Series per camera in `/metrics` beside the daemon-wide ones. Turn off beyond a few thousand
     cameras: 20,000 cameras make about a million series, more than a scrape should carry."""
@@ -557,6 +562,16 @@ class Config(_Model):
         if v is not None and not isinstance(v, Shard):
             raise ValueError("must be I/N, e.g. 2/3")
         return v
+
+    @property
+    def status_port(self) -> int:
+        """Where this daemon's endpoint listens: `status.port`, plus I - 1 for shard I/N with
+        `status.shard_offset` (0 stays 0: any free port). Shards 1/3, 2/3 and 3/3 of one config:
+        9120, 9121, 9122."""
+        port, shard = self.status.port, self.shard
+        if port and shard is not None and self.status.shard_offset:
+            return port + shard.index - 1
+        return port
 
     @property
     def enabled_cameras(self) -> tuple[CameraConfig, ...]:

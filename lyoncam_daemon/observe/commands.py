@@ -16,14 +16,15 @@ def add_health_arguments(p: argparse.ArgumentParser) -> None:
                    help="read data_dir from this file (default: ./cameras.yaml)")
     p.add_argument("--data-dir", type=Path, default=None, help="the daemon's data_dir")
     p.add_argument("--url", default=None, metavar="URL",
-                   help="also ask the daemon's /healthz (e.g. http://127.0.0.1:9120/healthz): "
-                   "unhealthy unless it answers 200")
+                   help="ask this /healthz (e.g. http://127.0.0.1:9120/healthz) instead of the "
+                   "one the daemon recorded in its health record: unhealthy unless it "
+                   "answers 200")
 
 
 def cmd_health(args: argparse.Namespace) -> int:
     import time
 
-    from lyoncam_daemon.observe.health import ask_healthz, judge_health, read_health
+    from lyoncam_daemon.observe.health import ask_healthz, healthz_url, judge_health, read_health
 
     data_dir = args.data_dir
     if data_dir is None:
@@ -36,8 +37,11 @@ def cmd_health(args: argparse.Namespace) -> int:
             return EXIT_USAGE
     record = read_health(data_dir)
     problem = record if isinstance(record, str) else judge_health(record, time.time())
-    if problem is None and args.url is not None:
-        problem = ask_healthz(args.url)
+    url = args.url
+    if url is None and not isinstance(record, str):
+        url = healthz_url(record)  # wherever it listens: a free port, a shard's own
+    if problem is None and url is not None:
+        problem = ask_healthz(url)
     if problem is not None:
         print(f"unhealthy: {problem}")
         return EXIT_FAILED

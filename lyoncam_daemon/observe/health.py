@@ -1,6 +1,7 @@
 """`health`: is the daemon writing to this data_dir alive? For Docker's HEALTHCHECK and
-scripts; the answer comes from the heartbeat in `<data_dir>/.lyoncam/health.json` and, with
-`--url`, from the daemon's own `/healthz` (is it capturing, can it write).
+scripts; the answer comes from the heartbeat in `<data_dir>/.lyoncam/health.json` and from
+the daemon's own `/healthz` (is it capturing, can it write), at the address the daemon
+recorded there (`status_url`: a free port, a shard's own) or `--url`.
 
 The report loop rewrites the heartbeat from the event loop every `log.summary_interval`,
 so a stale heartbeat means a dead or stalled daemon, whatever the cameras are doing.
@@ -44,6 +45,13 @@ def judge_health(record: Mapping[str, Any], now: float) -> str | None:
     if age > limit:
         return f"heartbeat {age:.0f} s old (limit {limit:.0f} s): the daemon is stalled or dead"
     return None
+
+
+def healthz_url(record: Mapping[str, Any]) -> str | None:
+    """The `/healthz` of the daemon that wrote `record` (its `status_url`), None when its
+    endpoint is off."""
+    base = record.get("status_url")
+    return f"{base.rstrip('/')}/healthz" if isinstance(base, str) and base else None
 
 
 def ask_healthz(url: str, timeout: float = 5.0) -> str | None:

@@ -8,7 +8,7 @@ appearing, with nothing left behind in a registry.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -69,10 +69,11 @@ def histogram_buckets(timing: Timing) -> list[tuple[str, float]]:
 
 class LyoncamCollector(Collector):
     def __init__(self, snapshot: Callable[[], Snapshot], disk: Callable[[], DiskFigures],
-                 per_camera: bool = True) -> None:
+                 per_camera: bool = True, holds: Mapping[str, Timing] | None = None) -> None:
         self._snapshot = snapshot
         self._disk = disk
         self._per_camera = per_camera
+        self._holds = holds or {}
 
     def collect(self) -> Iterable[Metric]:
         snap = self._snapshot()
@@ -82,6 +83,8 @@ class LyoncamCollector(Collector):
         yield from _disk_metrics(self._disk(), snap)
         if snap.spool is not None:
             yield from _spool_metrics(snap)
+        if self._holds:
+            yield from _hold_metrics(self._holds)
         info = GaugeMetricFamily("lyoncam_build_info", "lyoncam version running",
                                  labels=["version"])
         info.add_metric([__version__], 1.0)
@@ -213,17 +216,35 @@ def _disk_metrics(disk: DiskFigures, snap: Snapshot) -> Iterable[Metric]:
                               value=disk.retention_deleted_frames)
 
 
+def _hold_metrics(holds: Mapping[str, Timing]) -> Iterable[Metric]:
+    """How long the status endpoint's requests held the event loop at once (status.Stepped):
+    what capture waited for while a request was served."""
+    family = HistogramMetricFamily("lyoncam_status_loop_hold_seconds",
+                                   "Longest single stretch each request held the event loop, "
+                                   "by endpoint", labels=["endpoint"])
+    most = GaugeMetricFamily("lyoncam_status_loop_hold_max_seconds",
+                             "Longest the event loop was held at once by one request, by "
+                             "endpoint, since the start", labels=["endpoint"])
+    for endpoint, timing in holds.items():
+        family.add_metric([endpoint], histogram_buckets(timing), timing.total)
+        most.add_metric([endpoint], timing.max)
+    yield family
+    yield most
+
+
 def build_registry(snapshot: Callable[[], Snapshot], disk: Callable[[], DiskFigures],
-                   per_camera: bool = True) -> CollectorRegistry:
+                   per_camera: bool = True, holds: Mapping[str, Timing] | None = None
+                   ) -> CollectorRegistry:
     """A registry of our own (not the global one, so tests and reloads never collide), with
     the process figures (memory, CPU, open files) beside lyoncam's."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(LyoncamCollector(snapshot, disk, per_camera))
+    registry.register(LyoncamCollector(snapshot, disk, per_camera, holds))
     ProcessCollector(registry=registry)
     return registry
 
 
-def render(snapshot: Snapshot, disk: DiskFigures, per_camera: bool = True) -> bytes:
+def render(snapshot: Snapshot, disk: DiskFigures, per_camera: bool = True,
+           holds: Mapping[str, Timing] | None = None) -> bytes:
     """The `/metrics` body for one snapshot. Pure CPU (a few ms for a dozen cameras, and
     /proc reads): the endpoint calls it in a thread, with the snapshot taken on the loop."""
-    return generate_latest(build_registry(lambda: snapshot, lambda: disk, per_camera))
+    return generate_latest(build_registry(lambda: snapshot, lambda: disk, per_camera, holds))

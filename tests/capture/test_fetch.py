@@ -11,7 +11,15 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from lyoncam_daemon.capture.fetch import FetchError, Slots, Validators, fetch_frame, suspect_share
+from lyoncam_daemon.capture.fetch import (
+    FetchError,
+    Slots,
+    Standing,
+    Validators,
+    fast_limit,
+    fetch_frame,
+    suspect_share,
+)
 
 BODY = b"\xff\xd8\xff" + bytes(range(256)) * 400 + b"\xff\xd9"
 
@@ -118,13 +126,13 @@ async def test_refused_connection_is_a_connection_error(session: aiohttp.ClientS
     assert info.value.kind == "connection"
 
 
-async def _holders(slots: Slots, host: str, suspect: bool, n: int,
+async def _holders(slots: Slots, host: str, standing: Standing, n: int,
                    release: asyncio.Event) -> tuple[list[asyncio.Task[None]], list[int]]:
     """Start `n` requests that hold their slot until `release`; count who got in."""
     inside: list[int] = []
 
     async def hold(i: int) -> None:
-        async with slots.hold(host, suspect=suspect):
+        async with slots.hold(host, standing):
             inside.append(i)
             await release.wait()
 
@@ -136,9 +144,9 @@ async def _holders(slots: Slots, host: str, suspect: bool, n: int,
 
 async def test_suspect_cameras_hold_at_most_half_the_slots_of_a_host() -> None:
     slots, release = Slots(total=8, per_host=4), asyncio.Event()
-    suspects, inside = await _holders(slots, "criter", True, 4, release)
+    suspects, inside = await _holders(slots, "criter", Standing.SUSPECT, 4, release)
     assert len(inside) == suspect_share(4) == 2
-    healthy, healthy_inside = await _holders(slots, "criter", False, 3, release)
+    healthy, healthy_inside = await _holders(slots, "criter", Standing.FAST, 3, release)
     assert len(healthy_inside) == 2  # the two slots the suspects may not take
     release.set()
     await asyncio.gather(*suspects, *healthy)
@@ -147,11 +155,49 @@ async def test_suspect_cameras_hold_at_most_half_the_slots_of_a_host() -> None:
 
 async def test_the_total_limit_spans_hosts_and_keeps_its_own_reserve() -> None:
     slots, release = Slots(total=2, per_host=4), asyncio.Event()
-    a, a_in = await _holders(slots, "a", True, 2, release)
-    b, b_in = await _holders(slots, "b", False, 2, release)
+    a, a_in = await _holders(slots, "a", Standing.SUSPECT, 2, release)
+    b, b_in = await _holders(slots, "b", Standing.FAST, 2, release)
     assert (len(a_in), len(b_in)) == (1, 1)
     release.set()
     await asyncio.gather(*a, *b)
+
+
+async def test_one_turn_is_kept_for_fast_cameras_and_first_polls() -> None:
+    """Cameras not known to be slow fill the ordinary turns; the last turn goes only to a
+    camera known fast (or never polled), and says it is the kept one."""
+    slots, release = Slots(total=8, per_host=4), asyncio.Event()
+    slow, slow_in = await _holders(slots, "criter", Standing.SLOW, 4, release)
+    assert len(slow_in) == 3  # the fourth waits: the last turn is kept
+    kept: list[bool] = []
+
+    async def fast() -> None:
+        async with slots.hold("criter", Standing.FAST) as turn:
+            kept.append(turn.kept)
+
+    await asyncio.wait_for(fast(), 5)
+    assert kept == [True]
+    release.set()
+    await asyncio.gather(*slow)
+    assert len(slow_in) == 4
+    async with slots.hold("criter", Standing.FAST) as turn:
+        assert not turn.kept  # ordinary turns free again: the kept one stays free
+
+
+async def test_a_cancelled_waiter_gives_its_turn_on() -> None:
+    slots, release = Slots(total=1, per_host=1), asyncio.Event()
+    first, first_in = await _holders(slots, "h", Standing.FAST, 1, release)
+    waiting = asyncio.create_task(_holders(slots, "h", Standing.FAST, 1, release))
+    later, later_in = await _holders(slots, "h", Standing.FAST, 1, release)
+    (cancelled, _) = await waiting
+    cancelled[0].cancel()
+    release.set()
+    await asyncio.gather(*first, *later)
+    assert first_in == [0] and later_in == [0]
+
+
+def test_the_fast_limit_leaves_a_waiter_time_before_its_next_tick() -> None:
+    assert fast_limit(timeout=30, interval=10) == 5
+    assert fast_limit(timeout=20, interval=60) == 10
 
 
 def test_slot_counts_must_be_positive() -> None:

@@ -82,7 +82,7 @@ async def test_gives_up_after_attempts(standin: StandIn) -> None:
 
 async def test_timeout_is_retried(standin: StandIn) -> None:
     async def slow() -> web.Response:
-        await asyncio.sleep(1.0)
+        await asyncio.Event().wait()  # never answers: the client's timeout ends it
         return web.Response(text="late")
 
     standin.plans["/slow"] = [slow, ok("fast")]
@@ -443,6 +443,9 @@ async def test_429_pauses_every_request(standin: StandIn) -> None:
 
 
 async def test_rate_limit_applies(standin: StandIn) -> None:
+    """11 requests at --rate 10 reach the server (its handler records them) 0.1 s apart, in
+    virtual time: exactly, whatever the machine's load, where the real clock gave only a
+    lower bound."""
     vt = VirtualTime()
     sent: list[tuple[str, float]] = []
     standin.plans["/r"] = [recorded(vt, sent, "/r", ok())]
@@ -450,17 +453,6 @@ async def test_rate_limit_applies(standin: StandIn) -> None:
         c._session = Tracked(c._session, vt)  # type: ignore[assignment]
         await vt.run(asyncio.gather(*(c.request("GET", "/r") for _ in range(11))))
     assert [t for _, t in sent] == pytest.approx([i / 10 for i in range(11)])
-
-
-async def test_rate_limit_holds_on_the_wire(standin: StandIn) -> None:
-    """With the real clock: 11 requests at --rate 10 cannot reach the server within less than
-    a second, whatever the concurrency (a lower bound only: a slow machine cannot break it)."""
-    standin.plans["/r"] = [ok()]
-    async with client(standin.url, rate=10.0, concurrency=4) as c:
-        await asyncio.gather(*(c.request("GET", "/r") for _ in range(11)))
-    arrivals = [t for _, _, t in standin.hits]
-    assert len(arrivals) == 11
-    assert arrivals[-1] - arrivals[0] >= 0.9  # 10 intervals of 0.1 s, less scheduling jitter
 
 
 async def test_queued_requests_take_their_token_when_they_go_out(standin: StandIn) -> None:

@@ -96,3 +96,31 @@ async def test_the_health_command_asks_healthz_too(
     assert out[1] == f"unhealthy: {url}: HTTP 503: writes failing: disk full"
     assert await asyncio.to_thread(main, args) == 1  # nobody listening any more
     assert capsys.readouterr().out.startswith(f"unhealthy: {url}: not answering")
+
+
+async def test_the_health_command_asks_the_healthz_the_daemon_recorded(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """On any port (a free one, a shard's own): no --url needed, so the Docker image's
+    health check follows the daemon wherever its endpoint listens."""
+    config = make_config(tmp_path, {"CAM_A": "http://127.0.0.1:9/a.jpg"},
+                         status="status:\n  port: 0", summary_interval=0.2)
+    daemon = Daemon(config)
+    task = asyncio.create_task(daemon.run())
+    health = tmp_path / ".lyoncam" / "health.json"
+    while not health.exists():  # noqa: ASYNC110 - the daemon offers no event for it
+        await asyncio.sleep(0.05)
+    try:
+        assert daemon.status is not None
+        recorded = json.loads(health.read_text())["status_url"]
+        assert recorded == f"http://127.0.0.1:{daemon.status.port}/"
+        # Nothing stored yet, but within its horizon: /healthz answers 200.
+        assert await asyncio.to_thread(main, ["health", "--data-dir", str(tmp_path)]) == 0
+        daemon.stats.storage_error = "cannot write frame of CAM_A under /x: disk full"
+        assert await asyncio.to_thread(main, ["health", "--data-dir", str(tmp_path)]) == 1
+    finally:
+        daemon.request_stop()
+        assert await asyncio.wait_for(task, 15) == 0
+    out = capsys.readouterr().out  # structlog's default logger prints there too
+    assert (f"unhealthy: {recorded}healthz: HTTP 503: writes failing: "
+            "cannot write frame of CAM_A under /x: disk full\n") in out

@@ -17,7 +17,7 @@ def test_totals_add_up_over_cameras() -> None:
     stats.camera("A").outcomes.update({"stored": 2, "unchanged": 1})
     stats.camera("B").outcomes.update({"stored": 1})
     stats.camera("B").errors["timeout"] += 1
-    stats.camera("B").state = State.FAILING
+    stats.set_state("B", State.FAILING)
     totals = stats.snapshot().totals()
     assert totals["stored"] == 3 and totals["cameras"] == 2
     assert totals["errors"] == {"timeout": 1}
@@ -39,7 +39,7 @@ def test_a_snapshot_does_not_move_when_counting_goes_on() -> None:
 def test_the_health_record_is_plain_json_with_enum_values() -> None:
     stats = Stats()
     cam = stats.camera("A")
-    cam.condition = Condition.WRITE_FAILING
+    stats.set_condition("A", Condition.WRITE_FAILING)
     cam.lateness_s.observe(0.5)
     stats.storage_error = "cannot write frame of A under /d: No space left on device"
     record = json.loads(json.dumps(stats.snapshot().as_dict()))
@@ -109,3 +109,47 @@ def test_looking_a_camera_up_builds_its_stats_once(monkeypatch: pytest.MonkeyPat
     first = stats.camera("A")
     assert stats.camera("A") is first and stats.camera("A") is first
     assert len(built) == 1  # no CameraStats built and thrown away per lookup
+
+
+def test_the_running_figures_follow_every_change_and_removal() -> None:
+    """What /healthz and the status page read without walking the cameras."""
+    stats = Stats()
+    for cid in ("A", "B", "C"):
+        stats.camera(cid)
+    assert stats.states == {State.STARTING: 3}
+    assert stats.problems == {"A": 3, "B": 3, "C": 3}  # starting: severity 3
+    stats.set_state("A", State.OK)
+    stats.set_state("B", State.OK)
+    stats.set_condition("B", Condition.STALE)
+    stats.set_state("C", State.DOWN)
+    assert +stats.states == {State.OK: 2, State.DOWN: 1}
+    assert stats.problems == {"B": 2, "C": 0}
+    stats.set_condition("B", Condition.NORMAL)
+    stats.remove("C")
+    assert +stats.states == {State.OK: 2} and stats.problems == {}
+    assert stats.ordered_ids() == ["A", "B"]
+
+
+def test_daemon_wide_counts_keep_a_removed_cameras_polls() -> None:
+    stats = Stats()
+    for cid in ("A", "GONE"):
+        stats.polled(stats.camera(cid))
+    stats.counted(stats.camera("GONE"), "stored")
+    stats.failed(stats.camera("GONE"), "timeout")
+    stats.remove("GONE")
+    every = stats.snapshot(cameras=False).every
+    assert (every.polls, every.outcomes["stored"], every.errors["timeout"]) == (2, 1, 1)
+
+
+def test_fresh_cameras_are_counted_as_they_store_and_expire_with_their_horizon() -> None:
+    stats = Stats()
+    stats.stored("A", "t", when_unix=1000.0, horizon_s=10.0)
+    stats.stored("B", "t", when_unix=1000.0, horizon_s=100.0)
+    assert stats.fresh.count(1005.0) == 2
+    assert stats.fresh.count(1011.0) == 1  # A's horizon is over
+    stats.stored("A", "t", when_unix=1020.0, horizon_s=10.0)
+    assert stats.fresh.count(1025.0) == 2
+    stats.remove("B")
+    assert stats.fresh.count(1026.0) == 1
+    assert stats.fresh.count(1031.0) == 0
+    assert stats.camera("A").last_stored_at == "t"

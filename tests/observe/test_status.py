@@ -7,6 +7,7 @@ import contextlib
 import io
 import shutil
 import threading
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,14 +22,17 @@ from prometheus_client.samples import Sample
 from lyoncam_daemon.capture.daemon import Daemon, StartupError
 from lyoncam_daemon.cli import main
 from lyoncam_daemon.config import Config
+from lyoncam_daemon.config.shard import parse_shard
 from lyoncam_daemon.devtools.simulator import CriterSimulator, camera_ids
 from lyoncam_daemon.observe import metrics
 from lyoncam_daemon.observe.metrics import DiskFigures, build_registry
-from lyoncam_daemon.observe.page import Card, Header, ordered, render
+from lyoncam_daemon.observe.page import PAGE_SIZE, Card, Header, ordered, render
 from lyoncam_daemon.observe.recent import RecentFrames
-from lyoncam_daemon.observe.stats import Condition, Snapshot, State, Stats
+from lyoncam_daemon.observe.stats import CameraStats, Condition, Snapshot, State, Stats
 from lyoncam_daemon.observe.status import (
     MAX_CONNECTIONS,
+    Sources,
+    StatusServer,
     Thumbnails,
     health_verdict,
     make_thumbnail,
@@ -85,15 +89,17 @@ async def until(predicate: object, limit: int = 500) -> None:
 
 def test_metrics_render_every_counter_histogram_and_drop_a_removed_camera() -> None:
     stats = Stats()
-    a, b = stats.camera("CAM_A"), stats.camera("CAM_B")
+    a = stats.camera("CAM_A")
+    stats.camera("CAM_B")
     a.polls, a.fetched_bytes, a.stored_bytes = 5, 1000, 600
     a.outcomes.update({"stored": 3, "near_duplicate": 2})
     a.errors["timeout"] = 1
-    a.state, a.condition = State.OK, Condition.STALE
+    stats.set_state("CAM_A", State.OK)
+    stats.set_condition("CAM_A", Condition.STALE)
     a.last_stored_at = "2026-11-26T00:15:03.000Z"
     for seconds in (0.03, 0.2, 0.2, 7.0, 120.0):
         a.fetch_s.observe(seconds)
-    b.state = State.DOWN
+    stats.set_state("CAM_B", State.DOWN)
     registry = build_registry(stats.snapshot, lambda: NO_DISK)
     text = generate_latest(registry).decode()
 
@@ -129,12 +135,23 @@ def test_metrics_render_every_counter_histogram_and_drop_a_removed_camera() -> N
     assert value(text, "lyoncam_polls_total", camera="CAM_A") == 5
 
 
+def _count(stats: Stats, cam: CameraStats, polls: int = 0, skipped: int = 0,
+           **outcomes: int) -> None:
+    """Count as a camera task does, through Stats (which keeps the daemon-wide totals)."""
+    for _ in range(polls):
+        stats.polled(cam)
+    for _ in range(skipped):
+        stats.skipped_poll(cam)
+    for outcome, n in outcomes.items():
+        for _ in range(n):
+            stats.counted(cam, outcome)
+
+
 def test_daemon_wide_families_add_every_camera_up_with_or_without_camera_series() -> None:
     stats = Stats()
     a, b = stats.camera("CAM_A"), stats.camera("CAM_B")
-    a.polls, a.skipped, b.polls, b.skipped = 5, 1, 7, 2
-    a.outcomes.update({"stored": 3, "unchanged": 1})
-    b.outcomes.update({"stored": 2, "placeholder": 4})
+    _count(stats, a, polls=5, skipped=1, stored=3, unchanged=1)
+    _count(stats, b, polls=7, skipped=2, stored=2, placeholder=4)
     for seconds in (0.2, 1.2, 1.8):
         stats.fetch_s.observe(seconds)
     for seconds in (0.0, 2.2):
@@ -169,8 +186,8 @@ def test_daemon_wide_counters_keep_a_removed_cameras_counts() -> None:
     it as a restart and `rate()` would jump."""
     stats = Stats()
     a, b = stats.camera("CAM_A"), stats.camera("CAM_B")
-    a.polls, b.polls, b.skipped = 5, 7, 2
-    b.outcomes.update({"stored": 6})
+    _count(stats, a, polls=5)
+    _count(stats, b, polls=7, skipped=2, stored=6)
     stats.remove("CAM_B")
     text = metrics.render(stats.snapshot(), NO_DISK, per_camera=True).decode()
     assert value(text, "lyoncam_cameras") == 1
@@ -257,7 +274,8 @@ async def test_metrics_are_rendered_off_the_loop_and_concurrent_scrapes_share_on
     threads: list[str] = []
     release = threading.Event()
 
-    def render(snapshot: object, disk: DiskFigures, per_camera: bool = True) -> bytes:
+    def render(snapshot: object, disk: DiskFigures, per_camera: bool = True,
+               holds: object = None) -> bytes:
         threads.append(threading.current_thread().name)
         release.wait(10)  # hold the render until every scrape has arrived
         return b"lyoncam_test 1\n"
@@ -290,38 +308,118 @@ def _config_with(tmp_path: Path, interval: float = 1.0) -> Config:
 
 
 def test_health_is_ok_while_one_camera_stores_and_fails_when_none_does(tmp_path: Path) -> None:
-    config = _config_with(tmp_path)  # stale_after 10 x interval 1 s: 10 s horizon
     stats = Stats()
-    stats.camera("CAM_A").last_stored_at = "2026-11-26T00:00:00.000Z"
     stats.camera("CAM_B")
     at = 1795651200.0  # 2026-11-26T00:00:00Z
-    cams = config.enabled_cameras
-    ok, reasons, fresh = health_verdict(stats.snapshot(), cams, at + 5, at - 100, True, NO_DISK)
-    assert (ok, reasons, fresh) == (True, [], 1)
-    ok, reasons, fresh = health_verdict(stats.snapshot(), cams, at + 11, at - 100, True, NO_DISK)
-    assert not ok and fresh == 0
-    assert reasons == ["no camera stored a frame within its last stale_after intervals"]
+    stats.stored("CAM_A", "2026-11-26T00:00:00.000Z", at, horizon_s=10.0)
+
+    def verdict(now: float, up_s: float = 100.0) -> tuple[bool, list[str]]:
+        return health_verdict(writable=True, disk=NO_DISK, storage_error=None,
+                              cameras=len(stats.cameras), fresh=stats.fresh.count(now),
+                              up_s=up_s, grace_s=10.0)
+
+    assert verdict(at + 5) == (True, [])
+    assert verdict(at + 11) == (
+        False, ["no camera stored a frame within its last stale_after intervals"])
     # just started: nothing stored yet is no failure within the horizon
-    ok, _, _ = health_verdict(Stats().snapshot(), cams, at + 5, at, True, NO_DISK)
-    assert ok
+    assert verdict(at + 11, up_s=5.0) == (True, [])
 
 
-def test_health_fails_on_a_paused_store_a_write_error_or_a_read_only_data_dir(
-    tmp_path: Path,
-) -> None:
-    config = _config_with(tmp_path)
-    stats = Stats()
-    stats.camera("CAM_A").last_stored_at = "2026-11-26T00:00:00.000Z"
-    at, cams = 1795651200.0, config.enabled_cameras
+def test_health_fails_on_a_paused_store_a_write_error_or_a_read_only_data_dir() -> None:
     paused = DiskFigures(10, True, 3, 0, 0)
-    ok, reasons, _ = health_verdict(stats.snapshot(), cams, at, at - 100, True, paused)
+    ok, reasons = health_verdict(writable=True, disk=paused, storage_error=None, cameras=1,
+                                 fresh=1, up_s=100, grace_s=10)
     assert not ok and reasons == ["storing paused: free space below retention.min_free_bytes"]
-    stats.storage_error = "cannot write frame of CAM_A under /x: Read-only file system"
-    ok, reasons, _ = health_verdict(stats.snapshot(), cams, at, at - 100, False, NO_DISK)
+    error = "cannot write frame of CAM_A under /x: Read-only file system"
+    ok, reasons = health_verdict(writable=False, disk=NO_DISK, storage_error=error, cameras=1,
+                                 fresh=1, up_s=100, grace_s=10)
     assert not ok
-    assert reasons == ["data_dir is not writable",
-                       "writes failing: cannot write frame of CAM_A under /x: "
-                       "Read-only file system"]
+    assert reasons == ["data_dir is not writable", f"writes failing: {error}"]
+
+
+def _many_cameras(n: int) -> Stats:
+    """`n` cameras as a capturing daemon would count them: most ok, a few with problems."""
+    stats = Stats()
+    at = time.time()
+    for i in range(n):
+        cid = f"CAM{i:05d}"
+        cam = stats.camera(cid)
+        stats.polled(cam)
+        stats.counted(cam, "stored")
+        stats.set_state(cid, State.DOWN if i % 1000 == 7 else State.OK)
+        stats.stored(cid, "2026-11-26T00:00:00.000Z", at, horizon_s=600)
+    return stats
+
+
+async def test_healthz_and_the_page_never_copy_every_camera(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """At 20,000 cameras a copy of every camera's stats per request held the event loop
+    200-500 ms. /healthz, / and /metrics (daemon-wide series) read running figures: not one
+    camera's stats is copied, and the page renders one page of cards, problems first."""
+    n = 20_000
+    stats = _many_cameras(n)
+    copies: list[int] = []
+    real_copy = CameraStats.copy
+
+    def counted_copy(self: CameraStats) -> CameraStats:
+        copies.append(1)
+        return real_copy(self)
+
+    monkeypatch.setattr(CameraStats, "copy", counted_copy)
+    config = make_config(tmp_path, {"CAM00000": "http://127.0.0.1:9/a.jpg"},
+                         status=STATUS_ON + "\n  camera_metrics: false")
+    sources = Sources(config=lambda: config, stats=stats, recent=RecentFrames(),
+                      disk=lambda: NO_DISK, started_unix=time.time(), frame_file=None)
+    server = StatusServer(sources, "127.0.0.1", 0)
+    port = await server.start()
+    try:
+        async with aiohttp.ClientSession() as http:
+            base = f"http://127.0.0.1:{port}"
+            async with http.get(f"{base}/healthz") as resp:
+                health = await resp.json()
+            async with http.get(f"{base}/") as resp:
+                html = await resp.text()
+            async with http.get(f"{base}/?show=problems&page=1") as resp:
+                problems = await resp.text()
+            async with http.get(f"{base}/?page=3") as resp:
+                third = await resp.text()
+            async with http.get(f"{base}/metrics") as resp:
+                text = await resp.text()
+    finally:
+        await server.close()
+    # `every` is one copy: the daemon-wide counters, not a camera's
+    assert len(copies) <= 1
+    assert health["status"] == "ok"
+    assert (health["cameras"], health["cameras_ok"], health["cameras_recent"]) == (n, n - 20, n)
+    assert html.count('<section class="card') == PAGE_SIZE
+    down = [f"CAM{i:05d}" for i in range(n) if i % 1000 == 7]
+    positions = [html.index(f'data-camera="{c}"') for c in down]
+    assert positions == sorted(positions) and positions[-1] < html.index('data-camera="CAM00000"')
+    assert problems.count('<section class="card') == 20
+    assert "page 1 of 1" in problems and f"page 3 of {-(-n // PAGE_SIZE)}" in third
+    # page 3: after the 20 problem cameras and 100 healthy ones, in id order
+    assert 'data-camera="CAM00102"' in third or 'data-camera="CAM00101"' in third
+    assert value(text, "lyoncam_cameras") == n
+    assert value(text, "lyoncam_daemon_polls_total") == n
+    for endpoint in ("/", "/healthz"):
+        assert (value(text, "lyoncam_status_loop_hold_seconds_count", endpoint=endpoint)
+                or 0) >= 1
+
+
+def test_the_thumbnail_cache_is_bounded_in_bytes() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    async def fill() -> Thumbnails:
+        with ThreadPoolExecutor(1) as pool:
+            thumbs = Thumbnails(pool, lambda path: b"x" * 1000, max_bytes=10_000)
+            for i in range(50):
+                await thumbs.get(f"CAM{i}", "k", Path("a.jpg"))
+            return thumbs
+
+    thumbs = asyncio.run(fill())
+    assert thumbs.built == 50
+    assert 9_000 <= thumbs.cached_bytes <= 10_000
 
 
 async def test_healthz_answers_200_while_capturing_and_503_with_the_reason_when_not(
@@ -399,6 +497,26 @@ async def test_connections_over_the_cap_are_closed_as_they_arrive(tmp_path: Path
         for writer in idle:
             writer.close()
         await until(lambda: status.connections == 0)
+
+
+async def test_connections_held_open_never_shut_out_healthz(tmp_path: Path) -> None:
+    """64 idle and half-sent connections (all the endpoint keeps) must not make Docker's
+    health check fail: a newcomer closes the oldest connection that has no request."""
+    config = make_config(tmp_path, {"CAM_A": "http://127.0.0.1:9/a.jpg"}, status=STATUS_ON)
+    async with running(config) as (daemon, base):
+        assert daemon.status is not None
+        status = daemon.status
+        held = await half_sent_requests(status.port, MAX_CONNECTIONS // 2)
+        for _ in range(MAX_CONNECTIONS - MAX_CONNECTIONS // 2):  # idle: nothing sent at all
+            held.append((await asyncio.open_connection("127.0.0.1", status.port))[1])
+        await until(lambda: status.connections == MAX_CONNECTIONS)
+        async with aiohttp.ClientSession() as http:
+            for _ in range(3):
+                async with http.get(f"{base}/healthz") as resp:
+                    assert resp.status in (200, 503)
+                    assert (await resp.json())["version"]
+        for writer in held:
+            writer.close()
 
 
 async def test_idle_connections_and_a_flood_of_requests_never_stop_capture(
@@ -487,6 +605,70 @@ async def test_a_port_in_use_is_a_start_up_error_naming_it(tmp_path: Path) -> No
     finally:
         blocker.close()
         await blocker.wait_closed()
+
+
+async def test_shards_of_one_config_on_one_machine_each_get_their_own_port(
+    tmp_path: Path,
+) -> None:
+    """Shard I/N listens on status.port + I - 1: three shards started from one config (each
+    with its own data_dir, as the template unit gives them) all start, on 3 ports in a row."""
+    while True:  # three free ports in a row
+        probe = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+        base = probe.sockets[0].getsockname()[1]
+        probe.close()
+        await probe.wait_closed()
+        try:
+            held = [await asyncio.start_server(lambda r, w: None, "127.0.0.1", base + i)
+                    for i in (1, 2)]
+        except OSError:
+            continue
+        for server in held:
+            server.close()
+            await server.wait_closed()
+        break
+    config = make_config(tmp_path, {"CAM_A": "http://127.0.0.1:9/a.jpg"},
+                         status=f"status:\n  port: {base}")
+    daemons = []
+    try:
+        for i in (1, 2, 3):
+            shard = config.model_copy(update={"shard": parse_shard(f"{i}/3"),
+                                              "data_dir": tmp_path / f"shard-{i}"})
+            daemon = Daemon(shard)
+            task = asyncio.create_task(daemon.run())
+            daemons.append((daemon, task))
+            while daemon.registry is None:  # its endpoint is up
+                assert not task.done(), task.result()
+                await asyncio.sleep(0.02)
+        assert [d.status.port for d, _ in daemons if d.status] == [base, base + 1, base + 2]
+    finally:
+        for daemon, task in daemons:
+            daemon.request_stop()
+            assert await asyncio.wait_for(task, timeout=15) == 0
+
+
+def test_status_port_0_means_any_free_port_and_no_status_turns_it_off(tmp_path: Path) -> None:
+    from lyoncam_daemon.capture.commands import load_checked
+    from lyoncam_daemon.cli import build_parser
+    from lyoncam_daemon.config.shard import resolve_shard
+
+    cfg = tmp_path / "cameras.yaml"
+    cfg.write_text("status:\n  port: 9300\ncameras:\n" + "".join(
+        f"  - id: C{i}\n    url: http://127.0.0.1:9/{i}\n" for i in range(40)))
+
+    def loaded(*flags: str) -> Config:
+        args = build_parser().parse_args(["run", "--config", str(cfg), *flags])
+        args.shard = resolve_shard(args.shard, {})  # as `run` does at start
+        return load_checked(cfg, args)
+
+    assert (loaded().status.enabled, loaded().status_port) == (True, 9300)
+    free = loaded("--status-port", "0")
+    assert (free.status.enabled, free.status_port) == (True, 0)  # as `status.port: 0`
+    assert loaded("--no-status").status.enabled is False
+    assert loaded("--shard", "3/4").status_port == 9302
+    assert loaded("--shard", "3/4", "--status-port", "0").status_port == 0
+    # where each shard has an address of its own (Kubernetes pods): the same port for all
+    cfg.write_text(cfg.read_text().replace("port: 9300", "port: 9300\n  shard_offset: false"))
+    assert loaded("--shard", "3/4").status_port == 9300
 
 
 def test_status_port_must_be_a_port_number(capsys: pytest.CaptureFixture[str]) -> None:
