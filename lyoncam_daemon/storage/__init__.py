@@ -17,7 +17,7 @@ May import: config.
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -25,6 +25,7 @@ from typing import Any, Protocol
 from lyoncam_daemon.storage.layout import frame_key, iso_utc, parse_frame_stem, utc_stamp
 
 __all__ = [
+    "DeleteHook",
     "Frame",
     "Storage",
     "StoreError",
@@ -95,3 +96,8 @@ class Storage(Protocol):
 #: Called after each stored frame (index, retention, push bookkeeping...). A failing hook is
 #: logged and counted by the caller; it never costs the frame, which is already stored.
 StoreHook = Callable[[StoredFrame], Awaitable[None]]
+
+#: Told the keys of frames deleted from the store (by retention or the start-up repair), in
+#: the same pass, so the index never offers a frame that is gone. Blocking: it is called
+#: from the thread that deleted them, never on the event loop.
+DeleteHook = Callable[[Sequence[str]], None]

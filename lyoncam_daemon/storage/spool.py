@@ -22,7 +22,7 @@ from typing import Any
 
 import structlog
 
-from lyoncam_daemon.storage import Frame, Storage, StoredFrame, StoreError
+from lyoncam_daemon.storage import Frame, Storage, StoredFrame, StoreError, tree
 from lyoncam_daemon.storage.filesystem import FilesystemStorage
 from lyoncam_daemon.storage.layout import parse_frame_stem
 
@@ -212,7 +212,10 @@ class SpoolingStorage:
         root = self.local.data_dir
         if not root.is_dir():
             return found
-        for sidecar in root.glob("*/*/*/*/*.json"):
+        days = [day for camera in tree.subdirs(root) for year in tree.subdirs(camera, numeric=True)
+                for month in tree.subdirs(year, numeric=True)
+                for day in tree.subdirs(month, numeric=True)]
+        for sidecar in (f for day in days for f in tree.files(day) if f.suffix == ".json"):
             parsed = parse_frame_stem(sidecar.stem)
             jpg = sidecar.with_suffix(".jpg")
             if parsed is None or sidecar.name.startswith(".") or not jpg.exists():
