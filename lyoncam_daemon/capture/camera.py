@@ -31,7 +31,7 @@ from lyoncam_daemon.capture.fetch import (
     fetch_frame,
 )
 from lyoncam_daemon.capture.schedule import backoff_delay, next_due
-from lyoncam_daemon.config import CameraConfig, Config
+from lyoncam_daemon.config import CameraConfig, Config, public_url
 from lyoncam_daemon.enrich.stage import Enricher, enrich
 from lyoncam_daemon.frames.judge import Judge, LastFrame, Outcome, Verdict
 from lyoncam_daemon.observe.stats import CameraStats, Condition, ErrorKind, State, Stats
@@ -184,7 +184,7 @@ def build_sidecar(camera: CameraConfig, fetched: Fetched, verdict: Verdict,
         "lat": camera.lat,
         "lon": camera.lon,
         "captured_at": iso_utc(captured_at),
-        "url": camera.url,
+        "url": public_url(camera.url),
         "sha256": verdict.sha256,
         "bytes": len(fetched.body),
         "width": verdict.width,
@@ -213,7 +213,8 @@ class CameraTask:
         self.last: LastFrame | None = None
         self.write_error: str | None = None
         self._recovered = False
-        self._host = urlsplit(camera.url).netloc
+        # Host and port only: the slots' key never holds a camera's `user:password@`.
+        self._host = urlsplit(camera.url).netloc.rpartition("@")[2]
         #: How long the last answer took; None before the first.
         self._last_fetch_s: float | None = None
         self._logged_failures: set[str] = set()
@@ -357,6 +358,7 @@ class CameraTask:
                     self.rt.session, self.camera.url, time_limit=limit,
                     max_bytes=self.rt.config.http.max_frame_bytes, validators=self.validators,
                     connect_timeout=self.rt.config.http.connect_timeout,
+                    follow_redirects=self.rt.config.http.follow_redirects,
                 )
                 if not fetched.not_modified:
                     await self.rt.pipeline.acquire()  # released by _judge_and_store

@@ -33,6 +33,7 @@ from lyoncam_daemon.config.model import (
     parse_config,
     parse_duration,
     parse_size,
+    public_url,
     shown,
 )
 
@@ -60,5 +61,6 @@ __all__ = [
     "parse_config",
     "parse_duration",
     "parse_size",
+    "public_url",
     "shown",
 ]

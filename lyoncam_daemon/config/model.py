@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 from pydantic import (
@@ -156,6 +156,19 @@ def check_url(url: str) -> str:
     return url
 
 
+def public_url(url: str) -> str:
+    """`url` as it may be written down (sidecars, datasets, buckets): no `user:password@`,
+    no fragment, and the query's names without their values (`?token=`), so a dataset
+    shared later carries no camera's credentials."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return ""
+    host = parts.netloc.rpartition("@")[2]
+    query = "&".join(pair.partition("=")[0] + "=" for pair in parts.query.split("&") if pair)
+    return urlunsplit((parts.scheme, host, parts.path, query, ""))
+
+
 def fingerprint_bits(hash_size: int) -> int:
     """Bits in a fingerprint: every algorithm of frames/fingerprint.py makes a hash_size x
     hash_size grid (tests/config/test_config.py checks this against its fingerprint)."""
@@ -201,6 +214,9 @@ class HttpSettings(_Model):
     (CriTer frames are 280-610 KB)."""
     connect_timeout: Duration = Field(10.0, gt=0)
     """Seconds to connect."""
+    follow_redirects: bool = True
+    """Follow a camera's redirects, only ever to its own scheme, host and port (a redirect
+    elsewhere is the error `redirect_refused`); false refuses every redirect."""
 
     @field_validator("user_agent")
     @classmethod
