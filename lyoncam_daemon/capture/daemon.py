@@ -24,6 +24,7 @@ import aiohttp
 import structlog
 
 from lyoncam_daemon import __version__
+from lyoncam_daemon.capture import hangup
 from lyoncam_daemon.capture.camera import Runtime, pipeline_size
 from lyoncam_daemon.capture.fetch import Slots
 from lyoncam_daemon.capture.notify import Notifier, watchdog_interval
@@ -183,6 +184,10 @@ class Daemon:
                           data_dir=str(cfg.data_dir), pid=os.getpid(), status=self.status_url)
             reporter = asyncio.create_task(self._report_loop(), name="reporter")
             self._supervised_start()
+            if self.owns_process and hangup.take():
+                # Held since `run` began (hangup.py): applied now that every camera runs.
+                self.log.info("reloading: SIGHUP received during start-up")
+                self.request_reload()
             await self.stop.wait()
             await self._supervised_stop()
             self.log.info("stopping", grace_s=self.config.shutdown_grace)
