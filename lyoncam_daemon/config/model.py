@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -891,9 +892,12 @@ def _file_problem(path: Path) -> str | None:
 def data_dir_problem(data_dir: Path) -> str | None:
     """Why `run` could not store frames in `data_dir`, or None.
 
-    `check` calls this so a file that passes also starts; `run` finds the same problems
-    when it creates the folder and takes its lock (StartupError). Root passes every
-    permission test, so for root only a file in the way is found here.
+    `check` and `run` both ask this before anything else (capture/commands.py), so a file
+    that passes `check` also starts. It does what `run` does first, without keeping
+    anything: creates a folder where `run` would create its own (in data_dir, or in the
+    nearest folder above it that exists) and removes it again. Permission bits cannot tell:
+    root passes every test of them, and /proc or /sys look writable to root but refuse
+    folders.
     """
     existing = data_dir
     try:
@@ -902,11 +906,11 @@ def data_dir_problem(data_dir: Path) -> str | None:
         if not existing.is_dir():
             what = "is" if existing == data_dir else f"would be inside {existing}, which is"
             return f"data_dir {data_dir} {what} not a folder"
-        if not os.access(existing, os.W_OK | os.X_OK):
-            what = "is" if existing == data_dir else f"would be created in {existing}, which is"
-            return f"data_dir {data_dir} {what} not writable"
+        probe = tempfile.mkdtemp(prefix=".lyoncam-check-", dir=existing)
+        os.rmdir(probe)
     except OSError as exc:
-        return f"data_dir {data_dir}: {exc.strerror or exc}"
+        where = "" if existing == data_dir else f" (in {existing})"
+        return f"data_dir {data_dir}: cannot create folders there{where}: {exc.strerror or exc}"
     return None
 
 

@@ -28,6 +28,7 @@ from obstore.exceptions import AlreadyExistsError, BaseError, NotFoundError
 from obstore.store import S3Store
 
 from lyoncam_daemon.config import StorageSettings
+from lyoncam_daemon.config.files import SmallFileError, read_small_file
 from lyoncam_daemon.storage import Frame, StoredFrame, StoreError, encode_sidecar
 from lyoncam_daemon.storage.layout import frame_key, parse_frame_stem
 
@@ -51,10 +52,10 @@ def load_credentials(settings: StorageSettings,
     if settings.credentials_file is not None:
         source = str(settings.credentials_file)
         try:
-            text = settings.credentials_file.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise CredentialsError(f"storage.credentials_file {source}: "
-                                   f"{exc.strerror or exc}") from None
+            text = read_small_file(settings.credentials_file).decode("utf-8")
+        except (SmallFileError, UnicodeDecodeError) as exc:
+            reason = "not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else str(exc)
+            raise CredentialsError(f"storage.credentials_file {source}: {reason}") from None
         values = _env_file(text)
     missing = [k for k in _KEYS if not values.get(k)]
     if missing:
