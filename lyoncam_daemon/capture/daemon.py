@@ -40,7 +40,7 @@ from lyoncam_daemon.observe.metrics import DiskFigures
 from lyoncam_daemon.observe.recent import RecentFrames
 from lyoncam_daemon.observe.stats import Snapshot, Stats
 from lyoncam_daemon.observe.status import Sources, StatusServer
-from lyoncam_daemon.storage import DeleteHook, Storage, StoreHook, iso_utc
+from lyoncam_daemon.storage import DeleteHook, Storage, StoreDenied, StoreHook, iso_utc
 from lyoncam_daemon.storage.filesystem import FilesystemStorage
 from lyoncam_daemon.storage.retention import FreeSpaceGuard, RetentionPass
 from lyoncam_daemon.storage.spool import SpoolStats
@@ -146,7 +146,10 @@ class Daemon:
             storage = self._guarded(self._storage or build_storage(cfg, self.state, self.stats))
             with ThreadPoolExecutor(cfg.dedup.workers, thread_name_prefix="lyoncam-decode") as pool:
                 judge = build_judge(cfg, pool)
-                await storage.open()
+                try:
+                    await storage.open()
+                except StoreDenied as exc:  # wrong keys: say so now, not after weeks of spool
+                    raise StartupError(f"storage: {exc}") from None
                 await self._start_monitoring()
                 try:
                     return await self._run_with(judge, storage)

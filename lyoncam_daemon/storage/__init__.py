@@ -28,6 +28,7 @@ __all__ = [
     "DeleteHook",
     "Frame",
     "Storage",
+    "StoreDenied",
     "StoreError",
     "StoreHook",
     "StoredFrame",
@@ -50,6 +51,11 @@ def encode_sidecar(sidecar: Mapping[str, Any]) -> bytes:
 
 class StoreError(Exception):
     """A frame could not be stored; nothing partial was left behind, nothing older touched."""
+
+
+class StoreDenied(StoreError):
+    """The store refuses our credentials (HTTP 401/403): not an outage, waiting will not
+    mend it. At start this stops the daemon; later it is its own condition (spool.py)."""
 
 
 @dataclass(frozen=True)
