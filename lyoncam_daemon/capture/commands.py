@@ -18,6 +18,7 @@ from lyoncam_daemon.arguments import (
     Command,
     plural,
     port,
+    say,
     say_errors,
 )
 
