@@ -178,11 +178,10 @@ async def test_a_reload_that_cancels_a_camera_mid_write_keeps_its_last_frame_and
         async with CriterSimulator(["M"], period=600, etag=False) as sim:  # one picture
             config = make_config(tmp_path, {"M": sim.url("M")}, interval=0.1)
             daemon = Daemon(config, hooks=[hook], storage=store)
+            store.gate.clear()  # the first frame's write will be slow
             task = asyncio.create_task(daemon.run())
-            await until(lambda: daemon.registry is not None, "the registry")
+            await asyncio.wait_for(store.waiting.wait(), 30)  # the first frame, mid-write
             assert daemon.registry is not None
-            store.gate.clear()
-            await asyncio.wait_for(store.waiting.wait(), 10)  # the first frame, mid-write
             changed = config.cameras[0].model_copy(update={"threshold": 10})
             old = daemon.registry._cameras["M"][1]
             replacing = asyncio.create_task(daemon.registry.replace(changed, grace=0.05))
