@@ -49,8 +49,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    words = sys.argv[1:] if argv is None else list(argv)
+    if words[:1] == ["run"]:
+        # Before the parser and every import of `run`: a SIGHUP now is a reload for later.
+        from lyoncam_daemon.capture import hangup
+
+        hangup.hold()
     try:
-        args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+        args = build_parser().parse_args(words)
         return int(args.func(args))
     except KeyboardInterrupt:
         return 130

@@ -44,6 +44,10 @@ class SeaweedS3:
 
     folder: Path
     bucket: str = "frames"
+    #: The one user it accepts (from its environment at start: change them and start again
+    #: to make the daemon's keys wrong).
+    access_key: str = ACCESS_KEY
+    secret_key: str = SECRET_KEY
     ports: dict[str, int] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
 
@@ -53,7 +57,7 @@ class SeaweedS3:
 
     @property
     def env(self) -> dict[str, str]:
-        return {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY}
+        return {"AWS_ACCESS_KEY_ID": self.access_key, "AWS_SECRET_ACCESS_KEY": self.secret_key}
 
     def start(self) -> None:
         if not self.ports:
@@ -74,8 +78,8 @@ class SeaweedS3:
         import obstore
         from obstore.store import S3Store
 
-        store = S3Store(self.bucket, endpoint=self.endpoint, access_key_id=ACCESS_KEY,
-                        secret_access_key=SECRET_KEY, region="us-east-1",
+        store = S3Store(self.bucket, endpoint=self.endpoint, access_key_id=self.access_key,
+                        secret_access_key=self.secret_key, region="us-east-1",
                         virtual_hosted_style_request=False,
                         client_options={"allow_http": True})
         deadline = time.monotonic() + limit

@@ -76,20 +76,47 @@ def test_check_refuses_a_data_dir_that_is_a_file(
         f"{tmp_path / 'frames'}, which is not a folder")
 
 
-def test_check_refuses_a_data_dir_that_cannot_be_created(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+def run_quickly(cfg: Path) -> tuple[int, str]:
+    """`run` in its own process: the exit code and the last line of stderr."""
+    proc = subprocess.run([sys.executable, "-m", "lyoncam_daemon", "run", "--config", str(cfg),
+                           "--status-port", "0"], capture_output=True, text=True, timeout=60,
+                          cwd=REPO)
+    return proc.returncode, proc.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("place", ["/proc", "/sys"])
+def test_check_refuses_the_data_dir_run_refuses_with_the_same_line(
+    place: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
 ) -> None:
-    locked = tmp_path / "locked"
-    locked.mkdir(mode=0o555)
-    if os.geteuid() == 0:  # root may write anywhere: make the permission test see a user's
-        real_access = os.access
-        monkeypatch.setattr(os, "access", lambda p, mode: Path(p) != locked
-                            and real_access(p, mode))
+    """/proc and /sys look writable to root but take no folder: `check` finds it by doing
+    what `run` does first (one function for both), not from permission bits."""
     cfg = tmp_path / "cameras.yaml"
-    cfg.write_text(f"data_dir: {locked / 'data'}\n" + CAMERA)
-    assert check(cfg, capsys) == (
-        2, f"error: {cfg}: data_dir {locked / 'data'} would be created in {locked}, which is "
-        "not writable")
+    cfg.write_text(f"data_dir: {place}/lyoncam\n" + CAMERA)
+    code, line = check(cfg, capsys)
+    assert code == 2
+    assert line.startswith(f"error: {cfg}: data_dir {place}/lyoncam: cannot create folders "
+                           f"there (in {place}): ")
+    assert "\n" not in line
+    assert run_quickly(cfg) == (2, line)
+
+
+@pytest.mark.parametrize("what", ["/dev/zero", "fifo", "folder"])
+def test_a_credentials_file_that_is_no_file_is_one_line_in_check_and_run(
+    what: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Read bounded and only if a regular file: /dev/zero never ends, a FIFO waits for a
+    writer forever, a folder cannot be read."""
+    path = Path(what) if what.startswith("/") else tmp_path / what
+    if what == "fifo":
+        os.mkfifo(path)
+    elif what == "folder":
+        path.mkdir()
+    cfg = tmp_path / "cameras.yaml"
+    cfg.write_text(f"data_dir: {tmp_path / 'data'}\nstorage:\n  kind: s3\n  bucket: frames\n"
+                   f"  credentials_file: {path}\n" + CAMERA)
+    expected = f"error: {cfg}: storage: storage.credentials_file {path}: not a regular file"
+    assert check(cfg, capsys) == (2, expected)
+    assert run_quickly(cfg) == (2, expected)
 
 
 def test_check_accepts_a_data_dir_still_to_be_created(

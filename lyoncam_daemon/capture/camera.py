@@ -8,6 +8,7 @@ they share only the HTTP session, the request slots and the decode pool.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from collections.abc import Sequence
@@ -31,7 +32,7 @@ from lyoncam_daemon.capture.fetch import (
     fetch_frame,
 )
 from lyoncam_daemon.capture.schedule import backoff_delay, next_due
-from lyoncam_daemon.config import CameraConfig, Config
+from lyoncam_daemon.config import CameraConfig, Config, public_url
 from lyoncam_daemon.enrich.stage import Enricher, enrich
 from lyoncam_daemon.frames.judge import Judge, LastFrame, Outcome, Verdict
 from lyoncam_daemon.observe.stats import CameraStats, Condition, ErrorKind, State, Stats
@@ -184,7 +185,7 @@ def build_sidecar(camera: CameraConfig, fetched: Fetched, verdict: Verdict,
         "lat": camera.lat,
         "lon": camera.lon,
         "captured_at": iso_utc(captured_at),
-        "url": camera.url,
+        "url": public_url(camera.url),
         "sha256": verdict.sha256,
         "bytes": len(fetched.body),
         "width": verdict.width,
@@ -213,10 +214,12 @@ class CameraTask:
         self.last: LastFrame | None = None
         self.write_error: str | None = None
         self._recovered = False
-        self._host = urlsplit(camera.url).netloc
+        # Host and port only: the slots' key never holds a camera's `user:password@`.
+        self._host = urlsplit(camera.url).netloc.rpartition("@")[2]
         #: How long the last answer took; None before the first.
         self._last_fetch_s: float | None = None
-        self._logged_failures: set[str] = set()
+        #: Parts (enrichers, hooks) failing now → the kind of their failure (`_failing`).
+        self._failures: dict[str, str] = {}
         self._crash: str | None = None
         self.log = structlog.get_logger("lyoncam.camera").bind(camera=camera.id)
         rt.stats.camera(camera.id)  # listed in summaries before its first poll ends
@@ -357,6 +360,7 @@ class CameraTask:
                     self.rt.session, self.camera.url, time_limit=limit,
                     max_bytes=self.rt.config.http.max_frame_bytes, validators=self.validators,
                     connect_timeout=self.rt.config.http.connect_timeout,
+                    follow_redirects=self.rt.config.http.follow_redirects,
                 )
                 if not fetched.not_modified:
                     await self.rt.pipeline.acquire()  # released by _judge_and_store
@@ -394,15 +398,35 @@ class CameraTask:
     async def _store(self, fetched: Fetched, verdict: Verdict) -> bool:
         captured_at = datetime.now(UTC)
         extra = await enrich(self.rt.enrichers, self.camera, captured_at, verdict)
+        failed = set()
         for name, reason in extra.failures:
+            failed.add(name)
             self.stats.enrich_errors += 1
-            self._once(f"enrich:{name}:{reason}", "enricher failed; frame stored without it",
-                       enricher=name, error=reason)
+            if self._failing(f"enricher {name}", reason):
+                self.log.warning("enricher failed; frame stored without it", enricher=name,
+                                 error=reason)
+        for enricher in self.rt.enrichers:
+            if enricher.name not in failed and self._working(f"enricher {enricher.name}"):
+                self.log.info("enricher works again", enricher=enricher.name)
         # The core fields win: an enricher can add to a sidecar, never rewrite its facts.
         sidecar = {**extra.fields, **build_sidecar(self.camera, fetched, verdict, captured_at)}
+        # Saved and recorded (last frame, hooks) as one, even if this task is cancelled
+        # meanwhile (a reload's grace ran out): the frame may be on disk already, and a task
+        # that forgot it would store it again and the index would never hear of it.
+        recording = asyncio.ensure_future(self._save_and_record(
+            Frame(self.camera.id, captured_at, fetched.body, sidecar), verdict))
         try:
-            stored = await self.rt.storage.save(
-                Frame(self.camera.id, captured_at, fetched.body, sidecar))
+            return await asyncio.shield(recording)
+        except asyncio.CancelledError:
+            if not recording.done():
+                with contextlib.suppress(Exception):
+                    await recording  # a second cancel (a second Ctrl-C) ends this at once
+            raise
+
+    async def _save_and_record(self, frame: Frame, verdict: Verdict) -> bool:
+        sidecar = frame.sidecar
+        try:
+            stored = await self.rt.storage.save(frame)
         except StoreError as exc:
             self._write_failed(str(exc))
             return False
@@ -413,20 +437,24 @@ class CameraTask:
         self.rt.stats.storage_error = None
         self.last = LastFrame(sha256=verdict.sha256, fingerprint=verdict.fingerprint)
         self.stats.stored_bytes += stored.size
-        self._stored_at(sidecar["captured_at"], captured_at.timestamp())
+        self._stored_at(sidecar["captured_at"], frame.captured_at.timestamp())
         self.log.debug("stored", key=stored.key, bytes=stored.size, distance=verdict.distance)
         await self._after_store(stored)
         return True
 
     async def _after_store(self, stored: StoredFrame) -> None:
         for hook in self.rt.hooks:
+            name = getattr(hook, "__qualname__", type(hook).__name__)
             try:
                 await hook(stored)
             except Exception as exc:  # the frame is stored: a hook's bug costs only its part
                 self.stats.hook_errors += 1
-                name = getattr(hook, "__qualname__", type(hook).__name__)
-                self._once(f"hook:{name}:{type(exc).__name__}", "post-store hook failed",
-                           hook=name, error=f"{type(exc).__name__}: {exc}")
+                error = f"{type(exc).__name__}: {exc}"
+                if self._failing(f"hook {name}", error):
+                    self.log.warning("post-store hook failed", hook=name, error=error)
+            else:
+                if self._working(f"hook {name}"):
+                    self.log.info("post-store hook works again", hook=name)
 
     def _write_failed(self, error: str) -> None:
         self.stats.write_errors += 1
@@ -436,11 +464,20 @@ class CameraTask:
         self.write_error = error
         self._set_condition(Condition.WRITE_FAILING)
 
-    def _once(self, key: str, event: str, **fields: Any) -> None:
-        """Log a recurring failure once per distinct cause, not once per frame."""
-        if key not in self._logged_failures:
-            self._logged_failures.add(key)
-            self.log.warning(event, **fields)
+    def _failing(self, part: str, error: str) -> bool:
+        """Record a failure of `part` (an enricher, a hook); whether to log it: when it
+        starts, or when its kind changes (the exception's type, not its text, which may
+        differ every frame). One entry per part, so the memory stays as small as the list
+        of parts, and `_working` forgets it: a failure that returns is logged again."""
+        kind = error.partition(":")[0]
+        if self._failures.get(part) == kind:
+            return False
+        self._failures[part] = kind
+        return True
+
+    def _working(self, part: str) -> bool:
+        """`part` worked: whether it was failing until now (then say so once)."""
+        return self._failures.pop(part, None) is not None
 
     def _counted(self, outcome: Outcome, fetched: Fetched, verdict: Verdict | None = None) -> None:
         self.rt.stats.counted(self.stats, outcome.value)

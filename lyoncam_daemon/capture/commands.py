@@ -80,6 +80,25 @@ def load_checked(path: Path, args: argparse.Namespace | None = None,
     return config
 
 
+def start_problems(config: Config) -> list[str]:
+    """What would stop `run` before its first camera, beyond the config file itself: a
+    data_dir it cannot create folders in, S3 credentials it cannot read. `check` and `run`
+    both ask here, so a file `check` passes also starts (one line per problem)."""
+    from lyoncam_daemon.config import data_dir_problem
+
+    problems = []
+    if problem := data_dir_problem(config.data_dir):
+        problems.append(problem)
+    if config.storage.kind == "s3":
+        from lyoncam_daemon.storage.s3 import CredentialsError, load_credentials
+
+        try:
+            load_credentials(config.storage)
+        except CredentialsError as exc:
+            problems.append(f"storage: {exc}")
+    return problems
+
+
 def _overridden(config: Config, args: argparse.Namespace) -> Config:
     """The command line's settings over the file's (at start and at each reload)."""
     if args.data_dir is not None:
@@ -144,6 +163,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         say_errors(exc.errors)
         return EXIT_USAGE
+    if problems := start_problems(config):
+        say_errors([f"{args.config}: {p}" for p in problems])
+        return EXIT_USAGE
     from lyoncam_daemon.capture.daemon import run_daemon
 
     return run_daemon(config, reload_config=lambda: load_checked(args.config, args))
@@ -157,15 +179,15 @@ def add_check_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from lyoncam_daemon.config import ConfigError, data_dir_problem
+    from lyoncam_daemon.config import ConfigError
 
     try:
         config = load_checked(args.config)
     except ConfigError as exc:
         say_errors(exc.errors)
         return EXIT_USAGE
-    if problem := data_dir_problem(config.data_dir):
-        say(f"error: {args.config}: {problem}")
+    if problems := start_problems(config):
+        say_errors([f"{args.config}: {p}" for p in problems])
         return EXIT_USAGE
     enabled = len(config.enabled_cameras)
     in_shard = f" in shard {config.shard}" if config.shard is not None else ""

@@ -24,6 +24,7 @@ import aiohttp
 import structlog
 
 from lyoncam_daemon import __version__
+from lyoncam_daemon.capture import hangup
 from lyoncam_daemon.capture.camera import Runtime, pipeline_size
 from lyoncam_daemon.capture.fetch import Slots
 from lyoncam_daemon.capture.notify import Notifier, watchdog_interval
@@ -39,7 +40,7 @@ from lyoncam_daemon.observe.metrics import DiskFigures
 from lyoncam_daemon.observe.recent import RecentFrames
 from lyoncam_daemon.observe.stats import Snapshot, Stats
 from lyoncam_daemon.observe.status import Sources, StatusServer
-from lyoncam_daemon.storage import Storage, StoreHook, iso_utc
+from lyoncam_daemon.storage import DeleteHook, Storage, StoreDenied, StoreHook, iso_utc
 from lyoncam_daemon.storage.filesystem import FilesystemStorage
 from lyoncam_daemon.storage.retention import FreeSpaceGuard, RetentionPass
 from lyoncam_daemon.storage.spool import SpoolStats
@@ -88,7 +89,9 @@ class Daemon:
     """The capture daemon. `await run()` returns when stopped; `request_stop()` stops it.
 
     `enrichers` add sidecar fields to each frame before it is stored and `hooks` are told
-    of each stored frame (enrich.py, storage/__init__.py): the seams later features use.
+    of each stored frame (enrich.py, storage/__init__.py): the seams later features use;
+    `on_delete` is told of each frame the start-up repair deletes (the index; retention
+    tells the index itself, through its cells).
     `reload_config` re-reads the config file on SIGHUP (raising ConfigError, as `check`);
     `notifier` tells systemd when the daemon is ready, reloading or stopping.
     """
@@ -97,7 +100,8 @@ class Daemon:
                  *, enrichers: Sequence[Enricher] = (), hooks: Sequence[StoreHook] = (),
                  storage: Storage | None = None,
                  reload_config: Callable[[], Config] | None = None,
-                 notifier: Notifier | None = None) -> None:
+                 notifier: Notifier | None = None,
+                 on_delete: DeleteHook | None = None) -> None:
         self.config = config
         #: True when this daemon is the whole process (`run`): signals arriving after the
         #: stop are then ignored instead of killing the exit code with 130/143.
@@ -105,6 +109,7 @@ class Daemon:
         self.stats = stats if stats is not None else Stats()
         self.enrichers = enrichers
         self.hooks = hooks
+        self.on_delete = on_delete
         self.state = StateDir(config.data_dir)
         self._storage = storage
         self.stop = asyncio.Event()
@@ -141,7 +146,10 @@ class Daemon:
             storage = self._guarded(self._storage or build_storage(cfg, self.state, self.stats))
             with ThreadPoolExecutor(cfg.dedup.workers, thread_name_prefix="lyoncam-decode") as pool:
                 judge = build_judge(cfg, pool)
-                await storage.open()
+                try:
+                    await storage.open()
+                except StoreDenied as exc:  # wrong keys: say so now, not after weeks of spool
+                    raise StartupError(f"storage: {exc}") from None
                 await self._start_monitoring()
                 try:
                     return await self._run_with(judge, storage)
@@ -179,6 +187,10 @@ class Daemon:
                           data_dir=str(cfg.data_dir), pid=os.getpid(), status=self.status_url)
             reporter = asyncio.create_task(self._report_loop(), name="reporter")
             self._supervised_start()
+            if self.owns_process and hangup.take():
+                # Held since `run` began (hangup.py): applied now that every camera runs.
+                self.log.info("reloading: SIGHUP received during start-up")
+                self.request_reload()
             await self.stop.wait()
             await self._supervised_stop()
             self.log.info("stopping", grace_s=self.config.shutdown_grace)
@@ -211,6 +223,8 @@ class Daemon:
         if not isinstance(storage, FilesystemStorage):
             return storage
         self._fs = storage
+        if storage.forget is None:
+            storage.forget = self.on_delete
         self.guard = FreeSpaceGuard(storage, self.config.data_dir,
                                     self.config.retention.min_free_bytes)
         from lyoncam_daemon.curation.dataset import THIN_BELOW
@@ -513,7 +527,8 @@ def run_daemon(config: Config, reload_config: Callable[[], Config] | None = None
     # in an object store are not there, so it is kept only for the filesystem store.
     hooks = [index] if config.storage.kind == "filesystem" else []
     daemon = Daemon(config, owns_process=True, enrichers=build_enrichers(config), hooks=hooks,
-                    reload_config=reload_config, notifier=Notifier.from_env())
+                    reload_config=reload_config, notifier=Notifier.from_env(),
+                    on_delete=index.forget if hooks else None)
     try:
         return asyncio.run(daemon.run())
     except StartupError as exc:

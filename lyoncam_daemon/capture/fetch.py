@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import re
 import time
 from collections import deque
 from collections.abc import AsyncIterator
@@ -20,8 +21,14 @@ from dataclasses import dataclass
 from enum import Enum
 
 import aiohttp
+from yarl import URL
 
 from lyoncam_daemon.observe.stats import ErrorKind
+
+#: Redirects followed in one poll before it fails with `too many redirects` (as browsers,
+#: which stop at about 20; a camera needs one at most).
+MAX_REDIRECTS = 10
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 
 @dataclass(frozen=True)
@@ -78,28 +85,22 @@ async def fetch_frame(
     max_bytes: int,
     validators: Validators | None = None,
     connect_timeout: float | None = None,
+    follow_redirects: bool = True,
 ) -> Fetched:
     """GET `url`, reading at most `max_bytes` of body within `time_limit` seconds in total.
 
     The CriTer server answers chunked with no Content-Length, so the cap is enforced while
     streaming: a runaway body costs at most `max_bytes` of memory, never more.
-    `connect_timeout` is the session's (only used to word the error).
+    `connect_timeout` is the session's (only used to word the error). Redirects are followed
+    only to the camera's own scheme, host and port (`redirect_target`), and not at all
+    without `follow_redirects`: a refused one is an error of its own kind.
     """
     headers = validators.headers() if validators else {}
     started = time.monotonic()
     try:
         async with asyncio.timeout(time_limit):
-            async with session.get(url, headers=headers, allow_redirects=True) as resp:
-                if resp.status == 304:
-                    return _fetched(resp, b"", started)
-                if resp.status >= 400:
-                    reason = f"HTTP {resp.status} {resp.reason or ''}".strip()
-                    raise FetchError(ErrorKind.HTTP, reason, resp.status)
-                if resp.content_length is not None and resp.content_length > max_bytes:
-                    raise FetchError(ErrorKind.TOO_LARGE, f"Content-Length {resp.content_length} "
-                                     f"over the {max_bytes}-byte cap")
-                body = await _read_capped(resp, max_bytes)
-                return _fetched(resp, body, started)
+            return await _get(session, URL(url, encoded=False), headers, max_bytes, started,
+                              follow_redirects)
     except FetchError:
         raise
     except aiohttp.ConnectionTimeoutError:
@@ -112,10 +113,54 @@ async def fetch_frame(
     except aiohttp.ClientConnectorDNSError as exc:
         raise FetchError(ErrorKind.DNS, _short(exc)) from None
     except aiohttp.ClientResponseError as exc:
-        raise FetchError(ErrorKind.HTTP, f"HTTP {exc.status} {exc.message}", exc.status) \
+        raise FetchError(ErrorKind.HTTP, scrub(f"HTTP {exc.status} {exc.message}"), exc.status) \
             from None
-    except (aiohttp.ClientError, OSError) as exc:
+    except (aiohttp.ClientError, OSError, ValueError) as exc:  # ValueError: a URL yarl refuses
         raise FetchError(ErrorKind.CONNECTION, _short(exc)) from None
+
+
+def redirect_target(current: URL, location: str) -> URL:
+    """Where a redirect from `current` leads, if it stays on the same scheme, host and port
+    (keeping the camera's user-info for it); FetchError(redirect_refused) otherwise.
+
+    A camera that answers 302 to another host would otherwise have that host's picture
+    stored under the camera's name, and the camera's credentials sent along.
+    """
+    try:
+        target = current.join(URL(location))
+    except ValueError:
+        raise FetchError(ErrorKind.HTTP, "a redirect with an unusable Location") from None
+    if (target.scheme, target.host, target.port) != (current.scheme, current.host, current.port):
+        raise FetchError(ErrorKind.REDIRECT_REFUSED,
+                         f"redirect to {target.scheme}://{target.host}:{target.port} refused: "
+                         "only the camera's own scheme and host are followed")
+    if current.user is not None and target.user is None:
+        target = target.with_user(current.user).with_password(current.password)
+    return target
+
+
+async def _get(session: aiohttp.ClientSession, url: URL, headers: dict[str, str],
+               max_bytes: int, started: float, follow_redirects: bool) -> Fetched:
+    for _ in range(MAX_REDIRECTS + 1):
+        async with session.get(url, headers=headers, allow_redirects=False) as resp:
+            if resp.status in _REDIRECTS:
+                if not follow_redirects:
+                    raise FetchError(ErrorKind.REDIRECT_REFUSED,
+                                     f"HTTP {resp.status} redirect refused: "
+                                     "http.follow_redirects is off", resp.status)
+                url = redirect_target(url, resp.headers.get("Location", ""))
+                continue
+            if resp.status == 304:
+                return _fetched(resp, b"", started)
+            if resp.status >= 400:
+                reason = f"HTTP {resp.status} {resp.reason or ''}".strip()
+                raise FetchError(ErrorKind.HTTP, reason, resp.status)
+            if resp.content_length is not None and resp.content_length > max_bytes:
+                raise FetchError(ErrorKind.TOO_LARGE, f"Content-Length {resp.content_length} "
+                                 f"over the {max_bytes}-byte cap")
+            body = await _read_capped(resp, max_bytes)
+            return _fetched(resp, body, started)
+    raise FetchError(ErrorKind.HTTP, f"too many redirects (more than {MAX_REDIRECTS})")
 
 
 async def _read_capped(resp: aiohttp.ClientResponse, max_bytes: int) -> bytes:
@@ -144,7 +189,7 @@ def _fetched(resp: aiohttp.ClientResponse, body: bytes, started: float) -> Fetch
 
 def _short(exc: BaseException) -> str:
     """One line: exception messages from aiohttp can span lines and repeat the URL."""
-    text = str(exc).splitlines()[0] if str(exc) else ""
+    text = scrub(str(exc).splitlines()[0]) if str(exc) else ""
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
@@ -164,6 +209,16 @@ class Turn:
     """A granted turn. On the `kept` one the request must answer within its fast limit."""
 
     kept: bool
+
+
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@?#]*@")
+_QUERY_VALUE = re.compile(r"([?&][^=&\s#'\"]*)=[^&\s#'\"]*")
+
+
+def scrub(text: str) -> str:
+    """An error message without any URL's user-info or query values: aiohttp names the URL
+    in some of its errors, and a camera URL may carry `user:password@` or `?token=`."""
+    return _QUERY_VALUE.sub(r"\1=", _USERINFO.sub(r"\1", text))
 
 
 class Slots:

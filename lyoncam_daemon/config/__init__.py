@@ -2,8 +2,9 @@
 
 Lives here: the model and its loader (model.py: unknown keys are errors, every default is in
 the model, errors are one line naming file, line, camera and field) and the shard rule
-(shard.py: which cameras a process owns), because a config names its shard; and the
-configuration reference of the docs, generated from the model (reference.py).
+(shard.py: which cameras a process owns), because a config names its shard; the
+configuration reference of the docs, generated from the model (reference.py); and the one
+way to read a small file a setting names (files.py: bounded, regular files only).
 
 May import: nothing else of lyoncam. Everything else imports this package, so it is the
 ground floor; the names below are its public face.
@@ -33,6 +34,7 @@ from lyoncam_daemon.config.model import (
     parse_config,
     parse_duration,
     parse_size,
+    public_url,
     shown,
 )
 
@@ -60,5 +62,6 @@ __all__ = [
     "parse_config",
     "parse_duration",
     "parse_size",
+    "public_url",
     "shown",
 ]

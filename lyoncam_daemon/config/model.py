@@ -10,10 +10,11 @@ from __future__ import annotations
 import math
 import os
 import re
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 from pydantic import (
@@ -156,6 +157,19 @@ def check_url(url: str) -> str:
     return url
 
 
+def public_url(url: str) -> str:
+    """`url` as it may be written down (sidecars, datasets, buckets): no `user:password@`,
+    no fragment, and the query's names without their values (`?token=`), so a dataset
+    shared later carries no camera's credentials."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return ""
+    host = parts.netloc.rpartition("@")[2]
+    query = "&".join(pair.partition("=")[0] + "=" for pair in parts.query.split("&") if pair)
+    return urlunsplit((parts.scheme, host, parts.path, query, ""))
+
+
 def fingerprint_bits(hash_size: int) -> int:
     """Bits in a fingerprint: every algorithm of frames/fingerprint.py makes a hash_size x
     hash_size grid (tests/config/test_config.py checks this against its fingerprint)."""
@@ -201,6 +215,9 @@ class HttpSettings(_Model):
     (CriTer frames are 280-610 KB)."""
     connect_timeout: Duration = Field(10.0, gt=0)
     """Seconds to connect."""
+    follow_redirects: bool = True
+    """Follow a camera's redirects, only ever to its own scheme, host and port (a redirect
+    elsewhere is the error `redirect_refused`); false refuses every redirect."""
 
     @field_validator("user_agent")
     @classmethod
@@ -875,9 +892,12 @@ def _file_problem(path: Path) -> str | None:
 def data_dir_problem(data_dir: Path) -> str | None:
     """Why `run` could not store frames in `data_dir`, or None.
 
-    `check` calls this so a file that passes also starts; `run` finds the same problems
-    when it creates the folder and takes its lock (StartupError). Root passes every
-    permission test, so for root only a file in the way is found here.
+    `check` and `run` both ask this before anything else (capture/commands.py), so a file
+    that passes `check` also starts. It does what `run` does first, without keeping
+    anything: creates a folder where `run` would create its own (in data_dir, or in the
+    nearest folder above it that exists) and removes it again. Permission bits cannot tell:
+    root passes every test of them, and /proc or /sys look writable to root but refuse
+    folders.
     """
     existing = data_dir
     try:
@@ -886,11 +906,11 @@ def data_dir_problem(data_dir: Path) -> str | None:
         if not existing.is_dir():
             what = "is" if existing == data_dir else f"would be inside {existing}, which is"
             return f"data_dir {data_dir} {what} not a folder"
-        if not os.access(existing, os.W_OK | os.X_OK):
-            what = "is" if existing == data_dir else f"would be created in {existing}, which is"
-            return f"data_dir {data_dir} {what} not writable"
+        probe = tempfile.mkdtemp(prefix=".lyoncam-check-", dir=existing)
+        os.rmdir(probe)
     except OSError as exc:
-        return f"data_dir {data_dir}: {exc.strerror or exc}"
+        where = "" if existing == data_dir else f" (in {existing})"
+        return f"data_dir {data_dir}: cannot create folders there{where}: {exc.strerror or exc}"
     return None
 
 

@@ -56,18 +56,32 @@ def data_dir_of(args: argparse.Namespace) -> Path | None:
 
 def add_index_arguments(p: argparse.ArgumentParser) -> None:
     add_data_arguments(p)
-    p.add_argument("--rebuild", action="store_true",
-                   help="re-read every sidecar, not only those of frames the index lacks")
+    how = p.add_mutually_exclusive_group()
+    how.add_argument("--rebuild", action="store_true",
+                     help="re-read every sidecar, not only those of frames the index lacks")
+    how.add_argument("--check", action="store_true",
+                     help="only say whether index and tree agree (exit 0) or not (exit 1); "
+                     "writes nothing")
+
+
+def skipped_link(path: str, target: str) -> None:
+    say(f"warning: skipped symlink {path} -> {target}: never followed")
 
 
 def cmd_index(args: argparse.Namespace) -> int:
-    from lyoncam_daemon.curation.index import IndexFileError, index_path, refresh
+    from lyoncam_daemon.curation.index import IndexFileError, check, index_path, refresh
+    from lyoncam_daemon.storage.tree import SkippedLinks
 
     data_dir = data_dir_of(args)
     if data_dir is None:
         return EXIT_USAGE
+    links = SkippedLinks(skipped_link)
     try:
-        done = refresh(data_dir, rebuild=args.rebuild)
+        if args.check:
+            agreement = check(data_dir, links)
+            print(f"{index_path(data_dir)}: {agreement.line()}")
+            return EXIT_OK if agreement.agrees else EXIT_FAILED
+        done = refresh(data_dir, rebuild=args.rebuild, links=links)
     except IndexFileError as exc:
         say(f"error: {exc}")
         return EXIT_FAILED
@@ -212,6 +226,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
                 "qualify")
         done = sample_by(db, args.n, sidecar_fingerprints(data_dir), args.threshold, wanted)
     picked = done.frames
+    if done.gone:
+        say(f"warning: {len(done.gone)} indexed frames are gone from disk and were not picked "
+            "(`index` drops them from the index)")
     doc = json.dumps({"data_dir": str(data_dir), "frames": [c.as_json() for c in picked]},
                      indent=1)
     if args.out is None:

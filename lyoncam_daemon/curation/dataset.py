@@ -178,7 +178,12 @@ def quotas(sizes: Sequence[int], n: int) -> list[int]:
     return quota
 
 
-#: A frame's fingerprint by key, None when it has none (or it cannot be read).
+class FrameGone(Exception):
+    """The index lists a frame whose files are no longer on disk."""
+
+
+#: A frame's fingerprint by key, None when it has none (or it cannot be read); FrameGone
+#: when the frame itself is gone, so it is never offered.
 FingerprintOf = Callable[[str], Fingerprint | None]
 
 
@@ -186,10 +191,18 @@ def sidecar_fingerprints(data_dir: Path) -> FingerprintOf:
     """Read from the frame's sidecar: the index stays slim (a 4096-bit phash is 1 KB of hex,
     a gigabyte over a million frames), and a sample only looks at a few frames per pick."""
     def load(key: str) -> Fingerprint | None:
+        jpg = data_dir / key
         try:
-            meta = json.loads((data_dir / key).with_suffix(".json").read_bytes())
+            meta = json.loads(jpg.with_suffix(".json").read_bytes())
+        except FileNotFoundError:
+            raise FrameGone(key) from None
+        except (OSError, ValueError):
+            return None
+        if not jpg.is_file():
+            raise FrameGone(key)
+        try:
             return Fingerprint.from_json(meta["fingerprint"])
-        except (OSError, ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError):
             return None
     return load
 
@@ -223,10 +236,17 @@ class _Picked:
         self.frames: list[Candidate] = []
         self.fingerprints: dict[str, list[Fingerprint]] = defaultdict(list)
         self.near_duplicates = 0
+        #: Keys the index lists whose frame is gone from disk: never picked.
+        self.gone: list[str] = []
 
     def offer(self, c: Candidate) -> bool:
-        """Take the frame unless it is a near-duplicate of one taken from its camera."""
-        fp = self.fingerprint_of(c.key)
+        """Take the frame unless it is gone, or a near-duplicate of one taken from its
+        camera."""
+        try:
+            fp = self.fingerprint_of(c.key)
+        except FrameGone:
+            self.gone.append(c.key)
+            return False
         if fp is not None and any(other.compatible(fp) and other.distance(fp) <= self.threshold
                                   for other in self.fingerprints[c.camera]):
             self.near_duplicates += 1
@@ -292,6 +312,8 @@ class Sampled:
     near_duplicates: int
     #: Frames left out because they were pushed already.
     pushed: int
+    #: Keys the index lists whose frame is gone from disk (never picked).
+    gone: list[str] = field(default_factory=list)
 
 
 def sample(db: sqlite3.Connection, n: int, fingerprint_of: FingerprintOf,
@@ -300,7 +322,8 @@ def sample(db: sqlite3.Connection, n: int, fingerprint_of: FingerprintOf,
 
     Stratified by camera x daypart x weather (equal shares, small cells give all they have),
     spread in time within each cell, skipping frames within `threshold` bits of a frame
-    already picked from the same camera, and frames already pushed to Label Studio.
+    already picked from the same camera, frames already pushed to Label Studio, and frames
+    gone from disk (`Sampled.gone`).
     """
     return sample_by(db, n, fingerprint_of, threshold).frames
 
@@ -320,7 +343,7 @@ def sample_by(db: sqlite3.Connection, n: int, fingerprint_of: FingerprintOf,
     (pushed,) = db.execute("SELECT count(*) FROM frames WHERE key IN (SELECT key FROM pushed)"
                            ).fetchone()
     return Sampled(sorted(picked.frames, key=lambda c: (c.camera, c.captured_at)),
-                   dict(kinds), picked.near_duplicates, int(pushed))
+                   dict(kinds), picked.near_duplicates, int(pushed), picked.gone)
 
 
 STRATEGIES = ("balanced", "uncertain", "rare")

@@ -27,7 +27,7 @@ from typing import Any
 
 from lyoncam_daemon.curation import predictions
 from lyoncam_daemon.curation.dataset import UNKNOWN
-from lyoncam_daemon.storage import StoredFrame, parse_frame_stem
+from lyoncam_daemon.storage import StoredFrame, parse_frame_stem, tree
 from lyoncam_daemon.storage.state import STATE_DIR
 from lyoncam_daemon.storage.variety import CellFrame
 
@@ -143,6 +143,17 @@ def upsert(db: sqlite3.Connection, rows: Iterable[Row]) -> None:
     db.execute("COMMIT")
 
 
+def delete_rows(db: sqlite3.Connection, keys: Iterable[str]) -> None:
+    """Drop the frames' rows (the `pushed` ledger keeps its record of what was sent)."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        db.executemany("DELETE FROM frames WHERE key = ?", ((k,) for k in keys))
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+
+
 # --- kept current by the daemon ------------------------------------------------------------
 
 
@@ -170,6 +181,19 @@ class IndexHook:
         except sqlite3.Error as exc:
             raise IndexFileError(f"{self.path}: {exc}") from None
 
+    def forget(self, keys: Sequence[str]) -> None:
+        """A storage.DeleteHook: drop the rows of deleted frames. Blocking (called from the
+        deleting thread), done in the index's own thread, after any pending add."""
+        self._pool.submit(self._forget, list(keys)).result()
+
+    def _forget(self, keys: list[str]) -> None:
+        if self._db is None:
+            self._db = connect(self.path)
+        try:
+            delete_rows(self._db, keys)
+        except sqlite3.Error as exc:
+            raise IndexFileError(f"{self.path}: {exc}") from None
+
     def close(self) -> None:
         """Wait for pending writes, then close the connection in its own thread."""
         self._pool.submit(self._close).result()
@@ -194,31 +218,69 @@ class Refreshed:
     skipped: list[tuple[str, str]] = field(default_factory=list)
 
 
-def frame_keys(data_dir: Path) -> Iterator[str]:
+def frame_keys(data_dir: Path, links: tree.SkippedLinks | None = None) -> Iterator[str]:
     """Keys of every complete frame (JPEG and sidecar) under data_dir; names only, no reads.
 
     Dot-folders (`.lyoncam`) and dot-files (temp files) are skipped, as is any name that
-    is not a frame's (storage/layout.py).
+    is not a frame's (storage/layout.py), and every symlink (storage/tree.py): a frame
+    reached through a link is outside data_dir.
     """
-    try:
-        cameras = sorted(e.name for e in os.scandir(data_dir)
-                         if e.is_dir() and not e.name.startswith("."))
-    except FileNotFoundError:
-        return
+    cameras = sorted((p for p in tree.subdirs(data_dir, links=links)
+                      if not p.name.startswith(".")), key=lambda p: p.name)
     for camera in cameras:
-        for folder, dirs, files in os.walk(data_dir / camera):
-            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-            names = set(files)
-            rel = os.path.relpath(folder, data_dir).replace(os.sep, "/")
-            for name in sorted(names):
-                stem, dot, ext = name.rpartition(".")
-                if (dot and ext == "jpg" and not name.startswith(".")
-                        and f"{stem}.json" in names and parse_frame_stem(stem) is not None):
-                    yield f"{rel}/{name}"
+        yield from _keys_under(data_dir, camera, links)
+
+
+def _keys_under(data_dir: Path, folder: Path, links: tree.SkippedLinks | None) -> Iterator[str]:
+    names = {p.name for p in tree.files(folder, links=links)}
+    rel = os.path.relpath(folder, data_dir).replace(os.sep, "/")
+    for name in sorted(names):
+        stem, dot, ext = name.rpartition(".")
+        if (dot and ext == "jpg" and not name.startswith(".")
+                and f"{stem}.json" in names and parse_frame_stem(stem) is not None):
+            yield f"{rel}/{name}"
+    for sub in sorted(tree.subdirs(folder, links=links), key=lambda p: p.name):
+        if not sub.name.startswith("."):
+            yield from _keys_under(data_dir, sub, links)
+
+
+@dataclass
+class Agreement:
+    """What `index --check` found: rows whose frame is gone, frames without a row."""
+
+    rows: int
+    frames: int
+    gone: list[str]
+    unindexed: list[str]
+
+    @property
+    def agrees(self) -> bool:
+        return not self.gone and not self.unindexed
+
+    def line(self) -> str:
+        if self.agrees:
+            return f"index and tree agree: {self.frames} frames"
+        return (f"index and tree disagree: {len(self.gone)} indexed frames are gone from the "
+                f"tree, {len(self.unindexed)} frames are not indexed "
+                f"({self.rows} rows, {self.frames} frames); `index` brings it in line")
+
+
+def check(data_dir: Path, links: tree.SkippedLinks | None = None) -> Agreement:
+    """Compare the index's keys with the tree's frames (names only, nothing written)."""
+    db = connect(index_path(data_dir), create=False)
+    try:
+        rows = {k for (k,) in db.execute("SELECT key FROM frames")}
+    except sqlite3.Error as exc:
+        raise IndexFileError(f"{index_path(data_dir)}: {exc}") from None
+    finally:
+        db.close()
+    on_disk = set(frame_keys(data_dir, links))
+    return Agreement(len(rows), len(on_disk), sorted(rows - on_disk), sorted(on_disk - rows))
 
 
 def refresh(data_dir: Path, *, rebuild: bool = False,
-            progress: Callable[[int], None] | None = None) -> Refreshed:
+            progress: Callable[[int], None] | None = None,
+            links: tree.SkippedLinks | None = None) -> Refreshed:
     """Bring the index in line with the tree: read the sidecars it lacks (every sidecar when
     `rebuild`), drop rows whose frame is gone."""
     db = connect(index_path(data_dir))
@@ -228,7 +290,7 @@ def refresh(data_dir: Path, *, rebuild: bool = False,
         known: set[str] = set() if rebuild else {k for (k,) in db.execute("SELECT key FROM frames")}
         seen: set[str] = set()
         batch: list[Row] = []
-        for key in frame_keys(data_dir):
+        for key in frame_keys(data_dir, links):
             seen.add(key)
             if key in known:
                 continue

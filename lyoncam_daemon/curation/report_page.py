@@ -199,6 +199,8 @@ def _examples(db: sqlite3.Connection, data_dir: Path, rep: Mapping[str, Any],
         imgs = []
         for key in cell_examples(db, (None, c["daypart"], c["weather"]), c["frames"],
                                  per_cell):
+            if not (data_dir / key).is_file():
+                continue  # deleted since it was indexed: never shown as if it were there
             uri = thumbnail(data_dir / key)
             imgs.append(f'<img alt="{escape(key)}" title="{escape(key)}" src="{uri}">' if uri
                         else f"<span>{escape(key)}: unreadable</span>")

@@ -64,8 +64,8 @@ def cell_of(lat: float, lon: float, size: float) -> Cell:
     return centre(lat), centre(lon)
 
 
-def slot_of(when: datetime) -> int:
-    return int(when.timestamp() // SLOT_S)
+def slot_of(when: datetime, slot_s: float = SLOT_S) -> int:
+    return int(when.timestamp() // slot_s)
 
 
 def parse_conditions(code: Any, cloud: Any, precipitation: Any, is_day: Any,
@@ -137,10 +137,13 @@ class WeatherEnricher:
     name = "weather"
 
     def __init__(self, settings: WeatherSettings, *, user_agent: str | None = None,
-                 wait_s: float = WAIT_S, clock: Clock = time.monotonic) -> None:
+                 wait_s: float = WAIT_S, clock: Clock = time.monotonic,
+                 slot_s: float = SLOT_S) -> None:
         self.settings = settings
         self.headers = {"User-Agent": user_agent} if user_agent else {}
         self.wait_s = wait_s
+        #: Open-Meteo's 15 minutes; a test passes a second to see several slots in one run.
+        self.slot_s = slot_s
         self.limit = RateLimit(settings.max_calls_per_minute, clock)
         #: (cell, slot) → the request's future: the answer, or None after a failure.
         self._slots: dict[tuple[Cell, int], asyncio.Future[dict[str, Any] | None]] = {}
@@ -155,7 +158,7 @@ class WeatherEnricher:
         return {"weather": await self.conditions(camera.lat, camera.lon, captured_at)}
 
     async def conditions(self, lat: float, lon: float, when: datetime) -> dict[str, Any] | None:
-        cell, slot = cell_of(lat, lon, self.settings.cell_degrees), slot_of(when)
+        cell, slot = cell_of(lat, lon, self.settings.cell_degrees), slot_of(when, self.slot_s)
         future = self._slots.get((cell, slot))
         if future is None:
             if not self.limit.take():
@@ -177,15 +180,21 @@ class WeatherEnricher:
 
     async def _request(self, cell: Cell, future: asyncio.Future[dict[str, Any] | None]) -> None:
         self.requests += 1
+        result: dict[str, Any] | None = None
         try:
-            result: dict[str, Any] | None = await self._fetch(cell)
+            result = await self._fetch(cell)
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             reason = "no answer in time" if isinstance(exc, TimeoutError) else str(exc)
             self.log.warning("weather unavailable; frames get weather: null until the next slot",
                              cell=list(cell), error=reason or type(exc).__name__)
-            result = None
-        if not future.done():
-            future.set_result(result)
+        except Exception as exc:  # anything else (a bug, an answer nested too deep): the same
+            self.log.warning("weather unavailable; frames get weather: null until the next slot",
+                             cell=list(cell), error=f"{type(exc).__name__}: {exc}"[:300])
+        finally:
+            # Whatever happened, even a cancel: the cell's waiters get their answer now, not
+            # the wait of every frame until the slot ends.
+            if not future.done():
+                future.set_result(result)
 
     async def _fetch(self, cell: Cell) -> dict[str, Any]:
         params = {"latitude": str(cell[0]), "longitude": str(cell[1]), "current": CURRENT,

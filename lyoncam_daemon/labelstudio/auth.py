@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from lyoncam_daemon.config.files import SmallFileError, read_small_file
+
 ENV_KEY = "LABEL_STUDIO_API_KEY"
 REFRESH_MARGIN_S = 60.0
 """Exchange the PAT for a new access token this long before the current one expires."""
@@ -84,12 +86,13 @@ def load_token(env: Mapping[str, str] | None = None, token_file: Path | None = N
     """The key from ``--token-file`` (first non-empty line) if given, else from the environment."""
     if token_file is not None:
         try:
-            text = token_file.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise AuthError(f"cannot read token file {token_file}: {exc.strerror}") from None
+            text = read_small_file(token_file).decode("utf-8")
+        except (SmallFileError, UnicodeDecodeError) as exc:
+            reason = "not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else str(exc)
+            raise AuthError(f"cannot read token file {token_file}: {reason}") from None
         for line in text.splitlines():
             if line.strip():
-                return Secret(line.strip())
+                return _checked(line.strip(), f"token file {token_file}")
         raise AuthError(f"token file {token_file} is empty")
     value = (os.environ if env is None else env).get(ENV_KEY, "").strip()
     if not value:
@@ -97,6 +100,15 @@ def load_token(env: Mapping[str, str] | None = None, token_file: Path | None = N
             f"no Label Studio key: set {ENV_KEY} or pass --token-file "
             "(a personal access token or a legacy token, from Account & Settings)"
         )
+    return _checked(value, ENV_KEY)
+
+
+def _checked(value: str, where: str) -> Secret:
+    """The key, if it can go in a header: a line break or a control character in it (a
+    key pasted with its end of line) would make every request fail with a traceback."""
+    if not value.isprintable() or any(c.isspace() for c in value):
+        raise AuthError(f"the key in {where} holds a space, a line break or a control "
+                        "character: copy the key alone")
     return Secret(value)
 
 

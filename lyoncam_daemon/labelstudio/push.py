@@ -22,8 +22,10 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import os
 import re
 import sqlite3
+import stat
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -290,6 +292,35 @@ def frames_of(db: sqlite3.Connection, keys: Sequence[str]) -> tuple[list[PushFra
     return found, missing
 
 
+def readable(data_dir: Path, frames: Sequence[PushFrame]
+             ) -> tuple[list[PushFrame], list[str], list[str]]:
+    """Before anything is created on the server: the frames whose JPEG is a regular file that
+    opens, the keys of frames gone from disk, and one line for each that cannot be read.
+    Blocking."""
+    ok: list[PushFrame] = []
+    gone: list[str] = []
+    problems: list[str] = []
+    for f in frames:
+        path = data_dir / f.key
+        try:
+            # Non-blocking: a FIFO put in a frame's place must not hang the push.
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        except FileNotFoundError:
+            gone.append(f.key)
+            continue
+        except OSError as exc:
+            problems.append(f"cannot read {path}: {exc.strerror or exc}")
+            continue
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                problems.append(f"cannot read {path}: not a regular file")
+                continue
+        finally:
+            os.close(fd)
+        ok.append(f)
+    return ok, gone, problems
+
+
 class Ledger:
     """The index's `pushed` table for one server and project: pending, then task id."""
 
@@ -521,6 +552,15 @@ async def _push_command(args: argparse.Namespace, data_dir: Path, db: Any, crede
     frames, missing = frames_of(db, keys)
     for key in missing:
         say(f"warning: {key} is not in the index of {data_dir}: skipped")
+    # Every file is looked at before anything is created on the server (a project, uploads).
+    frames, gone, unreadable = await asyncio.to_thread(readable, data_dir, frames)
+    for key in gone:
+        say(f"warning: {key} is gone from {data_dir}: skipped")
+    if unreadable:
+        more = f" (and {len(unreadable) - 1} more)" if len(unreadable) > 1 else ""
+        raise PushError(f"{unreadable[0]}{more}; nothing was sent")
+    if not frames:
+        raise PushError(f"no frame to push: none of the {len(keys)} chosen is on disk")
     predictions: PredictionSource | None = None
     if args.predictions is not None:
         if not args.predictions.is_dir():

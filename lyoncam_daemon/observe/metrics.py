@@ -183,6 +183,10 @@ _SPOOL = (
 )
 
 
+#: The values of SpoolStats.store, each a series of lyoncam_object_store_state.
+OBJECT_STORE_STATES = ("ok", "unreachable", "denied")
+
+
 def _spool_metrics(snap: Snapshot) -> Iterable[Metric]:
     """The local spool in front of an object store (storage/spool.py)."""
     assert snap.spool is not None
@@ -190,6 +194,12 @@ def _spool_metrics(snap: Snapshot) -> Iterable[Metric]:
     for name, counter, text, key in _SPOOL:
         family = CounterMetricFamily if counter else GaugeMetricFamily
         yield family(name, text, value=spool[key])
+    state = GaugeMetricFamily(
+        "lyoncam_object_store_state", "1 for the object store's state: ok, unreachable (an "
+        "outage the spool waits out) or denied (it refuses the credentials)", labels=["state"])
+    for name in OBJECT_STORE_STATES:
+        state.add_metric([name], 1.0 if spool["store"] == name else 0.0)
+    yield state
 
 
 def _disk_metrics(disk: DiskFigures, snap: Snapshot) -> Iterable[Metric]:

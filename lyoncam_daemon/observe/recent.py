@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from lyoncam_daemon.storage import StoredFrame, parse_frame_stem
+from lyoncam_daemon.storage import StoredFrame, parse_frame_stem, tree
 from lyoncam_daemon.storage.filesystem import FilesystemStorage
 from lyoncam_daemon.storage.layout import day_prefix
 
@@ -101,11 +101,10 @@ def _stored_times(data_dir: Path, camera_id: str, now: datetime) -> list[float]:
     """Capture times of the complete frames (sidecar present) of today and yesterday."""
     times: list[float] = []
     for moment in (now - timedelta(days=1), now):
-        folder = data_dir / day_prefix(camera_id, moment)
-        try:
-            names = [p.name for p in folder.iterdir()]
-        except OSError:
-            continue
+        folder = tree.real_folder(data_dir, day_prefix(camera_id, moment))
+        if folder is None:
+            continue  # none, or reached through a link (storage/tree.py)
+        names = [p.name for p in tree.files(folder)]
         for name in names:
             if name.startswith(".") or not name.endswith(".json"):
                 continue

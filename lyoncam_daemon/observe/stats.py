@@ -82,6 +82,8 @@ class ErrorKind(StrEnum):
     DNS = "dns"
     CONNECTION = "connection"
     HTTP = "http"
+    #: A redirect to another scheme, host or port (or any, with http.follow_redirects off).
+    REDIRECT_REFUSED = "redirect_refused"
     TOO_LARGE = "too_large"
     #: A bug in lyoncam (a crashing check), not the camera's fault.
     INTERNAL = "internal"

@@ -87,13 +87,14 @@ class Sources:
 
 
 def health_verdict(*, writable: bool, disk: DiskFigures, storage_error: str | None,
-                   cameras: int, fresh: int, up_s: float, grace_s: float
-                   ) -> tuple[bool, list[str]]:
+                   cameras: int, fresh: int, up_s: float, grace_s: float,
+                   store_denied: str | None = None) -> tuple[bool, list[str]]:
     """(healthy, reasons it is not).
 
     `fresh` cameras stored within `stale_after` of their intervals (the same horizon as
     their `stale` condition, `Stats.fresh`); the daemon is healthy while at least one did,
-    or during the longest such horizon (`grace_s`) after start.
+    or during the longest such horizon (`grace_s`) after start. `store_denied`: why the
+    object store refuses the credentials, while it does (spool.py).
     """
     reasons: list[str] = []
     if not writable:
@@ -102,6 +103,9 @@ def health_verdict(*, writable: bool, disk: DiskFigures, storage_error: str | No
         reasons.append("storing paused: free space below retention.min_free_bytes")
     elif storage_error:
         reasons.append(f"writes failing: {storage_error}")
+    if store_denied is not None:
+        # Not an outage the spool waits out: nothing reaches the bucket until someone acts.
+        reasons.append(f"object store refuses the credentials: {store_denied}")
     if cameras and not fresh and up_s > grace_s:
         reasons.append("no camera stored a frame within its last stale_after intervals")
     return not reasons, reasons
@@ -368,10 +372,13 @@ class StatusServer:
         now = src.clock()
         disk = src.disk()
         fresh = src.stats.fresh.count(now)
+        spool = src.stats.spool
         ok, reasons = health_verdict(
             writable=writable, disk=disk, storage_error=src.stats.storage_error,
             cameras=len(src.stats.cameras), fresh=fresh, up_s=now - src.started_unix,
-            grace_s=facts.grace_s)
+            grace_s=facts.grace_s,
+            store_denied=spool.store_error if spool is not None and spool.store == "denied"
+            else None)
         return ok, reasons, disk, fresh
 
     async def metrics(self, request: web.Request) -> web.Response:

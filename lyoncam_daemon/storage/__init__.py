@@ -17,7 +17,7 @@ May import: config.
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -25,8 +25,10 @@ from typing import Any, Protocol
 from lyoncam_daemon.storage.layout import frame_key, iso_utc, parse_frame_stem, utc_stamp
 
 __all__ = [
+    "DeleteHook",
     "Frame",
     "Storage",
+    "StoreDenied",
     "StoreError",
     "StoreHook",
     "StoredFrame",
@@ -49,6 +51,11 @@ def encode_sidecar(sidecar: Mapping[str, Any]) -> bytes:
 
 class StoreError(Exception):
     """A frame could not be stored; nothing partial was left behind, nothing older touched."""
+
+
+class StoreDenied(StoreError):
+    """The store refuses our credentials (HTTP 401/403): not an outage, waiting will not
+    mend it. At start this stops the daemon; later it is its own condition (spool.py)."""
 
 
 @dataclass(frozen=True)
@@ -95,3 +102,8 @@ class Storage(Protocol):
 #: Called after each stored frame (index, retention, push bookkeeping...). A failing hook is
 #: logged and counted by the caller; it never costs the frame, which is already stored.
 StoreHook = Callable[[StoredFrame], Awaitable[None]]
+
+#: Told the keys of frames deleted from the store (by retention or the start-up repair), in
+#: the same pass, so the index never offers a frame that is gone. Blocking: it is called
+#: from the thread that deleted them, never on the event loop.
+DeleteHook = Callable[[Sequence[str]], None]

@@ -73,3 +73,25 @@ def fsync_dir(folder: str | Path) -> None:
             os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def makedirs_durable(folder: str | Path) -> None:
+    """`os.makedirs(folder, exist_ok=True)`, each folder it creates made durable: a new
+    folder is an entry in its parent, lost in a power cut until the parent is fsynced (a new
+    month's folder, say, and every frame under it with it)."""
+    missing: list[str] = []
+    path = os.fspath(folder)
+    while not os.path.isdir(path):
+        missing.append(path)
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    for path in reversed(missing):
+        try:
+            os.mkdir(path)
+        except FileExistsError:
+            if not os.path.isdir(path):
+                raise
+            continue  # made meanwhile by another writer, who makes it durable
+        fsync_dir(os.path.dirname(path) or ".")

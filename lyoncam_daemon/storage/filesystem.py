@@ -15,23 +15,22 @@ import errno
 import itertools
 import json
 import os
-import re
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
-from lyoncam_daemon.storage import Frame, StoredFrame, StoreError, encode_sidecar
-from lyoncam_daemon.storage.atomic import TMP_MARK, fsync_dir, write_temp
+from lyoncam_daemon.storage import DeleteHook, Frame, StoredFrame, StoreError, encode_sidecar, tree
+from lyoncam_daemon.storage.atomic import TMP_MARK, fsync_dir, makedirs_durable, write_temp
 from lyoncam_daemon.storage.layout import day_prefix, frame_key, frame_stem, parse_frame_stem
-
-_DIGITS = re.compile(r"^\d+$")
 
 
 class FilesystemStorage:
     """Frames under `data_dir`; see the module docstring. Implements `storage.Storage`."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, forget: DeleteHook | None = None) -> None:
         self.data_dir = data_dir
+        #: Told the keys of frames the repair deletes (the index drops their rows).
+        self.forget = forget
 
     # -- the Storage protocol ---------------------------------------------------------------
 
@@ -69,7 +68,8 @@ class FilesystemStorage:
         folder = os.path.join(self.data_dir, day_prefix(frame.camera_id, frame.captured_at))
         temps: list[str] = []
         try:
-            os.makedirs(folder, exist_ok=True)
+            if not os.path.isdir(folder):
+                makedirs_durable(folder)
             n = self._free_n(folder, frame.camera_id, frame.captured_at)
             stem = frame_stem(frame.camera_id, frame.captured_at, n)
             final = os.path.join(folder, stem)
@@ -110,9 +110,10 @@ class FilesystemStorage:
         costs a few directory listings per camera, not a scan of months of frames.
         """
         for day in self._days_newest_first(camera_id):
-            for sidecar in sorted(day.glob(f"{camera_id}_*.json"), reverse=True):
+            for sidecar in sorted(tree.files(day), reverse=True):
                 parsed = parse_frame_stem(sidecar.stem)
-                if sidecar.name.startswith(".") or parsed is None:
+                if (sidecar.name.startswith(".") or sidecar.suffix != ".json" or parsed is None
+                        or parsed[0] != camera_id):
                     continue
                 try:
                     meta = json.loads(sidecar.read_text(encoding="utf-8"))
@@ -133,26 +134,35 @@ class FilesystemStorage:
         JPEG's scene is fetched again by the next poll, this time with its sidecar.
         """
         removed = 0
+        forgotten: list[str] = []
         for day in itertools.islice(self._days_newest_first(camera_id), 2):
-            doomed = list(day.glob(f".*{TMP_MARK}*"))
-            doomed += [jpg for jpg in day.glob(f"{camera_id}_*.jpg")
-                       if not jpg.with_suffix(".json").exists()]
-            for path in doomed:
+            names = tree.files(day)
+            present = {p.name for p in names}
+            for path in names:
+                temp = path.name.startswith(".") and TMP_MARK in path.name
+                orphan = (path.suffix == ".jpg" and not path.name.startswith(".")
+                          and path.name.startswith(f"{camera_id}_")
+                          and f"{path.stem}.json" not in present)
+                if not (temp or orphan):
+                    continue
                 with contextlib.suppress(OSError):
                     path.unlink()
                     removed += 1
+                    if orphan:
+                        forgotten.append(path.relative_to(self.data_dir).as_posix())
+        if forgotten and self.forget is not None:
+            self.forget(forgotten)
         return removed
 
     def _days_newest_first(self, camera_id: str) -> Iterator[Path]:
-        root = self.data_dir / camera_id
-        for year in _numeric_dirs(root):
+        """Day folders of a camera, newest first; a linked camera or day folder is skipped
+        (storage/tree.py): the repair never deletes anything outside data_dir."""
+        if tree.real_folder(self.data_dir, camera_id) is None:
+            return
+        for year in _numeric_dirs(self.data_dir / camera_id):
             for month in _numeric_dirs(year):
                 yield from _numeric_dirs(month)
 
 
 def _numeric_dirs(folder: Path) -> list[Path]:
-    try:
-        entries = [p for p in folder.iterdir() if _DIGITS.match(p.name) and p.is_dir()]
-    except OSError:
-        return []
-    return sorted(entries, key=lambda p: int(p.name), reverse=True)
+    return sorted(tree.subdirs(folder, numeric=True), key=lambda p: int(p.name), reverse=True)

@@ -26,7 +26,7 @@ from pathlib import Path
 import structlog
 
 from lyoncam_daemon.config import CAMERA_ID_RE, RetentionSettings
-from lyoncam_daemon.storage import Frame, Storage, StoredFrame, StoreError, parse_frame_stem
+from lyoncam_daemon.storage import Frame, Storage, StoredFrame, StoreError, parse_frame_stem, tree
 from lyoncam_daemon.storage.atomic import TMP_MARK
 from lyoncam_daemon.storage.variety import CellFrame, CellKey, CellSource, plan_variety
 
@@ -123,7 +123,8 @@ class PassResult:
 class RetentionPass:
     """Applies the policy to a filesystem data_dir. `run()` blocks: call it in a thread.
 
-    Sizes of days before yesterday are cached between passes (nothing writes there any
+    Symlinks in the tree are skipped (storage/tree.py): nothing outside data_dir is ever
+    deleted. Sizes of days before yesterday are cached between passes (nothing writes there any
     more), so a pass over a season of frames stats only the two newest days per camera.
     """
 
@@ -226,12 +227,12 @@ class RetentionPass:
     def scan_days(self, now: datetime) -> Iterator[Day]:
         """Every camera day folder under data_dir, with sizes when `max_bytes` needs them."""
         closed_before = (now - timedelta(days=1)).date()
-        for camera in _subdirs(self.data_dir):
+        for camera in tree.subdirs(self.data_dir):
             if not CAMERA_ID_RE.fullmatch(camera.name):
                 continue  # `.lyoncam` and anything that is not a camera
-            for year in _subdirs(camera, numeric=True):
-                for month in _subdirs(year, numeric=True):
-                    for folder in _subdirs(month, numeric=True):
+            for year in tree.subdirs(camera, numeric=True):
+                for month in tree.subdirs(year, numeric=True):
+                    for folder in tree.subdirs(month, numeric=True):
                         try:
                             day = date(int(year.name), int(month.name), int(folder.name))
                         except ValueError:
@@ -244,7 +245,7 @@ class RetentionPass:
             return 0
         if cache and folder in self._sizes:
             return self._sizes[folder]
-        size = sum(_file_size(p) for p in _files(folder))
+        size = sum(_file_size(p) for p in tree.files(folder))
         if cache:
             self._sizes[folder] = size
         return size
@@ -252,14 +253,16 @@ class RetentionPass:
     def delete_day(self, day: Day) -> PassResult:
         """Every frame of the day (sidecar first), leftover temp files, then empty folders."""
         frames = freed = 0
-        for jpg in sorted(day.path.glob(f"{day.camera}_*.jpg")):
+        names = tree.files(day.path)
+        for jpg in sorted(p for p in names if _frame_file(p, day.camera, ".jpg")):
             if self.cancel.is_set():
                 return PassResult(0, frames, freed)
-            if parse_frame_stem(jpg.stem) is not None:
-                freed += _delete_frame(jpg)
-                frames += 1
-        for orphan in [*day.path.glob(f"{day.camera}_*.json"), *day.path.glob(f".*{TMP_MARK}*")]:
-            freed += _unlink(orphan)
+            freed += _delete_frame(jpg)
+            frames += 1
+        for orphan in names:
+            if _frame_file(orphan, day.camera, ".json") or (
+                    orphan.name.startswith(".") and TMP_MARK in orphan.name):
+                freed += _unlink(orphan)
         self._sizes.pop(day.path, None)
         removed = _remove_empty(day.path, stop=self.data_dir / day.camera)
         return PassResult(1 if removed else 0, frames, freed)
@@ -280,11 +283,19 @@ def _newest_per_camera(days: Iterator[Day]) -> list[Day]:
     return list(newest.values())
 
 
+def _frame_file(path: Path, camera: str, suffix: str) -> bool:
+    """A frame's JPEG or sidecar (by name) of this camera."""
+    if path.suffix != suffix or path.name.startswith("."):
+        return False
+    parsed = parse_frame_stem(path.stem)
+    return parsed is not None and parsed[0] == camera
+
+
 def _frames_in(day: Day) -> list[FrameFile]:
     found = []
-    for jpg in day.path.glob(f"{day.camera}_*.jpg"):
-        parsed = parse_frame_stem(jpg.stem)
-        if parsed is not None and parsed[0] == day.camera:
+    for jpg in tree.files(day.path):
+        parsed = parse_frame_stem(jpg.stem) if _frame_file(jpg, day.camera, ".jpg") else None
+        if parsed is not None:
             size = _file_size(jpg) + _file_size(jpg.with_suffix(".json"))
             found.append(FrameFile(day.camera, parsed[1], jpg, size))
     return found
@@ -311,21 +322,6 @@ def _file_size(path: Path) -> int:
         return path.stat().st_size
     except OSError:
         return 0
-
-
-def _files(folder: Path) -> list[Path]:
-    try:
-        return [p for p in folder.iterdir() if p.is_file()]
-    except OSError:
-        return []
-
-
-def _subdirs(folder: Path, numeric: bool = False) -> list[Path]:
-    try:
-        return [p for p in folder.iterdir()
-                if p.is_dir() and (not numeric or p.name.isdigit())]
-    except OSError:
-        return []
 
 
 def _remove_empty(folder: Path, stop: Path) -> bool:

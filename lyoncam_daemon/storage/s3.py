@@ -24,11 +24,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import obstore
-from obstore.exceptions import AlreadyExistsError, BaseError, NotFoundError
+from obstore.exceptions import (
+    AlreadyExistsError,
+    BaseError,
+    NotFoundError,
+    PermissionDeniedError,
+    UnauthenticatedError,
+)
 from obstore.store import S3Store
 
 from lyoncam_daemon.config import StorageSettings
-from lyoncam_daemon.storage import Frame, StoredFrame, StoreError, encode_sidecar
+from lyoncam_daemon.config.files import SmallFileError, read_small_file
+from lyoncam_daemon.storage import Frame, StoreDenied, StoredFrame, StoreError, encode_sidecar
 from lyoncam_daemon.storage.layout import frame_key, parse_frame_stem
 
 if TYPE_CHECKING:
@@ -51,10 +58,10 @@ def load_credentials(settings: StorageSettings,
     if settings.credentials_file is not None:
         source = str(settings.credentials_file)
         try:
-            text = settings.credentials_file.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise CredentialsError(f"storage.credentials_file {source}: "
-                                   f"{exc.strerror or exc}") from None
+            text = read_small_file(settings.credentials_file).decode("utf-8")
+        except (SmallFileError, UnicodeDecodeError) as exc:
+            reason = "not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else str(exc)
+            raise CredentialsError(f"storage.credentials_file {source}: {reason}") from None
         values = _env_file(text)
     missing = [k for k in _KEYS if not values.get(k)]
     if missing:
@@ -102,7 +109,24 @@ class S3Storage:
         return f"{self.settings.prefix}/{key}" if self.settings.prefix else key
 
     async def open(self) -> None:
-        """Nothing to set up: the first request opens the connection."""
+        """Ask the bucket once (a listing, as the start-up recovery makes): credentials it
+        refuses are a start-up error naming the bucket (StoreDenied), not weeks of frames
+        spooled as if it were down. An unreachable store is left to the spool."""
+        try:
+            await obstore.list_with_delimiter_async(self.store, self._path("") or None)
+        except BaseError as exc:
+            if _denied(exc):
+                raise self._refusal(exc) from None
+
+    def _refusal(self, exc: BaseError) -> StoreDenied:
+        return StoreDenied(f"{self.where}: access denied ({_short(exc)}): the credentials "
+                           f"are wrong or not allowed on bucket {self.settings.bucket}")
+
+    def _failure(self, what: str, exc: BaseError) -> StoreError:
+        """The StoreError of a failed call: StoreDenied when the store refuses us."""
+        if _denied(exc):
+            return StoreDenied(f"{what}: {self._refusal(exc)}")
+        return StoreError(f"{what} in {self.where}: {_short(exc)}")
 
     async def close(self) -> None:
         """Nothing to release."""
@@ -125,8 +149,7 @@ class S3Storage:
                 # The same bytes under another frame's sidecar: an identical picture stored
                 # earlier (a frozen camera), not our retry. Take the next key.
         except BaseError as exc:
-            raise StoreError(f"cannot store frame of {frame.camera_id} in {self.where}: "
-                             f"{_short(exc)}") from None
+            raise self._failure(f"cannot store frame of {frame.camera_id}", exc) from None
         return StoredFrame(frame.camera_id, key, frame.captured_at, len(frame.data), sidecar)
 
     async def _create(self, key: str, data: bytes) -> Literal["new", "same", "taken"]:
@@ -155,8 +178,7 @@ class S3Storage:
                 if found is not None:
                     return found
         except BaseError as exc:
-            raise StoreError(f"cannot list frames of {camera_id} in {self.where}: "
-                             f"{_short(exc)}") from None
+            raise self._failure(f"cannot list frames of {camera_id}", exc) from None
         return None
 
     async def _newest_in(self, camera_id: str, day: str) -> StoredFrame | None:
@@ -207,9 +229,16 @@ class S3Storage:
             for name in orphans:
                 await obstore.delete_async(self.store, self._path(f"{days[0]}/{name}"))
         except BaseError as exc:
-            raise StoreError(f"cannot repair frames of {camera_id} in {self.where}: "
-                             f"{_short(exc)}") from None
+            raise self._failure(f"cannot repair frames of {camera_id}", exc) from None
         return len(orphans)
+
+
+def _denied(exc: BaseException) -> bool:
+    """The store refused our credentials (401/403). obstore says so by type for object
+    calls, but only in the text for a listing (measured against SeaweedFS)."""
+    if isinstance(exc, PermissionDeniedError | UnauthenticatedError):
+        return True
+    return re.search(r"\b(401 Unauthorized|403 Forbidden)\b", str(exc)) is not None
 
 
 def _short(exc: BaseException) -> str:

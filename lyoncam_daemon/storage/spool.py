@@ -22,7 +22,7 @@ from typing import Any
 
 import structlog
 
-from lyoncam_daemon.storage import Frame, Storage, StoredFrame, StoreError
+from lyoncam_daemon.storage import Frame, Storage, StoreDenied, StoredFrame, StoreError, tree
 from lyoncam_daemon.storage.filesystem import FilesystemStorage
 from lyoncam_daemon.storage.layout import parse_frame_stem
 
@@ -44,6 +44,11 @@ class SpoolStats:
     refused: int = 0
     #: Spooled frames that could not be read back from the local disk (logged each).
     lost: int = 0
+    #: The object store as last seen: "ok", "unreachable" (an outage: the spool waits it
+    #: out), or "denied" (it refuses our credentials, HTTP 401/403: someone must act).
+    store: str = "ok"
+    #: The store's last error while it is not "ok".
+    store_error: str | None = None
 
     def as_dict(self, now: float) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -93,7 +98,7 @@ class SpoolingStorage:
             try:
                 return await self.upstream.save(frame)
             except StoreError as exc:
-                self._went_down(str(exc))
+                self._went_down(exc)
         return await self._spool(frame)
 
     async def latest(self, camera_id: str) -> StoredFrame | None:
@@ -138,10 +143,21 @@ class SpoolingStorage:
         if self.stats.oldest_unix is None:
             self.stats.oldest_unix = stored.captured_at.timestamp()
 
-    def _went_down(self, error: str) -> None:
-        if self._outage is None:
-            self.log.warning("object store unreachable; spooling frames locally", error=error)
-        self._outage = error
+    def _went_down(self, exc: StoreError) -> None:
+        """The store failed: an outage (unreachable) or a refusal (denied), logged when the
+        condition begins or changes, never per frame."""
+        state = "denied" if isinstance(exc, StoreDenied) else "unreachable"
+        if state != self.stats.store:
+            if state == "denied":
+                self.log.error("object store refuses the credentials; spooling frames locally",
+                               error=str(exc), hint="check AWS_ACCESS_KEY_ID/SECRET_ACCESS_KEY"
+                               " (or storage.credentials_file) and the bucket's policy; "
+                               "uploads resume once it accepts them")
+            else:
+                self.log.warning("object store unreachable; spooling frames locally",
+                                 error=str(exc))
+        self.stats.store, self.stats.store_error = state, str(exc)
+        self._outage = str(exc)
 
     async def _upload_loop(self) -> None:
         delay = RETRY_FIRST_S
@@ -164,7 +180,7 @@ class SpoolingStorage:
             try:
                 await self.upstream.save(Frame(head.camera_id, head.captured_at, data, sidecar))
             except StoreError as exc:
-                self._went_down(str(exc))
+                self._went_down(exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX_S)
                 continue
@@ -175,6 +191,7 @@ class SpoolingStorage:
                 delay = min(delay * 2, RETRY_MAX_S)
                 continue
             delay = RETRY_FIRST_S
+            self.stats.store, self.stats.store_error = "ok", None  # it took a frame
             try:
                 await asyncio.to_thread(self._remove, head)
             except OSError as exc:  # uploaded: a local copy left behind costs only disk
@@ -193,6 +210,7 @@ class SpoolingStorage:
             if self._outage is not None:
                 self.log.info("object store back; spool drained")
             self._outage, self._full_logged = None, False
+            self.stats.store, self.stats.store_error = "ok", None
 
     def _read(self, stored: StoredFrame) -> tuple[bytes, dict[str, Any]]:
         jpg = self.local.path_of(stored.key)
@@ -212,7 +230,10 @@ class SpoolingStorage:
         root = self.local.data_dir
         if not root.is_dir():
             return found
-        for sidecar in root.glob("*/*/*/*/*.json"):
+        days = [day for camera in tree.subdirs(root) for year in tree.subdirs(camera, numeric=True)
+                for month in tree.subdirs(year, numeric=True)
+                for day in tree.subdirs(month, numeric=True)]
+        for sidecar in (f for day in days for f in tree.files(day) if f.suffix == ".json"):
             parsed = parse_frame_stem(sidecar.stem)
             jpg = sidecar.with_suffix(".jpg")
             if parsed is None or sidecar.name.startswith(".") or not jpg.exists():

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import socket
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 import pytest
@@ -230,3 +231,78 @@ async def test_a_connect_timeout_says_so(session: aiohttp.ClientSession) -> None
         server.close()
     assert info.value.kind == "timeout"
     assert str(info.value) == "timeout: could not connect within 0.3 s"
+
+
+# --- redirects: only to the camera's own scheme and host ---------------------------------
+
+
+@pytest.fixture
+async def redirecting() -> AsyncIterator[tuple[str, list[tuple[str, str | None]]]]:
+    """Routes that redirect: within the host, to another host (`localhost` is another name
+    than 127.0.0.1), in a loop. Records each request's path and Authorization header."""
+    seen: list[tuple[str, str | None]] = []
+    app = web.Application()
+
+    @web.middleware
+    async def record(request: web.Request, handler: Any) -> web.StreamResponse:
+        seen.append((request.path, request.headers.get("Authorization")))
+        response: web.StreamResponse = await handler(request)
+        return response
+
+    app.middlewares.append(record)
+
+    async def here(request: web.Request) -> web.Response:
+        raise web.HTTPFound("/frame.jpg")
+
+    async def elsewhere(request: web.Request) -> web.Response:
+        raise web.HTTPFound(f"http://localhost:{request.url.port}/frame.jpg")
+
+    async def loop(request: web.Request) -> web.Response:
+        raise web.HTTPFound("/loop")
+
+    app.router.add_get("/frame.jpg", chunked)
+    app.router.add_get("/here", here)
+    app.router.add_get("/elsewhere", elsewhere)
+    app.router.add_get("/loop", loop)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    yield f"http://127.0.0.1:{runner.addresses[0][1]}", seen
+    await runner.cleanup()
+
+
+async def test_a_redirect_on_the_same_host_is_followed_with_the_cameras_credentials(
+    redirecting: tuple[str, list[tuple[str, str | None]]], session: aiohttp.ClientSession,
+) -> None:
+    base, seen = redirecting
+    url = base.replace("://", "://cam:pw@") + "/here"
+    got = await fetch_frame(session, url, time_limit=5, max_bytes=1_000_000)
+    assert got.body == BODY
+    assert [path for path, _ in seen] == ["/here", "/frame.jpg"]
+    assert seen[0][1] == seen[1][1] is not None  # the camera's Basic auth, on both
+
+
+async def test_a_redirect_to_another_host_is_refused_as_its_own_kind(
+    redirecting: tuple[str, list[tuple[str, str | None]]], session: aiohttp.ClientSession,
+) -> None:
+    base, seen = redirecting
+    with pytest.raises(FetchError) as info:
+        await fetch_frame(session, base + "/elsewhere", time_limit=5, max_bytes=1_000_000)
+    assert info.value.kind == "redirect_refused"
+    assert f"redirect to http://localhost:{base.rsplit(':', 1)[1]} refused" in str(info.value)
+    assert [path for path, _ in seen] == ["/elsewhere"]  # the other host was never asked
+
+
+async def test_redirects_can_be_turned_off_and_a_loop_says_too_many_redirects(
+    redirecting: tuple[str, list[tuple[str, str | None]]], session: aiohttp.ClientSession,
+) -> None:
+    base, _ = redirecting
+    with pytest.raises(FetchError) as info:
+        await fetch_frame(session, base + "/here", time_limit=5, max_bytes=1_000_000,
+                          follow_redirects=False)
+    assert info.value.kind == "redirect_refused"
+    assert "http.follow_redirects is off" in str(info.value)
+    with pytest.raises(FetchError) as info:
+        await fetch_frame(session, base + "/loop", time_limit=5, max_bytes=1_000_000)
+    assert str(info.value) == "http: too many redirects (more than 10)"

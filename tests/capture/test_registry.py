@@ -11,7 +11,8 @@ import structlog
 from lyoncam_daemon.capture.daemon import Daemon
 from lyoncam_daemon.config import CameraConfig
 from lyoncam_daemon.devtools.simulator import CriterSimulator
-from lyoncam_daemon.storage import StoredFrame
+from lyoncam_daemon.storage import Frame, StoredFrame
+from lyoncam_daemon.storage.filesystem import FilesystemStorage
 from tests.conftest import make_config, stored_frames, until
 
 
@@ -101,3 +102,101 @@ async def test_cameras_asleep_between_polls_stop_at_once_not_at_the_grace(
         finally:
             daemon.request_stop()
             assert await task == 0
+
+
+async def test_a_failing_hook_or_enricher_is_logged_when_it_starts_and_again_after_recovery(
+    tmp_path: Path,
+) -> None:
+    """Logged once per failure streak, whatever its message (here a new text every frame:
+    remembering texts would grow without bound); a failure that comes back after the part
+    worked is logged again."""
+    failing = [True]
+    count = [0]
+
+    async def flaky(frame: StoredFrame) -> None:
+        count[0] += 1
+        if failing[0]:
+            raise OSError(f"database is locked (attempt {count[0]})")
+
+    class Flaky:
+        name = "flaky"
+
+        async def __call__(self, *args: object) -> dict[str, object]:
+            if failing[0]:
+                raise ValueError(f"answer {count[0]} is not JSON")
+            return {}
+
+    async with CriterSimulator(["L"], period=0.15) as sim:
+        config = make_config(tmp_path, {"L": sim.url("L")}, interval=0.1)
+        daemon = Daemon(config, hooks=[flaky], enrichers=[Flaky()])
+        stored = lambda: daemon.stats.camera("L").outcomes["stored"]  # noqa: E731
+        with structlog.testing.capture_logs() as logs:
+            task = asyncio.create_task(daemon.run())
+            for phase in (True, False, True, False):
+                failing[0] = phase
+                start = stored()
+                await until(lambda start=start: stored() >= start + 3, "three frames")
+            daemon.request_stop()
+            assert await task == 0
+    events = [e["event"] for e in logs]
+    assert events.count("post-store hook failed") == 2
+    assert events.count("post-store hook works again") == 2
+    assert events.count("enricher failed; frame stored without it") == 2
+    assert events.count("enricher works again") == 2
+    assert daemon.stats.cameras["L"].hook_errors >= 6  # every failure still counted
+
+
+class Slow(FilesystemStorage):
+    """The filesystem store, whose answer comes late once `gate` is cleared: the frame is
+    on disk, the camera still waits (a slow fsync, a loaded disk)."""
+
+    def __init__(self, data_dir: Path) -> None:
+        super().__init__(data_dir)
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.waiting = asyncio.Event()
+
+    async def save(self, frame: Frame) -> StoredFrame:
+        stored = await super().save(frame)
+        if not self.gate.is_set():
+            self.waiting.set()
+            await self.gate.wait()
+        return stored
+
+
+async def test_a_reload_that_cancels_a_camera_mid_write_keeps_its_last_frame_and_hooks(
+    tmp_path: Path,
+) -> None:
+    """The grace runs out while the frame is being written: it is recorded all the same
+    (the camera's last frame, the index's row), so the restarted camera stores no
+    duplicate and the index lists every frame on disk."""
+    from lyoncam_daemon.curation.index import IndexHook, frame_keys, index_path
+
+    store = Slow(tmp_path)
+    hook = IndexHook(tmp_path)
+    try:
+        async with CriterSimulator(["M"], period=600, etag=False) as sim:  # one picture
+            config = make_config(tmp_path, {"M": sim.url("M")}, interval=0.1)
+            daemon = Daemon(config, hooks=[hook], storage=store)
+            store.gate.clear()  # the first frame's write will be slow
+            task = asyncio.create_task(daemon.run())
+            await asyncio.wait_for(store.waiting.wait(), 30)  # the first frame, mid-write
+            assert daemon.registry is not None
+            changed = config.cameras[0].model_copy(update={"threshold": 10})
+            old = daemon.registry._cameras["M"][1]
+            replacing = asyncio.create_task(daemon.registry.replace(changed, grace=0.05))
+            await until(lambda: old.cancelling() > 0 or old.done(), "the grace to run out")
+            store.gate.set()
+            await asyncio.wait_for(replacing, 10)
+            polls = daemon.stats.camera("M").polls
+            await until(lambda: daemon.stats.camera("M").polls >= polls + 3, "three more polls")
+            daemon.request_stop()
+            assert await task == 0
+    finally:
+        hook.close()
+    assert len(stored_frames(tmp_path, "M")) == 1  # the same picture: stored once
+    import sqlite3
+
+    with sqlite3.connect(index_path(tmp_path)) as db:
+        rows = {k for (k,) in db.execute("SELECT key FROM frames")}
+    assert rows == set(frame_keys(tmp_path))

@@ -270,3 +270,62 @@ async def test_reloads_during_heavy_writing_lose_nothing_and_store_nothing_twice
     leftovers = [p for p in run.data.rglob("*") if p.is_file() and p.suffix not in (".jpg", ".json")
                  and p.parent.name != ".lyoncam"]
     assert leftovers == []
+
+
+def catches_sighup(pid: int) -> bool:
+    """Whether the process has a handler for SIGHUP (its SigCgt mask, from /proc)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    mask = next(line.split()[1] for line in status.splitlines() if line.startswith("SigCgt:"))
+    return bool(int(mask, 16) >> (signal.SIGHUP - 1) & 1)
+
+
+async def test_sighup_during_start_up_is_a_reload_once_ready_never_an_exit(
+    tmp_path: Path,
+) -> None:
+    """The handler is there before the config is read and the data_dir locked (seen in
+    /proc, not guessed from time); SIGHUPs from then on, while libraries and config load:
+    it starts, reloads once, and stops cleanly on SIGTERM."""
+    import sys
+
+    data = tmp_path / "data"
+    async with CriterSimulator(["H1"], period=60) as sim:
+        cfg = tmp_path / "cameras.yaml"
+        cfg.write_text(f"data_dir: {data}\nweather:\n  enabled: false\n"
+                       f"cameras:\n  - id: H1\n    url: {sim.url('H1')}\n")
+        log = tmp_path / "run.log"
+        with log.open("wb") as err:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "lyoncam_daemon", "run", "--config", str(cfg),
+                "--log-format", "json", "--status-port", "0", stderr=err)
+        try:
+            for _ in range(60_000):  # a minute at most
+                if catches_sighup(proc.pid) or proc.returncode is not None:
+                    break
+                await asyncio.sleep(0.001)
+            # Python's own start-up comes first (~50 ms, before any line of lyoncam runs);
+            # from the handler on, nothing of the daemon has started yet.
+            assert not (data / ".lyoncam" / "lock").exists(), "SIGHUP handled only once locked"
+            sent = 0
+            while '"started"' not in log.read_text() and proc.returncode is None:
+                proc.send_signal(signal.SIGHUP)
+                sent += 1
+                await asyncio.sleep(0.005)
+            assert proc.returncode is None, f"exited {proc.returncode}:\n{log.read_text()}"
+            for _ in range(100):
+                if '"reloaded"' in log.read_text():
+                    break
+                await asyncio.sleep(0.05)
+            proc.send_signal(signal.SIGTERM)
+            assert await asyncio.wait_for(proc.wait(), timeout=30) == 0
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+    events = [json.loads(line)["event"] for line in log.read_text().splitlines()
+              if line.startswith("{")]
+    assert sent > 10
+    assert events.count("reloading: SIGHUP received during start-up") == 1
+    assert "reloaded" in events

@@ -202,3 +202,25 @@ def test_report_html_fits_1280_px_for_300_cameras(tmp_path: Path) -> None:
     assert got["scroll-width"] <= got["client-width"]  # no horizontal overflow
     assert got["held"] > 300 and got["shown"] == got["held"]
     assert got["bars"] > 300  # weather bars drawn
+
+
+def test_sample_and_the_report_page_never_offer_a_frame_gone_from_disk(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    stored = make_tree(tmp_path, [Spec("A", m, "night", "clear") for m in range(10)])
+    refresh(tmp_path)
+    gone = {f.key for f in stored[::2]}
+    for key in gone:  # deleted by hand, behind the index's back
+        (tmp_path / key).unlink()
+        (tmp_path / key).with_suffix(".json").unlink()
+    out = tmp_path / "sample.json"
+    assert main(["sample", "--data-dir", str(tmp_path), "--n", "10", "--out", str(out)]) == 0
+    picked = {f["key"] for f in json.loads(out.read_text())["frames"]}
+    assert picked == {f.key for f in stored} - gone
+    assert "warning: 5 indexed frames are gone from disk and were not picked" in \
+        capsys.readouterr().err
+    page = tmp_path / "report.html"
+    assert main(["report", "--data-dir", str(tmp_path), "--html", str(page),
+                 "--thumbnails", "10"]) == 0
+    html = page.read_text()
+    assert not [k for k in gone if k in html] and all(k in html for k in picked)

@@ -24,7 +24,7 @@ from lyoncam_daemon.curation.index import (
     upsert,
 )
 from lyoncam_daemon.devtools.simulator import CriterSimulator
-from tests._curation import Spec, make_tree
+from tests._curation import T0, Spec, make_tree
 from tests.conftest import make_config, stored_frames, until
 
 
@@ -148,3 +148,91 @@ async def test_the_run_command_indexes_and_enriches(tmp_path: Path) -> None:
     assert "weather" not in meta  # weather.enabled: false
     assert rows(tmp_path / "data") == {
         jpg.relative_to(tmp_path / "data").as_posix(): ("R1", meta["daypart"], None)}
+
+
+def test_frames_behind_a_symlink_are_not_indexed(tmp_path: Path) -> None:
+    make_tree(tmp_path / "outside", [Spec("B", m) for m in range(3)])
+    make_tree(tmp_path / "data", [Spec("A", 0)])
+    (tmp_path / "data" / "B").symlink_to(tmp_path / "outside" / "B")
+    assert [k.split("/")[0] for k in frame_keys(tmp_path / "data")] == ["A"]
+
+
+def test_retention_and_repair_drop_the_rows_of_what_they_delete(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from lyoncam_daemon.config import RetentionSettings
+    from lyoncam_daemon.curation.index import IndexCells
+    from lyoncam_daemon.storage.filesystem import FilesystemStorage
+    from lyoncam_daemon.storage.retention import RetentionPass
+
+    make_tree(tmp_path, [Spec("A", m * 1440) for m in range(5)])  # five days of camera A
+    refresh(tmp_path)
+    hook = IndexHook(tmp_path)
+    try:
+        now = datetime(2026, 11, 24, 12, tzinfo=UTC)
+        result = RetentionPass(tmp_path, RetentionSettings(max_age_days=2), clock=lambda: now,
+                               cells=IndexCells(tmp_path)).run()
+        assert result.frames == 2  # 20 and 21 Nov
+        assert set(rows(tmp_path)) == set(frame_keys(tmp_path))
+        # The repair: a JPEG whose sidecar went is deleted at start, and so is its row.
+        newest = sorted(frame_keys(tmp_path))[-1]
+        (tmp_path / newest).with_suffix(".json").unlink()
+        assert FilesystemStorage(tmp_path, forget=hook.forget).remove_incomplete("A") == 1
+        assert newest not in rows(tmp_path)
+        assert set(rows(tmp_path)) == set(frame_keys(tmp_path))
+    finally:
+        hook.close()
+
+
+def test_index_check_says_whether_index_and_tree_agree(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    stored = make_tree(tmp_path, [Spec("A", m) for m in range(4)])
+    assert main(["index", "--data-dir", str(tmp_path)]) == 0
+    capsys.readouterr()
+    assert main(["index", "--data-dir", str(tmp_path), "--check"]) == 0
+    assert capsys.readouterr().out.strip().endswith("index and tree agree: 4 frames")
+    gone = tmp_path / stored[0].key
+    gone.unlink()
+    gone.with_suffix(".json").unlink()
+    make_tree(tmp_path, [Spec("B", 0)])
+    assert main(["index", "--data-dir", str(tmp_path), "--check"]) == 1
+    [line] = capsys.readouterr().out.splitlines()
+    assert "disagree: 1 indexed frames are gone from the tree, 1 frames are not indexed" in line
+    assert main(["index", "--data-dir", str(tmp_path)]) == 0  # brings it in line
+    assert main(["index", "--data-dir", str(tmp_path), "--check"]) == 0
+
+
+async def test_the_run_command_drops_the_rows_of_frames_retention_deletes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`run` wires the index to retention: after a pass, report counts what is on disk."""
+    from datetime import UTC, datetime, timedelta
+
+    data = tmp_path / "data"
+    now = datetime.now(UTC)
+    start = (now - timedelta(days=30) - T0).total_seconds() / 60
+    # Five frames of a month ago, and one of yesterday (R1's newest day stays whole).
+    make_tree(data, [*(Spec("R1", start + h * 60) for h in range(5)),
+                     Spec("R1", (now - timedelta(days=1) - T0).total_seconds() / 60)])
+    assert main(["index", "--data-dir", str(data)]) == 0
+    async with CriterSimulator(["R1"], period=60) as sim:
+        cfg = tmp_path / "cameras.yaml"
+        cfg.write_text(f"data_dir: {data}\nweather:\n  enabled: false\n"
+                       "retention:\n  max_age_days: 7\n"
+                       f"cameras:\n  - id: R1\n    url: {sim.url('R1')}\n")
+        log = tmp_path / "run.log"
+        with log.open("wb") as err:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "lyoncam_daemon", "run", "--config", str(cfg),
+                "--log-format", "json", "--status-port", "0", stderr=err)
+            await until(lambda: '"retention pass"' in log.read_text() and any(
+                f"{now:%Y%m%d}" in p.name for p in stored_frames(data, "R1")),
+                "a retention pass and a new frame", 30)
+            proc.send_signal(signal.SIGTERM)
+            assert await asyncio.wait_for(proc.wait(), timeout=30) == 0
+    capsys.readouterr()
+    assert main(["index", "--data-dir", str(data), "--check"]) == 0, capsys.readouterr()
+    assert "agree" in capsys.readouterr().out
+    assert main(["report", "--data-dir", str(data), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["total"] == len(stored_frames(data, "R1"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sqlite3
 from collections.abc import AsyncIterator
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 from aiohttp import web
 
 from lyoncam_daemon.capture.daemon import Daemon
@@ -43,16 +45,22 @@ class OpenMeteo:
     def __init__(self) -> None:
         self.mode = "ok"
         self.requests: list[dict[str, str]] = []
+        #: The mode each request met.
+        self.modes: list[str] = []
         self.release = asyncio.Event()
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         self.requests.append(dict(request.query))
+        self.modes.append(self.mode)
         if self.mode == "fail":
             return web.Response(status=500, text="upstream error")
         if self.mode == "stall":
             await self.release.wait()
         if self.mode == "nonsense":
             return web.Response(text="<html>maintenance</html>")
+        if self.mode == "deep":  # valid JSON nested past Python's recursion limit
+            return web.Response(text="[" * 100_000 + "]" * 100_000,
+                                content_type="application/json")
         return web.json_response({"current": {
             "time": "2026-11-26T07:00", "interval": 900, "weather_code": 61,
             "cloud_cover": 100, "precipitation": 0.4, "is_day": 0}})
@@ -130,6 +138,26 @@ async def test_a_stalled_call_gives_null_without_holding_frames(
     assert await weather.conditions(*PERRACHE, NEXT_SLOT) == RAIN
 
 
+async def test_an_unexpected_failure_answers_the_cells_waiters_at_once(
+    meteo: tuple[OpenMeteo, str],
+) -> None:
+    """Not one of the failures it expects (RecursionError from an answer nested too deep):
+    the waiters of the cell still get `None` at once, not each a whole wait until the slot
+    ends."""
+    stand_in, url = meteo
+    stand_in.mode = "deep"
+    weather = enricher(url, wait_s=60)
+    with structlog.testing.capture_logs() as logs:
+        first = asyncio.ensure_future(weather.conditions(*PERRACHE, WHEN))
+        await until(lambda: not weather._tasks and bool(stand_in.requests), "the request")
+        assert all(future.done() for future in weather._slots.values())
+        assert await asyncio.wait_for(first, 10) is None
+        assert await asyncio.wait_for(weather.conditions(*BELLECOUR, WHEN), 10) is None
+    [warning] = [e for e in logs if e["event"].startswith("weather unavailable")]
+    assert warning["error"].startswith("RecursionError")
+    assert len(stand_in.requests) == 1
+
+
 async def test_never_more_calls_a_minute_than_allowed(meteo: tuple[OpenMeteo, str]) -> None:
     stand_in, url = meteo
     now = [0.0]
@@ -188,24 +216,54 @@ def test_weather_settings_in_the_config() -> None:
 async def test_run_writes_weather_and_survives_its_outage(
     tmp_path: Path, meteo: tuple[OpenMeteo, str],
 ) -> None:
+    """The stand-in answers, then fails (500), then stalls, then answers again, one-second
+    slots apart: every frame is stored throughout, with `weather: null` while it cannot be
+    had and the conditions again once it can."""
     stand_in, url = meteo
     async with CriterSimulator(["W1", "W2"], period=0.2) as sim:
         config = make_config(
             tmp_path, {"W1": sim.url("W1"), "W2": sim.url("W2")}, interval=0.1,
-            extra=f"weather:\n  url: {url}",
+            extra=f"weather:\n  url: {url}\n  max_calls_per_minute: 60\n  timeout: 30",
             per_camera={"W1": "lat: 45.749\nlon: 4.826", "W2": "lat: 45.757\nlon: 4.832"})
-        daemon = Daemon(config, enrichers=build_enrichers(config))
+        # The daemon's own enrichers, with a weather one whose slots last a second.
+        enrichers = [e for e in build_enrichers(config) if e.name != "weather"]
+        enrichers.append(WeatherEnricher(config.weather, wait_s=0.3, slot_s=1.0))
+        daemon = Daemon(config, enrichers=enrichers)
         task = asyncio.create_task(daemon.run())
-        await until(lambda: all(daemon.stats.camera(c).outcomes["stored"] >= 3
-                                for c in ("W1", "W2")), "3 frames per camera")
+
+        def weathers() -> list[Any]:
+            found = []
+            for cam in ("W1", "W2"):
+                for p in stored_frames(tmp_path, cam):
+                    with contextlib.suppress(OSError, ValueError):
+                        meta = json.loads(p.with_suffix(".json").read_text())
+                        found.append((meta["captured_at"], meta.get("weather", "missing")))
+            return [w for _, w in sorted(found, key=lambda f: f[0])]
+
+        def then(want: Any, after: int, n: int = 4) -> bool:
+            return sum(w == want for w in weathers()[after:]) >= n
+
+        await until(lambda: then(RAIN, 0), "frames with the weather", 30)
+        for mode in ("fail", "stall"):
+            stand_in.mode = mode
+            # Frames count once a request has met this mode (a new slot), not before.
+            await until(lambda mode=mode: mode in stand_in.modes, f"a request while {mode}")
+            start = len(weathers())
+            await until(lambda start=start: then(None, start), f"frames while it is {mode}", 30)
+        stand_in.mode = "ok"
+        stand_in.release.set()
+        start = len(weathers())
+        await until(lambda: then(RAIN, start), "the weather back", 30)
         daemon.request_stop()
         assert await task == 0
-    sidecars = [json.loads(p.with_suffix(".json").read_text())
-                for cam in ("W1", "W2") for p in stored_frames(tmp_path, cam)]
-    assert all(meta["weather"] in (RAIN, None) for meta in sidecars)
-    assert sum(meta["weather"] == RAIN for meta in sidecars) >= len(sidecars) - 2
-    assert len(stand_in.requests) <= 2  # one cell: one per slot (a run may straddle two)
+    got = weathers()
+    assert all(w in (RAIN, None) for w in got)
+    # Each phase shows in capture order: weather, then null (fail, stall), then weather.
+    first_null = got.index(None)
+    last_null = len(got) - 1 - got[::-1].index(None)
+    assert RAIN in got[:first_null] and RAIN in got[last_null:]
     assert all(daemon.stats.cameras[c].enrich_errors == 0 for c in ("W1", "W2"))
+    assert all(daemon.stats.cameras[c].outcomes["stored"] >= 8 for c in ("W1", "W2"))
 
 
 # --- enrich --backfill: the archive endpoint ---------------------------------------------------

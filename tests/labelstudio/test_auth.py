@@ -117,3 +117,37 @@ async def test_access_without_exp_assumes_five_minutes() -> None:
     assert not creds.needs_refresh()
     now[0] = 250
     assert creds.needs_refresh()
+
+
+@pytest.mark.parametrize("command", ["pull", "push"])
+@pytest.mark.parametrize("key", ["abc123\r\nX-Injected: 1", "abc\x00def", "abc def"])
+def test_a_key_with_a_line_break_or_control_character_is_one_line(
+    command: str, key: str, tmp_path: Path,
+) -> None:
+    """Pasted with its end of line (or worse): one line naming where the key came from,
+    never the key itself, never a traceback from the HTTP library."""
+    import os
+    import subprocess
+    import sys
+
+    args = {"pull": ["--project", "1", "--out", str(tmp_path / "ds")],
+            "push": ["--project", "1", "--n", "1", "--data-dir", str(tmp_path)]}[command]
+    if "\x00" in key:  # no NUL in an environment variable: it comes from a token file
+        (tmp_path / "key").write_bytes(key.encode())
+        args += ["--token-file", str(tmp_path / "key")]
+        env = {k: v for k, v in os.environ.items() if k != "LABEL_STUDIO_API_KEY"}
+    else:
+        env = {**os.environ, "LABEL_STUDIO_API_KEY": key}
+    import socket
+
+    with socket.socket() as server:  # a port that takes connections (and never answers)
+        server.bind(("127.0.0.1", 0))
+        server.listen(8)
+        url = f"http://127.0.0.1:{server.getsockname()[1]}"
+        proc = subprocess.run([sys.executable, "-m", "lyoncam_daemon", command, "--url", url,
+                               "--rate", "0", *args],
+                              capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    [line] = proc.stderr.strip().splitlines()
+    assert "space, a line break or a control character" in line
+    assert "abc" not in line

@@ -623,6 +623,12 @@ async def test_signed_url_in_no_log_event_of_a_library_pull(
     events = {e["event"] for e in shown.events}
     assert {"image_fetched", "http_retry", "image_failed"} <= events, events
     shown.assert_never_shown(KEY, *SIGNED_PARTS)
+    # Nor in any file of the dataset: the manifest keeps the source without its query.
+    written = [p for p in (tmp_path / "ds").rglob("*") if p.is_file()]
+    assert any(p.name == ".lyoncam-pull.json" for p in written)
+    leaked = [(p.name, part) for p in written for part in SIGNED_PARTS
+              if part.encode() in p.read_bytes()]
+    assert leaked == []
 
 
 async def test_leak_check_catches_a_key_logged_by_library_code(

@@ -279,3 +279,45 @@ def test_push_errors_are_one_line(label_studio: LabelStudio, tmp_path: Path,
     assert "error:" in capsys.readouterr().err
     assert main(["push", "--data-dir", str(data), "--url", "ftp://x", "--project", "1",
                  "--n", "1"]) == 2
+
+
+def projects_titled(server: LabelStudio, title: str) -> int:
+    listing = server.api("GET", "/api/projects?page_size=1000")
+    results = listing["results"] if isinstance(listing, dict) else listing
+    return sum(p["title"] == title for p in results)
+
+
+@pytest.mark.labelstudio
+def test_push_skips_frames_gone_from_disk_and_checks_the_rest_before_creating_anything(
+    label_studio: LabelStudio, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    data = tmp_path / "data"
+    frames = [f for f, _ in make_frames(data)]
+    assert main(["index", "--data-dir", str(data)]) == 0
+    chosen = tmp_path / "all.json"
+    chosen.write_text(json.dumps({"frames": [{"key": f.key} for f in frames]}))
+    # A frame deleted behind the index's back, and one whose file cannot be read.
+    (data / frames[1].key).unlink()
+    (data / frames[1].key).with_suffix(".json").unlink()
+    (data / frames[2].key).unlink()
+    (data / frames[2].key).mkdir()
+    capsys.readouterr()
+    title = "lyoncam push unreadable"
+    assert push(label_studio, data, "--create", title, "--sample", str(chosen),
+                monkeypatch=monkeypatch) == 1
+    err = capsys.readouterr().err
+    assert f"error: cannot read {data / frames[2].key}: not a regular file; nothing was sent" \
+        in err
+    assert projects_titled(label_studio, title) == 0  # nothing created
+    (data / frames[2].key).rmdir()
+    (data / frames[2].key).with_suffix(".json").unlink()
+    title = "lyoncam push gone"
+    assert push(label_studio, data, "--create", title, "--sample", str(chosen),
+                monkeypatch=monkeypatch) == 0
+    out, err = capsys.readouterr()
+    assert f"warning: {frames[1].key} is gone from {data}: skipped" in err
+    pid = created_project(err)
+    assert f"project {pid}: 2 frames pushed" in out
+    assert {t["data"]["lyoncam_key"] for t in tasks_of(label_studio, pid)} == {
+        frames[0].key, frames[3].key}

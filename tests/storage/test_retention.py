@@ -390,3 +390,37 @@ async def test_a_reloaded_retention_section_takes_effect(tmp_path: Path) -> None
             daemon.request_stop()
             assert await asyncio.wait_for(task, timeout=15) == 0
     assert [e["frames"] for e in logs if e["event"] == "retention pass"] == [1]
+
+
+# -- symlinks: nothing outside data_dir is ever followed or deleted --------------------------
+
+
+def test_retention_and_repair_never_follow_a_symlink_out_of_data_dir(tmp_path: Path) -> None:
+    data, outside = tmp_path / "data", tmp_path / "outside"
+    elsewhere = FilesystemStorage(outside)
+    # A camera folder linked to another tree of old frames, and one day folder of a real
+    # camera linked to someone else's old day; both hold frame-named files.
+    for h in range(6):
+        put(elsewhere, "EVIL", datetime(2026, 10, 1 + h, tzinfo=UTC))
+    put(elsewhere, "GOOD", datetime(2026, 10, 20, 9, tzinfo=UTC))
+    today = put(elsewhere, "GOOD", NOW - timedelta(hours=1))  # an "orphan" JPEG outside
+    today.with_suffix(".json").unlink()
+    store = FilesystemStorage(data)
+    put(store, "GOOD", NOW)
+    data.joinpath("EVIL").symlink_to(outside / "EVIL")
+    data.joinpath("GOOD/2026/10").mkdir(parents=True)
+    data.joinpath("GOOD/2026/10/20").symlink_to(outside / "GOOD/2026/10/20")
+    data.joinpath("GOOD/2026/11/25").symlink_to(today.parent)  # yesterday: repair looks there
+    before = files_under(outside)
+
+    with structlog.testing.capture_logs() as logs:
+        for _ in range(2):
+            RetentionPass(data, policy(max_age_days=1), clock=lambda: NOW).run()
+        for camera in ("EVIL", "GOOD"):
+            store.remove_incomplete(camera)
+
+    assert files_under(outside) == before
+    skipped = [e["path"] for e in logs if e["event"].startswith("symlink in the data tree")]
+    # Said once per link, whichever walk met it first and however often.
+    assert sorted(skipped) == sorted(str(data / p) for p in (
+        "EVIL", "GOOD/2026/10/20", "GOOD/2026/11/25"))

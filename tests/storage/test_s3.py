@@ -234,3 +234,101 @@ async def test_an_identical_picture_stored_earlier_is_not_taken_for_a_retry(
     assert later.key != first.key and later.key.endswith("_1.jpg")
     found = await store.latest("CAM")
     assert found is not None and found.key == later.key
+
+
+# --- wrong credentials: not an outage --------------------------------------------------------
+
+
+async def test_credentials_refused_at_start_are_a_start_up_error_naming_the_bucket(
+    s3: SeaweedS3, tmp_path: Path,
+) -> None:
+    import os
+    import sys
+
+    cfg = tmp_path / "cameras.yaml"
+    cfg.write_text(f"data_dir: {tmp_path / 'data'}\nweather:\n  enabled: false\n"
+                   f"storage:\n  kind: s3\n  endpoint: {s3.endpoint}\n  bucket: {s3.bucket}\n"
+                   "cameras:\n  - id: D1\n    url: http://127.0.0.1:9/D1.JPG\n")
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": "wrong-secret"}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "lyoncam_daemon", "run", "--config", str(cfg), "--status-port",
+        "0", "--log-format", "json", stderr=asyncio.subprocess.PIPE, env=env)
+    _, err = await asyncio.wait_for(proc.communicate(), timeout=60)
+    assert proc.returncode == 1
+    line = err.decode().strip().splitlines()[-1]
+    assert line.startswith(f"error: storage: s3://{s3.bucket}: access denied (")
+    assert line.endswith(f"the credentials are wrong or not allowed on bucket {s3.bucket}")
+    assert "wrong-secret" not in err.decode()
+    assert not list((tmp_path / "data").rglob("*.jpg"))  # nothing spooled
+
+
+async def _scrape(url: str) -> tuple[int, str]:
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session, session.get(url) as resp:
+        return resp.status, await resp.text()
+
+
+def store_state(metrics: str) -> str:
+    [on] = [line.split('"')[1] for line in metrics.splitlines()
+            if line.startswith("lyoncam_object_store_state{") and line.endswith(" 1.0")]
+    return on
+
+
+async def test_credentials_refused_later_are_their_own_condition_not_an_outage(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The bucket starts refusing our keys (rotated on the server): logs, /healthz and
+    /metrics say `denied`, apart from the `unreachable` of a stopped server; both end when
+    the right keys work again, and every frame arrives once."""
+    server = SeaweedS3(tmp_path / "weed")
+    server.start()
+    try:
+        await server.wait_ready()
+        for key, value in server.env.items():
+            monkeypatch.setenv(key, value)
+        async with CriterSimulator(["K1"], period=0.3) as sim:
+            config = make_config(
+                tmp_path / "data", {"K1": sim.url("K1")}, interval=0.2, status="status:\n  port: 0",
+                extra=f"storage:\n  kind: s3\n  endpoint: {server.endpoint}\n  bucket: "
+                      f"{server.bucket}\n  prefix: rekey\n  timeout: 2")
+            with structlog.testing.capture_logs() as logs:
+                daemon = Daemon(config)
+                task = asyncio.create_task(daemon.run())
+                await until(lambda: daemon.stats.camera("K1").outcomes["stored"] >= 2,
+                            "frames in the bucket", 30)
+                assert daemon.status_url is not None
+                base = daemon.status_url
+                assert store_state((await _scrape(base + "metrics"))[1]) == "ok"
+                spool = daemon.stats.spool
+                assert spool is not None
+
+                server.stop()  # keys rotated on the server: ours are now wrong
+                server.access_key, server.secret_key = "rotated", "rotated-secret-0123456789"
+                server.start()
+                await server.wait_ready()
+                await until(lambda: spool.store == "denied" and spool.frames >= 2,
+                            "uploads refused", 30)
+                status, body = await _scrape(base + "healthz")
+                assert status == 503 and "object store refuses the credentials" in body
+                assert store_state((await _scrape(base + "metrics"))[1]) == "denied"
+
+                server.stop()  # now down altogether: an outage, which is something else
+                await until(lambda: spool.store == "unreachable", "the outage seen", 30)
+                assert store_state((await _scrape(base + "metrics"))[1]) == "unreachable"
+                assert "refuses the credentials" not in (await _scrape(base + "healthz"))[1]
+
+                server.access_key, server.secret_key = ACCESS_KEY, SECRET_KEY
+                server.start()
+                await server.wait_ready()
+                await until(lambda: spool.store == "ok" and spool.frames == 0, "drained", 60)
+                daemon.request_stop()
+                assert await task == 0
+        store = S3Storage(settings(server, "rekey"), (ACCESS_KEY, SECRET_KEY))
+        jpgs = [k for k in await objects(store) if k.endswith(".jpg")]
+    finally:
+        server.stop()
+    events = [e["event"] for e in logs]
+    assert events.count("object store refuses the credentials; spooling frames locally") == 1
+    assert "object store unreachable; spooling frames locally" in events
+    assert len(jpgs) == daemon.stats.cameras["K1"].outcomes["stored"]

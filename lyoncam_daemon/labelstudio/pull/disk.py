@@ -20,7 +20,7 @@ from typing import Any, Literal
 import yaml
 from PIL import Image, UnidentifiedImageError
 
-from lyoncam_daemon.labelstudio.pull.manifest import MANIFEST, Entry
+from lyoncam_daemon.labelstudio.pull.manifest import MANIFEST, Entry, source_ref
 from lyoncam_daemon.labelstudio.pull.model import Item, PullError
 from lyoncam_daemon.storage.atomic import write_atomic
 
@@ -78,7 +78,7 @@ def keep_present(out: Path, item: Item, prev: Entry | None) -> OnDisk | None:
     target = inside(out, item.image_rel)
     found: tuple[str, int] | None = None
     moved = False
-    if prev is not None and prev.get("source") == item.source:
+    if prev is not None and prev.get("source") == source_ref(item.source):
         old = inside(out, str(prev.get("image", "")))
         if old.is_file():
             data = old.read_bytes()

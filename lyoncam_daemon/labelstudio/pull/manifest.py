@@ -14,6 +14,7 @@ from typing import Any
 
 import structlog
 
+from lyoncam_daemon.labelstudio.client import strip_query
 from lyoncam_daemon.labelstudio.pull.model import Item, PullError
 
 log = structlog.get_logger(__name__)
@@ -55,10 +56,16 @@ def previous_entries(manifest: Mapping[str, Any]) -> dict[str, Entry]:
     return {str(stem): entry for stem, entry in items.items() if isinstance(entry, dict)}
 
 
+def source_ref(source: str) -> str:
+    """An image's source as the manifest keeps it: without its query, where a presigned
+    URL carries its signature (a dataset folder is shared; the signature must not be)."""
+    return strip_query(source)
+
+
 def entry(item: Item, digest: str, size: int) -> Entry:
     return {
         "task": item.task_id,
-        "source": item.source,
+        "source": source_ref(item.source),
         "image": item.image_rel,
         "label": item.label_rel,
         "sha256": digest,
