@@ -98,6 +98,10 @@ class Storage(Protocol):
     async def recover(self, camera_id: str) -> int:
         """Remove what an interrupted write left for this camera; return how many files."""
 
+    async def read(self, key: str) -> bytes:
+        """A stored frame's bytes (the judge rebuilds its reference from the newest at
+        start); StoreError (one line) when they cannot be read."""
+
 
 #: Called after each stored frame (index, retention, push bookkeeping...). A failing hook is
 #: logged and counted by the caller; it never costs the frame, which is already stored.
