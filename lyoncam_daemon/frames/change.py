@@ -69,6 +69,10 @@ class Change:
     box: Box
     #: This frame's noise level: the mean cell score, each clipped at NOISE_CLIP.
     noise: float
+    #: The largest cell score with the roles swapped (the reference mapped onto the new
+    #: frame's histogram). Small both ways means a tone change explains the difference; a
+    #: flat reference (a black frame) explains anything one way only.
+    reverse: float = 0.0
 
 
 def factor(full: tuple[int, int], small: tuple[int, int]) -> int:
@@ -96,10 +100,27 @@ def reference(pixels: npt.NDArray[np.float32], full: tuple[int, int]) -> Referen
     """The reference kept after storing a frame, from the decode the judge made anyway."""
     small = (pixels.shape[1], pixels.shape[0])
     f = factor(full, small)
-    sums = _sums(pixels, f)
+    return _from_sums(_sums(pixels, f), f, full, small)
+
+
+def _from_sums(sums: npt.NDArray[np.int32], f: int, full: tuple[int, int],
+               small: tuple[int, int]) -> Reference:
     cells = ((sums + (f * f) // 2) // (f * f)).astype(np.uint8)
     cells.setflags(write=False)
     return Reference(cells, full, small)
+
+
+def assess(ref: Reference | None, pixels: npt.NDArray[np.float32], full: tuple[int, int],
+           keep: npt.NDArray[np.bool_] | None = None) -> tuple[Change | None, Reference]:
+    """`compare` against `ref` (None without one) and this frame's own reference, from one
+    pooling of the decode: what the judge needs of every frame."""
+    small = (pixels.shape[1], pixels.shape[0])
+    f = factor(full, small)
+    sums = _sums(pixels, f)
+    change = None
+    if ref is not None and ref.full == full and ref.small == small:
+        change = _compare_sums(ref, sums, f, keep)
+    return change, _from_sums(sums, f, full, small)
 
 
 def compared_cells(keep: npt.NDArray[np.bool_] | None, ref: Reference) -> npt.NDArray[np.bool_]:
@@ -149,20 +170,35 @@ def compare(ref: Reference, pixels: npt.NDArray[np.float32],
     if (pixels.shape[1], pixels.shape[0]) != ref.small:
         return None
     f = factor(ref.full, ref.small)
-    sums = _sums(pixels, f)
+    return _compare_sums(ref, _sums(pixels, f), f, keep)
+
+
+def _compare_sums(ref: Reference, sums: npt.NDArray[np.int32], f: int,
+                  keep: npt.NDArray[np.bool_] | None) -> Change | None:
     if sums.shape != ref.cells.shape:
         return None
-    use = compared_cells(keep, ref)
-    if not use.any():
-        return Change(0.0, (0, 0, 0, 0), 0.0)
-    target = ref.cells[use]
-    mapped = _tone_map(sums[use], f * f, target)
-    tolerance = BASE + SLOPE * _range3(ref.cells)[use]
-    scores = np.abs(mapped - target) / tolerance
+    n = f * f
+    if keep is None:
+        where = None
+        target, new = ref.cells.ravel(), sums.ravel()
+        rng = _range3(ref.cells).ravel()
+    else:
+        use = compared_cells(keep, ref)
+        if not use.any():
+            return Change(0.0, (0, 0, 0, 0), 0.0)
+        where = np.flatnonzero(use)
+        target, new = ref.cells.ravel()[where], sums.ravel()[where]
+        rng = _range3(ref.cells).ravel()[where]
+    tolerance = BASE + SLOPE * rng.astype(np.float64)
+    scores = np.abs(_tone_map(new, n, target) - target) / tolerance
     at = int(np.argmax(scores))
-    row, col = (int(v[at]) for v in np.nonzero(use))
+    flat = at if where is None else int(where[at])
+    row, col = divmod(flat, ref.cells.shape[1])
+    levels = ((new + n // 2) // n).astype(np.uint8)
+    back = np.abs(_tone_map(target.astype(np.int32), 1, levels) - new / n)
     return Change(round(float(scores[at]), 3), cell_box(ref, row, col),
-                  round(float(np.minimum(scores, NOISE_CLIP).mean()), 4))
+                  round(float(np.minimum(scores, NOISE_CLIP).mean()), 4),
+                  round(float((back / tolerance).max()), 3))
 
 
 def cell_box(ref: Reference, row: int, col: int) -> Box:

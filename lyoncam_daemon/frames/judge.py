@@ -36,7 +36,7 @@ from typing import Any, Final, Literal
 import numpy as np
 
 from lyoncam_daemon.config import CameraConfig, DedupSettings
-from lyoncam_daemon.frames.change import NOISE_CLIP, Change, Reference, compare, reference
+from lyoncam_daemon.frames.change import NOISE_CLIP, Change, Reference, assess, reference
 from lyoncam_daemon.frames.fingerprint import (
     CorruptFrame,
     Fingerprint,
@@ -169,9 +169,10 @@ NOISE_REFERENCE: Final = 0.03
 #: (0.98, a contrast drift; lamps and sharp edges leave the largest residues), below all but
 #: one of its 32-40 px people (see bench/dedup.py).
 TILE_THRESHOLD: Final = 1.1
-#: The fingerprint alone is not trusted where the tone-matched cells barely moved: in the
-#: tuning half a gamma change moved the 4096-bit phash past 64 bits in 4 of 10 copies, while
-#: their best cell scored at most 0.62. Every new scene there scored over 1.1 anyway.
+#: The fingerprint alone is not trusted where the tone-matched cells barely moved, either
+#: way round (change.Change.reverse): in the tuning half a gamma change moved the 4096-bit
+#: phash past 64 bits in 4 of 10 copies, while their best cell scored at most 0.62. Every
+#: new scene there scored over 1.1 anyway.
 FINGERPRINT_GATE: Final = 0.75
 #: The noise level moves this fraction of the way towards each judged-same frame's own
 #: (an exponential average over ~30 frames), and at most doubles per frame: one burst of
@@ -339,7 +340,8 @@ def conclude(p: Pending, looks: Looks | CorruptFrame, last: LastFrame | None,
         reason = Reason.FIRST
     elif change.score > threshold:
         reason = Reason.TILE
-    elif distance > rules.threshold and change.score >= FINGERPRINT_GATE * threshold:
+    elif (distance > rules.threshold
+          and max(change.score, change.reverse) >= FINGERPRINT_GATE * threshold):
         reason = Reason.FINGERPRINT
     elif _heartbeat_due(last, rules, now):
         reason = Reason.HEARTBEAT
@@ -471,12 +473,10 @@ class Judge:
         card = None
         if self.placeholder_fingerprints:
             card = hash_pixels(pixels, full, *PLACEHOLDER_HASH)
-        change = None
-        if ref is not None and ref.full == full:
-            keep = mask.keep(full, (pixels.shape[1], pixels.shape[0])) if mask else None
-            change = compare(ref, pixels, keep)
+        keep = mask.keep(full, (pixels.shape[1], pixels.shape[0])) if mask else None
+        change, own = assess(ref, pixels, full, keep)
         return Looks(fp, card, round(float(pixels.mean()), 2), round(float(pixels.std()), 2),
-                     change, reference(pixels, full))
+                     change, own)
 
     async def judge(self, camera: CameraConfig, data: bytes, last: LastFrame | None,
                     now: float | None = None) -> Verdict:
