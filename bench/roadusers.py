@@ -192,9 +192,24 @@ def new_pairs(name: str, base: Image.Image, rng: np.random.Generator, n: int) ->
 
 
 def copy_pairs(name: str, base: Image.Image, rng: np.random.Generator, n: int,
-               tables: dict[int, list[int]]) -> Iterator[Pair]:
-    """`n` of each copy kind: the previous frame is the base as the camera stored it."""
-    prev = encode(base, 85)
+               tables: dict[int, list[int]], stored: bytes | None = None) -> Iterator[Pair]:
+    """`n` of each copy kind drawn within its range, plus both ends of every range: the
+    previous frame is the base as the camera stored it (`stored`: the camera's own JPEG)."""
+    prev = stored if stored is not None else encode(base, 85)
+    for lo, hi in ((0.9, 1.1),):
+        for gain in (lo, hi):
+            yield Pair("same", "brightness +-10 %", prev,
+                       encode(ImageEnhance.Brightness(base).enhance(gain), 85))
+            yield Pair("same", "contrast drift +-10 %", prev,
+                       encode(ImageEnhance.Contrast(base).enhance(gain), 85))
+    for g in (0.8, 1.25):
+        yield Pair("same", "gamma 0.8-1.25", prev, encode(gamma_curve(base, g), 85))
+    for q in (60, 95):
+        yield Pair("same", "JPEG quality 60-95", prev, encode(base, q))
+    for s in (2.0, 6.0):
+        seed = int(rng.integers(2**31))
+        yield Pair("same", "sensor noise sigma 2-6", encode(noisy(base, s, seed), 85),
+                   encode(noisy(base, s, seed + 1), 85))
     for _ in range(n):
         s = float(rng.uniform(2, 6))
         seed = int(rng.integers(2**31))
@@ -211,11 +226,10 @@ def copy_pairs(name: str, base: Image.Image, rng: np.random.Generator, n: int,
             noisy(base, float(rng.uniform(2, 5)), seed + 2, float(rng.uniform(0.93, 1.07))), 85))
     yield Pair("same", "chroma subsampling 4:4:4", prev, encode(base, 85, 0))
     yield Pair("same", "chroma subsampling 4:2:2", prev, encode(base, 85, 1))
-    for q in (75, 90):
+    for subsampling in (1, 2):
         buf = io.BytesIO()
-        base.save(buf, "JPEG", qtables=tables, progressive=True, subsampling=1)
+        base.save(buf, "JPEG", qtables=tables, progressive=True, subsampling=subsampling)
         yield Pair("same", "another encoder (camera's tables, progressive)", prev, buf.getvalue())
-        del q
 
 
 def road_user_pairs(src: bytes, half: Half, n: int = 10) -> list[Pair]:
@@ -227,5 +241,6 @@ def road_user_pairs(src: bytes, half: Half, n: int = 10) -> list[Pair]:
     pairs: list[Pair] = []
     for name, base in bases(frame, half).items():
         pairs += new_pairs(name, base, rng, n)
-        pairs += copy_pairs(name, base, rng, max(2, n // 2), tables)
+        pairs += copy_pairs(name, base, rng, max(2, n // 2), tables,
+                            src if name == "real frame" else None)
     return pairs

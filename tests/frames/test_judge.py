@@ -139,7 +139,7 @@ class NoDecode(concurrent.futures.Executor):
         return future
 
 
-def _no_decode(data: bytes, mask: object) -> Any:
+def _no_decode(data: bytes, mask: object, ref: object = None) -> Any:
     raise AssertionError("decoded although the byte checks should have decided")
 
 
