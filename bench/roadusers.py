@@ -11,7 +11,9 @@ scans, not another code base. Every new-scene pair carries independent noise (si
 in both frames, so a change must beat noise, not a pristine copy.
 
 - ``tuning``: every threshold and constant of frames/change.py and the judge was chosen on
-  this half only (seed 16; the real frame and a zoomed crop of its right half).
+  this half only (seed 16; the real frame and a zoomed crop of its right half). Each copy
+  range is there at both its ends, and the real frame's copies are made from the camera's
+  own JPEG.
 - ``heldout``: other seeds (2016), other positions, other base frames (mirrored, a zoomed
   crop of the left half, a dusk re-toning); nothing was chosen on it.
 
@@ -126,14 +128,45 @@ def pasted(frame: Image.Image, sprites: list[tuple[Sprite, tuple[int, int]]]) ->
     return out
 
 
-def bases(frame: Image.Image, half: Half) -> dict[str, Image.Image]:
+#: The zebra crossing in the real frame: feet between these x and y (full-resolution px).
+CROSSING_X, CROSSING_Y = (300, 1150), (640, 700)
+Crop = tuple[int, int, int, int]
+
+
+def bases(frame: Image.Image, half: Half) -> dict[str, tuple[Image.Image, Crop, bool]]:
+    """name -> (base frame, the part of the real frame it shows, mirrored or not)."""
     w, h = frame.size
     if half == "tuning":
-        right = frame.crop((w // 3, h // 3, w, h)).resize((w, h), Image.Resampling.BICUBIC)
-        return {"real frame": frame, "zoomed right": right}
-    left = frame.crop((0, h // 4, w * 2 // 3, h)).resize((w, h), Image.Resampling.BICUBIC)
-    return {"mirrored": frame.transpose(Image.Transpose.FLIP_LEFT_RIGHT),
-            "zoomed left": left, "dusk": gamma_curve(frame, 0.7)}
+        right = (w // 3, h // 3, w, h)
+        return {"real frame": (frame, (0, 0, w, h), False),
+                "zoomed right": (_zoom(frame, right), right, False)}
+    left = (0, h // 4, w * 2 // 3, h)
+    return {"mirrored": (frame.transpose(Image.Transpose.FLIP_LEFT_RIGHT), (0, 0, w, h), True),
+            "zoomed left": (_zoom(frame, left), left, False),
+            "dusk": (gamma_curve(frame, 0.7), (0, 0, w, h), False)}
+
+
+def _zoom(frame: Image.Image, crop: Crop) -> Image.Image:
+    return frame.crop(crop).resize(frame.size, Image.Resampling.BICUBIC)
+
+
+def crossing_spot(rng: np.random.Generator, crop: Crop, mirrored: bool,
+                  size: tuple[int, int], w: int = 1920, h: int = 1080) -> tuple[int, int] | None:
+    """Top-left corner for a sprite whose feet are on the zebra crossing, in a base showing
+    `crop` of the real frame; None when the crossing is not in view there."""
+    x = int(rng.integers(*CROSSING_X))
+    y = int(rng.integers(*CROSSING_Y))
+    x0, y0, x1, y1 = crop
+    if not (x0 <= x < x1 and y0 <= y < y1):
+        return None
+    fx, fy = w / (x1 - x0), h / (y1 - y0)
+    bx, by = round((x - x0) * fx), round((y - y0) * fy)
+    if mirrored:
+        bx = w - bx
+    sw, sh = size
+    if not (bx - sw // 2 >= 0 and bx + sw < w and by - sh >= 0):
+        return None
+    return bx - sw // 2, by - sh
 
 
 def _spot(rng: np.random.Generator, size: tuple[int, int], w: int = 1920, h: int = 1080
@@ -150,8 +183,22 @@ def _noisy_pair(base: Image.Image, rng: np.random.Generator) -> tuple[Image.Imag
     return noisy(base, s1, seed), noisy(base, s2, seed + 1), int(rng.integers(75, 93))
 
 
-def new_pairs(name: str, base: Image.Image, rng: np.random.Generator, n: int) -> Iterator[Pair]:
+def new_pairs(name: str, base: Image.Image, rng: np.random.Generator, n: int,
+              crop: Crop, mirrored: bool) -> Iterator[Pair]:
     """`n` of each new-scene kind on one base frame."""
+    tries = 0
+    made = 0
+    while made < n and tries < 20 * n:  # 32-40 px people on the white stripes: the hard case
+        tries += 1
+        a = noisy(base, 2.0, int(rng.integers(2**31)))
+        p = person(int(rng.choice([32, 36, 40])), rng)
+        at = crossing_spot(rng, crop, mirrored, p[0].size)
+        if at is None:
+            continue
+        b = noisy(base, 2.0, int(rng.integers(2**31)))
+        made += 1
+        yield Pair("new", "person 32-40 px on the zebra crossing", encode(a),
+                   encode(pasted(b, [(p, at)])))
     for i in range(n):
         a, b, q = _noisy_pair(base, rng)
         h = PERSON_HEIGHTS[(i + int(rng.integers(len(PERSON_HEIGHTS)))) % len(PERSON_HEIGHTS)]
@@ -239,8 +286,8 @@ def road_user_pairs(src: bytes, half: Half, n: int = 10) -> list[Pair]:
     frame = frame.convert("RGB")
     rng = np.random.default_rng(16 if half == "tuning" else 2016)
     pairs: list[Pair] = []
-    for name, base in bases(frame, half).items():
-        pairs += new_pairs(name, base, rng, n)
+    for name, (base, crop, mirrored) in bases(frame, half).items():
+        pairs += new_pairs(name, base, rng, n, crop, mirrored)
         pairs += copy_pairs(name, base, rng, max(2, n // 2), tables,
                             src if name == "real frame" else None)
     return pairs
