@@ -208,9 +208,13 @@ def new_pairs(name: str, base: Image.Image, rng: np.random.Generator, n: int,
                    encode(pasted(b, [(p, _spot(rng, p[0].size))]), q))
         walker = person(h, rng)
         x, y = _spot(rng, walker[0].size)
-        step = max(4, h // 3)  # about a metre between two polls at walking pace
+        # One to three body heights between two polls (1.7-5 m): a walker covers 14 m in
+        # a 10 s poll and the CriTer cameras republish once a minute, so this is the least.
+        step = int(rng.integers(h, 3 * h + 1))
+        to = (min(x + step, 1920 - walker[0].size[0] - 1),
+              y + int(rng.integers(-h // 4, h // 4 + 1)))
         yield Pair("new", f"person {band} px walking", encode(pasted(a, [(walker, (x, y))]), q),
-                   encode(pasted(b, [(walker, (x + step, y + step // 4))]), q))
+                   encode(pasted(b, [(walker, to)]), q))
     for _ in range(n // 2):
         a, b, q = _noisy_pair(base, rng)
         x, y = _spot(rng, (160, 100))

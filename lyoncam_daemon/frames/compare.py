@@ -11,7 +11,6 @@ outlined in red and the highest-scoring cell in yellow.
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
 import sys
@@ -63,7 +62,7 @@ def compare_pair(settings: DedupSettings, camera: CameraConfig, placeholders: fr
     """B judged right after A was stored, as the daemon's camera task does it."""
     with ThreadPoolExecutor(1) as pool:
         judge = Judge(settings, placeholders, pool, cameras=[camera])
-        state = asyncio.run(judge.state(camera))
+        state = judge.camera_state(camera)
         first = judge.decide_now(a, None, state)
         if first.outcome is not Outcome.STORED:
             raise CompareError(f"the first image would not be stored ({first.outcome.value}"

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import math
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -342,7 +343,7 @@ def conclude(p: Pending, looks: Looks | CorruptFrame, last: LastFrame | None,
     elif change.score > threshold:
         reason = Reason.TILE
     elif (distance > rules.threshold
-          and max(change.score, change.reverse) >= FINGERPRINT_GATE * threshold):
+          and max(change.score, change.reverse or 0.0) >= FINGERPRINT_GATE * threshold):
         reason = Reason.FINGERPRINT
     elif _heartbeat_due(last, rules, now):
         reason = Reason.HEARTBEAT
@@ -462,7 +463,8 @@ class Judge:
             mask = await loop.run_in_executor(self.executor, _load_mask, camera)
         return self._state(camera, mask)
 
-    def look(self, data: bytes, mask: RoiMask | None, ref: Reference | None = None) -> Looks:
+    def look(self, data: bytes, mask: RoiMask | None, ref: Reference | None = None,
+             reverse_below: float = math.inf) -> Looks:
         """Decode once, hash once (twice when placeholder images are configured), and run
         the local test against `ref` on the same decode.
 
@@ -475,7 +477,7 @@ class Judge:
         if self.placeholder_fingerprints:
             card = hash_pixels(pixels, full, *PLACEHOLDER_HASH)
         keep = mask.keep(full, (pixels.shape[1], pixels.shape[0])) if mask else None
-        change, own = assess(ref, pixels, full, keep)
+        change, own = assess(ref, pixels, full, keep, reverse_below)
         return Looks(fp, card, round(float(pixels.mean()), 2), round(float(pixels.std()), 2),
                      change, own)
 
@@ -489,16 +491,22 @@ class Judge:
         return await loop.run_in_executor(self.executor, self.decide_now, data, last, state,
                                           now)
 
-    async def state(self, camera: CameraConfig) -> _CameraState:
-        """The camera's rules and mask, as `judge` uses them (for `compare`)."""
-        return await self._camera(camera)
+    def camera_state(self, camera: CameraConfig) -> _CameraState:
+        """The camera's rules and mask as `judge` uses them, loaded in this thread (for
+        `compare` and the benchmarks)."""
+        state = self._cameras.get(camera.id)
+        if state is not None and state.key == self._key(camera):
+            return state
+        return self._state(camera, _load_mask(camera))
 
     def decide_now(self, data: bytes, last: LastFrame | None, state: _CameraState,
                    now: float | None = None) -> Verdict:
         """The decision `judge` takes, synchronously (the `compare` command runs this)."""
         ref = last.reference if last is not None else None
-        return decide(data, last, state.rules, lambda body: self.look(body, state.mask, ref),
-                      now)
+        # The reverse score only matters under the fingerprint's gate, whatever the noise.
+        below = FINGERPRINT_GATE * state.rules.tile_threshold * NOISE_SCALE[1]
+        return decide(data, last, state.rules,
+                      lambda body: self.look(body, state.mask, ref, below), now)
 
     async def remember(self, data: bytes, last: LastFrame) -> LastFrame:
         """`last` with its reference rebuilt from the stored frame's bytes (at start), in

@@ -219,7 +219,7 @@ class S3Storage:
         try:
             got = await obstore.get_async(self.store, self._path(key))
             return bytes(await got.bytes_async())
-        except BaseError as exc:
+        except (BaseError, OSError) as exc:  # a missing key is a FileNotFoundError
             raise StoreError(f"cannot read {key} from {self.where}: {_short(exc)}") from None
 
     async def recover(self, camera_id: str) -> int:

@@ -195,9 +195,10 @@ async def test_an_ignored_rectangle_hides_a_change_from_the_local_test(
 
 async def test_a_mask_image_hides_a_change_from_the_local_test(
         frame: Image.Image, pool: concurrent.futures.Executor, tmp_path: Path) -> None:
-    sprite = rider(60, np.random.default_rng(6), "bicycle")
+    sprite = rider(52, np.random.default_rng(7), "bicycle")
     a, b = two_polls(frame, 41)
     before, after = encode(a), encode(pasted(b, sprite, CROSSING))
+    assert (await pair(pool, before, after)).outcome is Outcome.STORED
     mask = Image.new("L", (480, 270), 255)  # a quarter of the frame's size, stretched
     mask.paste(0, ((CROSSING[0] - 40) // 4, (CROSSING[1] - 100) // 4,
                    (CROSSING[0] + 110) // 4, (CROSSING[1] + 30) // 4))
