@@ -1,28 +1,21 @@
-"""Benchmark and accuracy check of the frame checks and near-duplicate stage (issue 3, 7).
+"""Benchmark and accuracy check of the frame checks and the dedup stage (issues 3, 7, 16).
 
-Run: ``.venv/bin/python -m bench.dedup`` (about 40 s). Everything is measured in one run
-on the real 1920x1080 fixture frame, as medians of many interleaved repetitions, per *new*
-frame (the one that costs most on both sides), like for like:
+Run: ``.venv/bin/python -m bench.dedup`` (a few minutes; ``--no-accuracy`` for the cost
+alone). Everything is measured in one run on the real 1920x1080 fixture frame, as medians of
+many interleaved repetitions, per *new* frame (the one that costs most on both sides):
 
 - ``ours_with_store`` against ``original``: lyoncam's whole path for a new frame and its
-  durable store, against the original script's whole cycle.
+  durable store (SHA-256, byte checks, reduced-scale decode, fingerprint, local change test,
+  decision, then frame and sidecar written as the daemon stores them: temp file, fsync,
+  rename, directory fsync), against the original script's whole cycle (full decode,
+  ``average_hash``, reopen the last saved frame and hash it, a re-encoded ``img.save``).
+- ``ours`` against ``decode_floor``: checks + fingerprint + local test, against the bare
+  ``draft('L', (64, 64))`` decode of the same bytes, the least any pixel-based check can cost;
+  ``ours_before_issue16`` is the same chain without the local test, measured beside it.
 
-  - ``ours_with_store``: SHA-256, byte checks, reduced-scale decode, fingerprint, decision,
-    then the frame and its sidecar written with the project's store (temp file, fsync,
-    rename, directory fsync), exactly as the daemon stores it.
-  - ``original``: full decode, ``average_hash``, reopen the last saved frame
-    (``liste_images[-1]``, itself a re-encode) and hash it, then ``img.save(path)``:
-    a re-encode at Pillow's default quality into the page cache, not fsynced.
-
-- ``ours`` against ``decode_floor``: the check + fingerprint path alone (no store), against
-  the bare ``draft('L', (64, 64))`` decode of the same bytes, the least any pixel-based
-  check can cost.
-
-Then two labelled sets of frame pairs (``bench/pairs.py``) are judged by lyoncam's rule and
-by the original one: the tuning set the default threshold was chosen on, and a held-out
-set built afterwards from other base frames and other kinds of change, which nothing was
-tuned on. Kept-when-new and dropped-when-same are printed for each, separately.
-The last line printed is one JSON object with all figures.
+Then the road-user pair set (``bench/roadusers.py``, tuning and held-out halves) is judged
+by lyoncam's whole decision, by the fingerprint rule alone (the rule before issue 16) and
+by the original ``average_hash > 2``, per kind. The last line printed is one JSON object.
 """
 
 from __future__ import annotations
@@ -37,7 +30,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -124,44 +116,6 @@ def original_is_new() -> Callable[[bytes, bytes], bool]:
         return cache[data]
 
     return lambda prev, cur: int(ah(prev) - ah(cur)) > ORIGINAL_MIN_BITS
-
-
-@dataclass(frozen=True)
-class Score:
-    new: int
-    same: int
-    kept_when_new: float
-    dropped_when_same: float
-    missed_new: dict[str, int]  # kind -> new pairs dropped
-    kept_same: dict[str, int]  # kind -> same pairs stored
-
-
-def _by_kind(kinds: list[str]) -> dict[str, int]:
-    # Held-out kinds end with "(base frame)": count the kind of change, across bases.
-    out: dict[str, int] = {}
-    for k in kinds:
-        key = k.split(" (")[0] if k.endswith(")") else k
-        out[key] = out.get(key, 0) + 1
-    return out
-
-
-def score(pairs: list[Pair], is_new: Callable[[bytes, bytes], bool]) -> Score:
-    new = [p for p in pairs if p.label == "new"]
-    same = [p for p in pairs if p.label == "same"]
-    missed = [p.kind for p in new if not is_new(p.previous, p.current)]
-    wrongly_kept = [p.kind for p in same if is_new(p.previous, p.current)]
-    return Score(len(new), len(same), 1 - len(missed) / len(new),
-                 1 - len(wrongly_kept) / len(same), _by_kind(missed), _by_kind(wrongly_kept))
-
-
-def distances(pairs: list[Pair], algo: str, size: int) -> tuple[list[int], list[int]]:
-    fps: dict[bytes, Fingerprint] = {}
-    for p in pairs:
-        for data in (p.previous, p.current):
-            if data not in fps:
-                fps[data] = fingerprint(data, algo, size)
-    d = [(p.label, fps[p.previous].distance(fps[p.current])) for p in pairs]
-    return [x for lbl, x in d if lbl == "new"], [x for lbl, x in d if lbl == "same"]
 
 
 # --- timing ----------------------------------------------------------------------------------
@@ -294,21 +248,6 @@ def measure(data: bytes, algo: str, size: int, threshold: int, rounds: int
 
 
 # --- main ------------------------------------------------------------------------------------
-
-
-def print_scores(title: str, pairs: list[Pair], rules: dict[str, Callable[[bytes, bytes], bool]]
-                 ) -> dict[str, Score]:
-    scores = {name: score(pairs, fn) for name, fn in rules.items()}
-    first = next(iter(scores.values()))
-    print(f"{title}: {first.new} new pairs, {first.same} same pairs")
-    print(f"  {'rule':52s} {'kept when new':>14s} {'dropped when same':>18s}")
-    for name, s in scores.items():
-        print(f"  {name:52s} {s.kept_when_new:14.1%} {s.dropped_when_same:18.1%}")
-        if s.missed_new:
-            print(f"      new but dropped: {s.missed_new}")
-        if s.kept_same:
-            print(f"      same but kept:   {s.kept_same}")
-    return scores
 
 
 def per_kind(pairs: list[Pair], rules: dict[str, Callable[[bytes, bytes], bool]]
