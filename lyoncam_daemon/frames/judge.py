@@ -171,9 +171,8 @@ NOISE_REFERENCE: Final = 0.04
 TILE_THRESHOLD: Final = 1.1
 #: The fingerprint alone is not trusted where the tone-matched cells barely moved, either
 #: way round (change.Change.reverse): in the tuning half a gamma change moved the 4096-bit
-#: phash past 64 bits in 9 of 14 copies, while their best cell scored at most 0.92, and
-#: every new scene from 32 px scored over the tile threshold but one 32-40 px person that
-#: the fingerprint missed too. What the fingerprint still sees alone is a change no tone
+#: phash past 64 bits in 9 of 14 copies, while their best cell scored at most 0.92 (the gate
+#: is 0.99 at sensitivity 1). What the fingerprint still sees alone is a change no tone
 #: curve can hide, such as a black frame followed by a scene.
 FINGERPRINT_GATE: Final = 0.9
 #: The noise level moves this fraction of the way towards each judged-same frame's own
