@@ -602,12 +602,12 @@ async def test_overload_skips_polls_instead_of_piling_frames_up(
     real_judge = Judge.judge
     judging = {"now": 0, "most": 0}
 
-    async def slow_judge(self: Judge, *args: object) -> object:
+    async def slow_judge(self: Judge, *args: Any, **kwargs: Any) -> object:
         judging["now"] += 1
         judging["most"] = max(judging["most"], judging["now"])
         try:
             await asyncio.sleep(1.0)  # a decode pool hopelessly behind
-            return await real_judge(self, *args)  # type: ignore[arg-type]
+            return await real_judge(self, *args, **kwargs)
         finally:
             judging["now"] -= 1
 
