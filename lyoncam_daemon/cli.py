@@ -21,6 +21,7 @@ from lyoncam_daemon.arguments import Command
 COMMAND_MODULES = (
     "lyoncam_daemon.capture.commands",      # run, check, discover
     "lyoncam_daemon.observe.commands",      # health
+    "lyoncam_daemon.frames.commands",       # compare
     "lyoncam_daemon.devtools.commands",     # simulate
     "lyoncam_daemon.curation.commands",     # index, report, sample, enrich
     "lyoncam_daemon.labelstudio.commands",  # pull, push

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -34,6 +34,7 @@ from lyoncam_daemon.capture.fetch import (
 from lyoncam_daemon.capture.schedule import backoff_delay, next_due
 from lyoncam_daemon.config import CameraConfig, Config, public_url
 from lyoncam_daemon.enrich.stage import Enricher, enrich
+from lyoncam_daemon.frames.fingerprint import CorruptFrame
 from lyoncam_daemon.frames.judge import Judge, LastFrame, Outcome, Verdict
 from lyoncam_daemon.observe.stats import CameraStats, Condition, ErrorKind, State, Stats
 from lyoncam_daemon.storage import Frame, Storage, StoredFrame, StoreError, StoreHook, iso_utc
@@ -124,6 +125,8 @@ class Runtime:
     enrichers: Sequence[Enricher] = ()
     hooks: Sequence[StoreHook] = ()
     rng: random.Random = field(default_factory=random.Random)
+    #: Wall-clock Unix seconds: each frame's `captured_at` and the heartbeat (keep_every).
+    clock: Callable[[], float] = time.time
 
 
 def pipeline_size(workers: int) -> int:
@@ -195,6 +198,7 @@ def build_sidecar(camera: CameraConfig, fetched: Fetched, verdict: Verdict,
         "exif_datetime": verdict.exif_datetime,
         "fingerprint": verdict.fingerprint.to_json() if verdict.fingerprint else None,
         "distance": verdict.distance,
+        "change": verdict.decision.to_json() if verdict.decision is not None else None,
         "truncated": verdict.truncated,
         "fetch_ms": round(fetched.elapsed_s * 1000, 1),
         "lyoncam_version": __version__,
@@ -262,6 +266,8 @@ class CameraTask:
             return
         meta = found.sidecar
         self.last = LastFrame.from_sidecar(meta)
+        if self.last is not None:
+            self.last = await self._with_reference(found, self.last)
         if meta.get("etag") or meta.get("last_modified"):
             self.validators = Validators(meta.get("etag"), meta.get("last_modified"))
         captured_at = meta.get("captured_at")
@@ -276,6 +282,17 @@ class CameraTask:
         """The newest stored frame's capture time: the status page's, and /healthz's."""
         self.rt.stats.stored(self.camera.id, captured_at, when,
                              self.camera.stale_after * self.camera.interval)
+
+    async def _with_reference(self, found: StoredFrame, last: LastFrame) -> LastFrame:
+        """The local test's reference rebuilt from the newest stored frame's bytes. Without
+        it the next frame is stored (at most one extra frame), never wrongly dropped."""
+        try:
+            data = await self.rt.storage.read(found.key)
+            return await self.rt.judge.remember(data, last)
+        except (StoreError, CorruptFrame) as exc:
+            self.log.warning("newest stored frame not decoded again; the next one is stored",
+                             key=found.key, error=str(exc))
+            return last
 
     async def run(self) -> None:
         await self.recover()
@@ -389,14 +406,18 @@ class CameraTask:
         self._reachable()
 
     async def _judge_and_store(self, fetched: Fetched) -> None:
-        verdict = await self.rt.judge.judge(self.camera, fetched.body, self.last)
+        verdict = await self.rt.judge.judge(self.camera, fetched.body, self.last,
+                                            now=self.rt.clock())
         if verdict.outcome is Outcome.STORED and not await self._store(fetched, verdict):
             return  # validators kept: the next poll fetches this frame again
+        if (verdict.outcome is Outcome.NEAR_DUPLICATE and self.last is not None
+                and verdict.decision is not None):
+            self.last.noise = verdict.decision.noise  # what this same frame taught
         self.validators = fetched.validators
         self._counted(verdict.outcome, fetched, verdict)
 
     async def _store(self, fetched: Fetched, verdict: Verdict) -> bool:
-        captured_at = datetime.now(UTC)
+        captured_at = datetime.fromtimestamp(self.rt.clock(), UTC)
         extra = await enrich(self.rt.enrichers, self.camera, captured_at, verdict)
         failed = set()
         for name, reason in extra.failures:
@@ -435,10 +456,14 @@ class CameraTask:
             self.write_error = None
         # Any stored frame proves the store works again, whichever camera saw it fail.
         self.rt.stats.storage_error = None
-        self.last = LastFrame(sha256=verdict.sha256, fingerprint=verdict.fingerprint)
+        self.last = LastFrame(
+            sha256=verdict.sha256, fingerprint=verdict.fingerprint,
+            reference=verdict.reference, stored_at=frame.captured_at.timestamp(),
+            noise=verdict.decision.noise if verdict.decision is not None else None)
         self.stats.stored_bytes += stored.size
         self._stored_at(sidecar["captured_at"], frame.captured_at.timestamp())
-        self.log.debug("stored", key=stored.key, bytes=stored.size, distance=verdict.distance)
+        self.log.debug("stored", key=stored.key, bytes=stored.size, distance=verdict.distance,
+                       reason=sidecar["change"]["reason"] if sidecar["change"] else None)
         await self._after_store(stored)
         return True
 

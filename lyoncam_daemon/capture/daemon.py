@@ -101,8 +101,11 @@ class Daemon:
                  storage: Storage | None = None,
                  reload_config: Callable[[], Config] | None = None,
                  notifier: Notifier | None = None,
-                 on_delete: DeleteHook | None = None) -> None:
+                 on_delete: DeleteHook | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
         self.config = config
+        #: Wall-clock Unix seconds for the cameras (captured_at, the heartbeat); tests fake it.
+        self.clock = clock
         #: True when this daemon is the whole process (`run`): signals arriving after the
         #: stop are then ignored instead of killing the exit code with 130/143.
         self.owns_process = owns_process
@@ -174,7 +177,7 @@ class Daemon:
                          slots=Slots(cfg.http.max_concurrent, cfg.http.max_per_host),
                          judge=judge, storage=storage, stats=self.stats,
                          pipeline=asyncio.Semaphore(pipeline_size(cfg.dedup.workers)),
-                         enrichers=self.enrichers, hooks=self.hooks)
+                         enrichers=self.enrichers, hooks=self.hooks, clock=self.clock)
             registry = self.registry = CameraRegistry(rt)
             self._install_signal_handlers()  # before any camera: a SIGTERM then still exits 0
             cameras = cfg.enabled_cameras

@@ -312,7 +312,9 @@ class LogSettings(_Model):
 
 
 class DedupSettings(_Model):
-    """The perceptual fingerprint shared by all cameras (frames/fingerprint.py, frames/judge.py)."""
+    """How frames are judged, for all cameras: the perceptual fingerprint
+    (frames/fingerprint.py), the local change test (frames/change.py), the judge
+    (frames/judge.py)."""
 
     hash: Literal["phash", "dhash", "ahash", "whash"] = "phash"
     """The perceptual hash."""
@@ -328,6 +330,15 @@ class DedupSettings(_Model):
     placeholder_images: tuple[FilePath, ...] = ()
     """Extra "camera unavailable" images, matched perceptually (paths relative to the config
     file's folder)."""
+    sensitivity: float = Field(1.0, gt=0, le=10)
+    """How small a change in one ~16 px patch makes a frame new (the local change test beside
+    the fingerprint). 1 is the threshold chosen on `bench/dedup.py`'s tuning half; 2 halves
+    it (smaller changes kept, more noise stored), 0.5 doubles it. Each camera raises it
+    further by the noise it learns from its own frames."""
+    keep_every: Duration = Field(1800.0, ge=0)
+    """Store one frame per period even when nothing changed (marked `heartbeat` in the
+    sidecar's `change`), so slow changes such as dusk, fog or rain on an empty road reach the
+    dataset. 0 turns it off."""
 
     @model_validator(mode="after")
     def _whash_needs_power_of_two(self) -> DedupSettings:

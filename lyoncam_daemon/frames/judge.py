@@ -10,8 +10,12 @@ The chain (see `precheck` and `conclude`):
 6. ``too_large``       header dimensions over ``max_pixels``: refused before any decode
 7. ``corrupt``         libjpeg cannot decode it
 8. ``placeholder``     looks like a configured placeholder image
-9. ``near_duplicate``  fingerprint within the camera's threshold of the last *stored* one
-10. ``stored``         everything else (flagged ``truncated`` under policy ``keep``)
+9. ``near_duplicate``  no ~16 px patch changed beyond the camera's noise since the last
+                       *stored* frame (change.py), and the fingerprint within the camera's
+                       threshold of it (or the patches under FINGERPRINT_GATE: a tone change),
+                       unless a heartbeat is due (``dedup.keep_every``)
+10. ``stored``         everything else (flagged ``truncated`` under policy ``keep``); the
+                       verdict's `Decision` says why it is new
 
 Steps 1-6 read bytes only (a few hundred microseconds); 7-10 need a reduced-scale
 decode. `Judge.judge` runs them all in one trip to the worker pool.
@@ -21,15 +25,19 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import math
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 import numpy as np
 
 from lyoncam_daemon.config import CameraConfig, DedupSettings
+from lyoncam_daemon.frames.change import NOISE_CLIP, Change, Reference, assess, reference
 from lyoncam_daemon.frames.fingerprint import (
     CorruptFrame,
     Fingerprint,
@@ -62,10 +70,17 @@ class Outcome(StrEnum):
 
 @dataclass
 class LastFrame:
-    """What a camera remembers of its last stored frame."""
+    """What a camera remembers of its last stored frame (and of its own noise)."""
 
     sha256: str
     fingerprint: Fingerprint | None
+    #: Its cells for the local test (change.py): 8,160 bytes at 1920x1080. None until
+    #: rebuilt from the stored frame's bytes (at start) or when it could not be.
+    reference: Reference | None = None
+    #: When it was stored (Unix seconds), for the heartbeat.
+    stored_at: float | None = None
+    #: The camera's learned noise level (see `learn_noise`); None before the first estimate.
+    noise: float | None = None
 
     @classmethod
     def from_sidecar(cls, d: Mapping[str, Any]) -> LastFrame | None:
@@ -89,7 +104,102 @@ class LastFrame:
                 fp = Fingerprint.from_json(raw)
             except ValueError:
                 fp = None
-        return cls(sha.lower(), fp)
+        change = d.get("change")
+        noise = change.get("noise") if isinstance(change, Mapping) else None
+        if not (isinstance(noise, int | float) and not isinstance(noise, bool)
+                and 0 <= noise <= NOISE_CLIP):
+            noise = None  # a sidecar written before the local test, or a bad value
+        return cls(sha.lower(), fp, stored_at=_unix(d.get("captured_at")), noise=noise)
+
+
+def _unix(stamp: object) -> float | None:
+    """A sidecar's `captured_at` (ISO 8601, UTC) as Unix seconds; None if unusable."""
+    if not isinstance(stamp, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment.timestamp() if moment.tzinfo is not None else None
+
+
+class Reason(StrEnum):
+    """Why a stored frame is new (the sidecar's `change.reason`)."""
+
+    #: The camera had nothing comparable: its first frame, or no reference after a restart.
+    FIRST = "first"
+    #: The global fingerprint moved beyond the camera's threshold (a car, a bus, a big change).
+    FINGERPRINT = "fingerprint"
+    #: One patch changed beyond the camera's noise (a person, a bicycle, a small change).
+    TILE = "tile"
+    #: Nothing changed, but no frame was stored for `dedup.keep_every`.
+    HEARTBEAT = "heartbeat"
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The numbers behind a verdict, written in a stored frame's sidecar as `change`."""
+
+    reason: Reason | None
+    distance: int | None
+    distance_threshold: int
+    tile_score: float | None = None
+    tile_threshold: float | None = None
+    #: The highest-scoring cell, (x, y, w, h) in full-resolution pixels.
+    tile_box: tuple[int, int, int, int] | None = None
+    #: The camera's noise level after this frame.
+    noise: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "reason": self.reason.value if self.reason is not None else None,
+            "distance": self.distance,
+            "distance_threshold": self.distance_threshold,
+            "tile_score": self.tile_score,
+            "tile_threshold": self.tile_threshold,
+            "tile_box": list(self.tile_box) if self.tile_box is not None else None,
+            "noise": self.noise,
+        }
+
+
+#: The frame noise (change.Change.noise) of the sensor-noise copies (sigma 2-6) in
+#: bench/roadusers.py's tuning half: median 0.039. A camera noisier than this gets a
+#: proportionally higher threshold.
+NOISE_REFERENCE: Final = 0.04
+#: The local test's threshold at sensitivity 1: a tenth above the worst copy of the tuning
+#: half (1.00, a contrast drift at the cyan traffic light).
+TILE_THRESHOLD: Final = 1.1
+#: The fingerprint alone is not trusted where the tone-matched cells barely moved, either
+#: way round (change.Change.reverse): in the tuning half a gamma change moved the 4096-bit
+#: phash past 64 bits in 9 of 14 copies, while their best cell scored at most 0.92 (the gate
+#: is 0.99 at sensitivity 1). What the fingerprint still sees alone is a change no tone
+#: curve can hide, such as a black frame followed by a scene.
+FINGERPRINT_GATE: Final = 0.9
+#: The noise level moves this fraction of the way towards each judged-same frame's own
+#: (an exponential average over ~30 frames), and at most doubles per frame: one burst of
+#: rain cannot raise the threshold at once.
+NOISE_WEIGHT: Final = 1 / 32
+#: The noise can scale the threshold between these factors. Never below 1: the worst copies'
+#: cells sit at lamps and sharp edges, whatever the noise (a cleaner camera is still more
+#: sensitive than a noisy one, not more than the tuned threshold). At most 3: a very noisy
+#: camera still catches a person close to it.
+NOISE_SCALE: Final = (1.0, 3.0)
+
+
+def learn_noise(current: float | None, observed: float) -> float:
+    """The camera's noise level after a frame judged the same with noise `observed`."""
+    if current is None:
+        return observed
+    step = min(observed, 2 * current + 1e-3) - current
+    return current + NOISE_WEIGHT * step
+
+
+def tile_threshold(base: float, noise: float | None) -> float:
+    """The local test's threshold for a camera whose noise level is `noise`."""
+    if noise is None:
+        return base
+    low, high = NOISE_SCALE
+    return base * min(max(noise / NOISE_REFERENCE, low), high)
 
 
 @dataclass(frozen=True)
@@ -111,6 +221,10 @@ class Verdict:
     #: image statistics for the dataset tools, from the decode the fingerprint needed anyway.
     brightness: float | None = None
     contrast: float | None = None
+    #: Why the frame is new or not, with its numbers (None when it was not decoded).
+    decision: Decision | None = None
+    #: This frame's cells, kept by the camera if it stores the frame.
+    reference: Reference | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -124,6 +238,10 @@ class Rules:
     #: Fingerprints (PLACEHOLDER_HASH) of configured placeholder images.
     placeholder_fingerprints: tuple[Fingerprint, ...] = ()
     placeholder_threshold: int = 24
+    #: The local test's threshold at NOISE_REFERENCE (TILE_THRESHOLD / dedup.sensitivity).
+    tile_threshold: float = TILE_THRESHOLD
+    #: Seconds after which an unchanged scene is stored anyway; 0 = never.
+    keep_every: float = 0.0
 
 
 #: Placeholder images are matched with a small, unmasked, low-frequency phash: a
@@ -143,6 +261,10 @@ class Looks:
     #: Of the whole grayscale (see Verdict).
     brightness: float | None = None
     contrast: float | None = None
+    #: The local test against the last stored frame's reference (None without one, or
+    #: when the frame size changed).
+    change: Change | None = None
+    reference: Reference | None = None
 
 
 @dataclass(frozen=True)
@@ -180,8 +302,8 @@ def precheck(data: bytes, last: LastFrame | None, rules: Rules) -> Verdict | Pen
 
 
 def conclude(p: Pending, looks: Looks | CorruptFrame, last: LastFrame | None,
-             rules: Rules) -> Verdict:
-    """Steps 7-10, given the decode's result."""
+             rules: Rules, now: float | None = None) -> Verdict:
+    """Steps 7-10, given the decode's result; `now` (Unix seconds) for the heartbeat."""
     base = Verdict(Outcome.STORED, p.sha256, p.width, p.height, truncated=p.truncated,
                    exif_datetime=p.exif_datetime)
     if isinstance(looks, CorruptFrame):
@@ -194,18 +316,50 @@ def conclude(p: Pending, looks: Looks | CorruptFrame, last: LastFrame | None,
                 d := known.distance(looks.placeholder)
             ) <= rules.placeholder_threshold:
                 return replace(base, outcome=Outcome.PLACEHOLDER, fingerprint=fp, distance=d)
+    base = replace(base, fingerprint=fp, reference=looks.reference)
     distance = None
     if last is not None and last.fingerprint is not None and last.fingerprint.compatible(fp):
         # An incompatible fingerprint (hash settings changed) counts as no memory: store.
         distance = last.fingerprint.distance(fp)
-        if distance <= rules.threshold:
-            return replace(base, outcome=Outcome.NEAR_DUPLICATE, fingerprint=fp,
-                           distance=distance)
-    return replace(base, fingerprint=fp, distance=distance)
+    change = looks.change
+    noise = last.noise if last is not None else None
+    if distance is not None and distance <= rules.threshold and change is not None:
+        # Only frames the fingerprint calls the same teach the noise: a bus filling a
+        # quarter of the frame is not noise. Learnt before judging this very frame, so a
+        # camera whose threshold sits too low cannot store every frame and learn nothing.
+        noise = learn_noise(noise, change.noise)
+    threshold = tile_threshold(rules.tile_threshold, noise)
+    decision = Decision(
+        None, distance, rules.threshold,
+        change.score if change is not None else None,
+        round(threshold, 3) if change is not None else None,
+        change.box if change is not None else None,
+        round(noise, 4) if noise is not None else None)
+    if distance is None or change is None:
+        # No memory to compare with (first frame, new hash settings, no reference after a
+        # restart, another frame size): store, never wrongly discard.
+        reason = Reason.FIRST
+    elif change.score > threshold:
+        reason = Reason.TILE
+    elif (distance > rules.threshold
+          and max(change.score, change.reverse or 0.0) >= FINGERPRINT_GATE * threshold):
+        reason = Reason.FINGERPRINT
+    elif _heartbeat_due(last, rules, now):
+        reason = Reason.HEARTBEAT
+    else:
+        return replace(base, outcome=Outcome.NEAR_DUPLICATE, distance=distance,
+                       decision=decision)
+    return replace(base, distance=distance, decision=replace(decision, reason=reason))
+
+
+def _heartbeat_due(last: LastFrame | None, rules: Rules, now: float | None) -> bool:
+    if rules.keep_every <= 0 or last is None or last.stored_at is None:
+        return False
+    return (time.time() if now is None else now) - last.stored_at >= rules.keep_every
 
 
 def decide(data: bytes, last: LastFrame | None, rules: Rules,
-           look: Callable[[bytes], Looks]) -> Verdict:
+           look: Callable[[bytes], Looks], now: float | None = None) -> Verdict:
     """The whole chain in one synchronous call (tests, benchmarks, batch tools).
 
     `look` decodes and fingerprints; it may raise CorruptFrame.
@@ -217,7 +371,7 @@ def decide(data: bytes, last: LastFrame | None, rules: Rules,
         looks: Looks | CorruptFrame = look(data)
     except CorruptFrame as exc:
         looks = exc
-    return conclude(checked, looks, last, rules)
+    return conclude(checked, looks, last, rules, now)
 
 
 def _describe(data: bytes) -> str:
@@ -290,6 +444,8 @@ class Judge:
             max_pixels=self.settings.max_pixels,
             placeholder_sha256=self.placeholder_sha256,
             placeholder_fingerprints=self.placeholder_fingerprints,
+            tile_threshold=TILE_THRESHOLD / self.settings.sensitivity,
+            keep_every=self.settings.keep_every,
         )
         state = _CameraState(self._key(camera), mask, rules)
         self._cameras[camera.id] = state
@@ -306,8 +462,10 @@ class Judge:
             mask = await loop.run_in_executor(self.executor, _load_mask, camera)
         return self._state(camera, mask)
 
-    def look(self, data: bytes, mask: RoiMask | None) -> Looks:
-        """Decode once, hash once (twice when placeholder images are configured).
+    def look(self, data: bytes, mask: RoiMask | None, ref: Reference | None = None,
+             reverse_below: float = math.inf) -> Looks:
+        """Decode once, hash once (twice when placeholder images are configured), and run
+        the local test against `ref` on the same decode.
 
         Runs in a worker thread: Pillow releases the GIL while libjpeg decodes.
         """
@@ -317,14 +475,44 @@ class Judge:
         card = None
         if self.placeholder_fingerprints:
             card = hash_pixels(pixels, full, *PLACEHOLDER_HASH)
-        return Looks(fp, card, round(float(pixels.mean()), 2), round(float(pixels.std()), 2))
+        keep = mask.keep(full, (pixels.shape[1], pixels.shape[0])) if mask else None
+        change, own = assess(ref, pixels, full, keep, reverse_below)
+        return Looks(fp, card, round(float(pixels.mean()), 2), round(float(pixels.std()), 2),
+                     change, own)
 
-    async def judge(self, camera: CameraConfig, data: bytes, last: LastFrame | None) -> Verdict:
+    async def judge(self, camera: CameraConfig, data: bytes, last: LastFrame | None,
+                    now: float | None = None) -> Verdict:
         """The whole chain in one trip to the worker pool: the byte checks too (SHA-256 of
-        half a megabyte, the header walk), which would otherwise hold the event loop."""
+        half a megabyte, the header walk), which would otherwise hold the event loop.
+        `now` (Unix seconds, default the clock) decides whether a heartbeat is due."""
         state = await self._camera(camera)
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.executor, self._decide, data, last, state)
+        return await loop.run_in_executor(self.executor, self.decide_now, data, last, state,
+                                          now)
 
-    def _decide(self, data: bytes, last: LastFrame | None, state: _CameraState) -> Verdict:
-        return decide(data, last, state.rules, lambda body: self.look(body, state.mask))
+    def camera_state(self, camera: CameraConfig) -> _CameraState:
+        """The camera's rules and mask as `judge` uses them, loaded in this thread (for
+        `compare` and the benchmarks)."""
+        state = self._cameras.get(camera.id)
+        if state is not None and state.key == self._key(camera):
+            return state
+        return self._state(camera, _load_mask(camera))
+
+    def decide_now(self, data: bytes, last: LastFrame | None, state: _CameraState,
+                   now: float | None = None) -> Verdict:
+        """The decision `judge` takes, synchronously (the `compare` command runs this)."""
+        ref = last.reference if last is not None else None
+        # The reverse score only matters under the fingerprint's gate, whatever the noise.
+        below = FINGERPRINT_GATE * state.rules.tile_threshold * NOISE_SCALE[1]
+        return decide(data, last, state.rules,
+                      lambda body: self.look(body, state.mask, ref, below), now)
+
+    async def remember(self, data: bytes, last: LastFrame) -> LastFrame:
+        """`last` with its reference rebuilt from the stored frame's bytes (at start), in
+        the worker pool; CorruptFrame if they no longer decode."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executor, self.remembered, data, last)
+
+    def remembered(self, data: bytes, last: LastFrame) -> LastFrame:
+        pixels, full = decode_gray(data, working_size(self.settings.hash, self.settings.hash_size))
+        return replace(last, reference=reference(pixels, full))

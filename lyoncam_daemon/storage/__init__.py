@@ -1,7 +1,8 @@
 """Keeping frames: where they go, how they are written, and how long they stay.
 
 A store takes a frame and its sidecar and returns where it put them; finds a camera's
-newest frame again after a restart; and repairs what a killed process left at start. This
+newest frame again after a restart (and reads its bytes back, for the judge's reference);
+and repairs what a killed process left at start. This
 module is that small protocol, so the capture path does not care where frames go.
 
 Lives here: the one frame-name rule (layout.py), the one atomic-write rule (atomic.py), the
@@ -97,6 +98,10 @@ class Storage(Protocol):
 
     async def recover(self, camera_id: str) -> int:
         """Remove what an interrupted write left for this camera; return how many files."""
+
+    async def read(self, key: str) -> bytes:
+        """A stored frame's bytes (the judge rebuilds its reference from the newest at
+        start); StoreError (one line) when they cannot be read."""
 
 
 #: Called after each stored frame (index, retention, push bookkeeping...). A failing hook is

@@ -49,10 +49,19 @@ class FilesystemStorage:
     async def recover(self, camera_id: str) -> int:
         return await asyncio.to_thread(self.remove_incomplete, camera_id)
 
+    async def read(self, key: str) -> bytes:
+        return await asyncio.to_thread(self.read_frame, key)
+
     # -- blocking implementations (also for tools and tests) --------------------------------
 
     def path_of(self, key: str) -> Path:
         return self.data_dir / key
+
+    def read_frame(self, key: str) -> bytes:
+        try:
+            return self.path_of(key).read_bytes()
+        except OSError as exc:
+            raise StoreError(f"cannot read {self.path_of(key)}: {exc.strerror or exc}") from None
 
     def write(self, frame: Frame) -> StoredFrame:
         """Store the frame and its sidecar atomically.

@@ -422,3 +422,6 @@ class FreeSpaceGuard:
     async def recover(self, camera_id: str) -> int:
         return await self.inner.recover(camera_id)
 
+    async def read(self, key: str) -> bytes:
+        return await self.inner.read(key)
+

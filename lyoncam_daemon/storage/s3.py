@@ -215,6 +215,13 @@ class S3Storage:
         return [f"{prefix}/{n}" for n in sorted((n for n in names if _DIGITS.match(n)),
                                                   key=int, reverse=True)]
 
+    async def read(self, key: str) -> bytes:
+        try:
+            got = await obstore.get_async(self.store, self._path(key))
+            return bytes(await got.bytes_async())
+        except (BaseError, OSError) as exc:  # a missing key is a FileNotFoundError
+            raise StoreError(f"cannot read {key} from {self.where}: {_short(exc)}") from None
+
     async def recover(self, camera_id: str) -> int:
         """Delete JPEGs of the newest day that have no sidecar (a crash between the puts)."""
         try:

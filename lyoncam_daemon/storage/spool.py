@@ -107,6 +107,11 @@ class SpoolingStorage:
                 return stored
         return await self.upstream.latest(camera_id)
 
+    async def read(self, key: str) -> bytes:
+        if any(stored.key == key for stored in self._queue):  # not uploaded yet
+            return await self.local.read(key)
+        return await self.upstream.read(key)
+
     async def recover(self, camera_id: str) -> int:
         removed = await self.local.recover(camera_id)
         if any(stored.camera_id == camera_id for stored in self._queue):

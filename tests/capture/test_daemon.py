@@ -447,12 +447,12 @@ async def test_slow_decoding_never_stalls_the_event_loop(
     decode_threads: set[int] = set()
     held, release = threading.Event(), threading.Event()
 
-    def held_look(self: Judge, data: bytes, mask: object) -> object:
+    def held_look(self: Judge, data: bytes, *rest: Any) -> object:
         decode_threads.add(threading.get_ident())
         if not held.is_set():
             held.set()
             release.wait(60)
-        return real_look(self, data, mask)  # type: ignore[arg-type]
+        return real_look(self, data, *rest)
 
     monkeypatch.setattr(Judge, "look", held_look)
     ids = camera_ids(6)
@@ -602,12 +602,12 @@ async def test_overload_skips_polls_instead_of_piling_frames_up(
     real_judge = Judge.judge
     judging = {"now": 0, "most": 0}
 
-    async def slow_judge(self: Judge, *args: object) -> object:
+    async def slow_judge(self: Judge, *args: Any, **kwargs: Any) -> object:
         judging["now"] += 1
         judging["most"] = max(judging["most"], judging["now"])
         try:
             await asyncio.sleep(1.0)  # a decode pool hopelessly behind
-            return await real_judge(self, *args)  # type: ignore[arg-type]
+            return await real_judge(self, *args, **kwargs)
         finally:
             judging["now"] -= 1
 

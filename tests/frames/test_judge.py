@@ -18,7 +18,15 @@ import pytest
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter
 
 from lyoncam_daemon.config import CameraConfig, DedupSettings
-from lyoncam_daemon.frames.fingerprint import CorruptFrame, Fingerprint, RoiMask, fingerprint
+from lyoncam_daemon.frames.change import Reference, reference
+from lyoncam_daemon.frames.fingerprint import (
+    CorruptFrame,
+    Fingerprint,
+    RoiMask,
+    decode_gray,
+    fingerprint,
+    working_size,
+)
 from lyoncam_daemon.frames.jpeg import sha256_hex
 from lyoncam_daemon.frames.judge import (
     DedupSetupError,
@@ -108,9 +116,15 @@ def camera(**kw: Any) -> CameraConfig:
                         threshold=kw.pop("threshold", THRESHOLD), **kw)
 
 
+def cells(data: bytes) -> Reference:
+    """The local test's reference a camera keeps of a stored frame."""
+    pixels, full = decode_gray(data, working_size(ALGO, SIZE))
+    return reference(pixels, full)
+
+
 def stored(data: bytes) -> LastFrame:
     """The LastFrame a camera holds after storing `data`."""
-    return LastFrame(sha256_hex(data), fingerprint(data, ALGO, SIZE))
+    return LastFrame(sha256_hex(data), fingerprint(data, ALGO, SIZE), cells(data))
 
 
 class NoDecode(concurrent.futures.Executor):
@@ -125,7 +139,7 @@ class NoDecode(concurrent.futures.Executor):
         return future
 
 
-def _no_decode(data: bytes, mask: object) -> Any:
+def _no_decode(data: bytes, mask: object, ref: object = None) -> Any:
     raise AssertionError("decoded although the byte checks should have decided")
 
 
@@ -227,7 +241,8 @@ async def test_ignored_region_hides_the_moved_car(
     cam = camera(ignore=((400, 800, 470, 170),))
     settings_mask = Judge(SETTINGS, (), pool, cameras=[cam])
     mask = RoiMask.load(cam.ignore)
-    last = LastFrame(sha256_hex(previous), fingerprint(previous, ALGO, SIZE, mask))
+    last = LastFrame(sha256_hex(previous), fingerprint(previous, ALGO, SIZE, mask),
+                     cells(previous))
     verdict = await settings_mask.judge(cam, current, last)
     assert verdict.outcome is Outcome.NEAR_DUPLICATE
 
@@ -238,7 +253,8 @@ async def test_ignored_region_hides_the_moved_car(
     img.save(path)
     cam_img = camera(mask=path)
     last_img = LastFrame(sha256_hex(previous),
-                         fingerprint(previous, ALGO, SIZE, RoiMask.load((), path)))
+                         fingerprint(previous, ALGO, SIZE, RoiMask.load((), path)),
+                         cells(previous))
     assert (await judged(current, last_img, pool, cam_img)).outcome is Outcome.NEAR_DUPLICATE
 
 

@@ -314,6 +314,9 @@ class Unguarded:
     async def recover(self, camera_id: str) -> int:
         return await self.inner.recover(camera_id)
 
+    async def read(self, key: str) -> bytes:
+        return await self.inner.read(key)
+
 
 async def test_enospc_leaves_nothing_half_written(small_disk: Path) -> None:
     """The store alone (no guard): the disk really fills and writes fail with ENOSPC."""

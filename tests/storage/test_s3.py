@@ -20,8 +20,9 @@ from lyoncam_daemon.config import StorageSettings
 from lyoncam_daemon.devtools.simulator import CriterSimulator, camera_ids
 from lyoncam_daemon.storage import Frame, StoreError, encode_sidecar
 from lyoncam_daemon.storage.s3 import CredentialsError, S3Storage, load_credentials
+from tests._scene import poll, serving
 from tests._seaweed import ACCESS_KEY, SECRET_KEY, SeaweedS3
-from tests.conftest import make_config, until
+from tests.conftest import make_config, run_until, until
 
 T0 = datetime(2026, 11, 26, 0, 15, 3, tzinfo=UTC)
 #: How long the S3 server stays dead in the outage test (the issue asks for 30 s).
@@ -332,3 +333,32 @@ async def test_credentials_refused_later_are_their_own_condition_not_an_outage(
     assert events.count("object store refuses the credentials; spooling frames locally") == 1
     assert "object store unreachable; spooling frames locally" in events
     assert len(jpgs) == daemon.stats.cameras["K1"].outcomes["stored"]
+
+
+async def test_after_a_restart_the_local_test_reference_is_rebuilt_from_the_bucket(
+    s3: SeaweedS3, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The newest frame is read back from the bucket at start and decoded again: a copy of
+    it is dropped (not stored as a first frame), a 32 px person is found by the tile test."""
+    for key, value in s3.env.items():
+        monkeypatch.setenv(key, value)
+    async with serving() as scene:
+        cfg = bucket_config(tmp_path, s3, {"CAM": scene.url}, "reference")
+        scene.body = poll(1)
+        await run_until(cfg, lambda d: d.stats.camera("CAM").outcomes["stored"] >= 1,  # type: ignore[arg-type]
+                        "first frame")
+        scene.body = poll(2)
+        again = await run_until(
+            cfg, lambda d: d.stats.camera("CAM").outcomes["near_duplicate"] >= 2,  # type: ignore[arg-type]
+            "copies judged")
+        assert again.stats.camera("CAM").outcomes["stored"] == 0
+        scene.body = poll(3, with_person=32)
+        await run_until(cfg, lambda d: d.stats.camera("CAM").outcomes["stored"] >= 1,  # type: ignore[arg-type]
+                        "the person's frame")
+    store = S3Storage(settings(s3, "reference"), (ACCESS_KEY, SECRET_KEY))
+    newest = await store.latest("CAM")
+    assert newest is not None
+    assert newest.sidecar["change"]["reason"] == "tile"
+    assert await store.read(newest.key) == poll(3, with_person=32)  # the bytes as served
+    with pytest.raises(StoreError, match=r"missing\.jpg"):
+        await store.read("CAM/missing.jpg")

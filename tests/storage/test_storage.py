@@ -165,3 +165,13 @@ def test_unwritable_data_dir_is_a_store_error(tmp_path: Path) -> None:
     blocker.write_text("not a folder")
     with pytest.raises(StoreError, match="cannot write frame of CAM"):
         save(FilesystemStorage(blocker), "CAM", T0, b"x", {})
+
+
+async def test_read_gives_a_stored_frame_back_and_a_missing_one_is_a_store_error(
+        tmp_path: Path) -> None:
+    store = FilesystemStorage(tmp_path)
+    stored = await store.save(Frame("CAM", datetime(2026, 12, 6, tzinfo=UTC), b"\xff\xd8jpeg",
+                                    {"sha256": "0" * 64}))
+    assert await store.read(stored.key) == b"\xff\xd8jpeg"
+    with pytest.raises(StoreError, match=r"CAM/nothing\.jpg"):
+        await store.read("CAM/nothing.jpg")
