@@ -12,7 +12,7 @@ import contextlib
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lyoncam_daemon.arguments import (
     EXIT_FAILED,
@@ -23,6 +23,9 @@ from lyoncam_daemon.arguments import (
     positive_int,
     say,
 )
+
+if TYPE_CHECKING:
+    from lyoncam_daemon.curation.predict import Detector
 
 
 def add_data_arguments(p: argparse.ArgumentParser) -> None:
@@ -49,6 +52,23 @@ def data_dir_of(args: argparse.Namespace) -> Path | None:
         print(f"error: data directory {path} does not exist", file=sys.stderr)
         return None
     return path
+
+
+def load_detector(model: Path, names: Path | None, what: str) -> Detector | None:
+    """The detector of `model` (class names from `names` if given), or None after saying
+    why there is none: onnxruntime is an extra, and a model may be unreadable."""
+    try:
+        import onnxruntime  # noqa: F401  (the extra may be missing: say how to get it)
+    except ImportError:
+        say(f"error: {what} needs onnxruntime: pip install 'lyoncam[predict]'")
+        return None
+    from lyoncam_daemon.curation.predict import Detector, ModelError, read_names
+
+    try:
+        return Detector(model, read_names(names) if names is not None else None)
+    except ModelError as exc:
+        say(f"error: {exc}")
+        return None
 
 
 # --- index ---------------------------------------------------------------------------------
@@ -331,20 +351,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
     data_dir = data_dir_of(args)
     if data_dir is None:
         return EXIT_USAGE
-    try:
-        import onnxruntime  # noqa: F401  (the extra may be missing: say how to get it)
-    except ImportError:
-        say("error: predict needs onnxruntime: pip install 'lyoncam[predict]'")
+    detector = load_detector(args.model, args.names, "predict")
+    if detector is None:
         return EXIT_USAGE
     from lyoncam_daemon.curation.index import IndexFileError, open_current
-    from lyoncam_daemon.curation.predict import Detector, ModelError, read_names
+    from lyoncam_daemon.curation.predict import ModelError
 
-    try:
-        names = read_names(args.names) if args.names is not None else None
-        detector = Detector(args.model, names)
-    except ModelError as exc:
-        say(f"error: {exc}")
-        return EXIT_USAGE
     try:
         db = open_current(data_dir, say)
     except IndexFileError as exc:

@@ -38,7 +38,7 @@ import aiohttp
 import yaml
 
 from lyoncam_daemon.arguments import EXIT_FAILED, EXIT_OK, EXIT_USAGE, say
-from lyoncam_daemon.curation.commands import data_dir_of
+from lyoncam_daemon.curation.commands import data_dir_of, load_detector
 from lyoncam_daemon.curation.dataset import sample, sidecar_fingerprints
 from lyoncam_daemon.curation.index import IndexFileError, connect, index_path, open_current
 from lyoncam_daemon.curation.predict import (
@@ -46,7 +46,6 @@ from lyoncam_daemon.curation.predict import (
     ModelError,
     Predicted,
     predict_frames,
-    read_names,
     recorder,
 )
 from lyoncam_daemon.curation.predictions import canonical
@@ -517,16 +516,8 @@ def main(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     args.detector = None
     if args.model is not None:
-        try:
-            import onnxruntime  # noqa: F401  (the extra may be missing: say how to get it)
-        except ImportError:
-            say("error: --model needs onnxruntime: pip install 'lyoncam[predict]'")
-            return EXIT_USAGE
-        try:
-            names = read_names(args.names) if args.names is not None else None
-            args.detector = Detector(args.model, names)
-        except ModelError as exc:
-            say(f"error: {exc}")
+        args.detector = load_detector(args.model, args.names, "--model")
+        if args.detector is None:
             return EXIT_USAGE
     try:
         db = open_current(data_dir, say)
