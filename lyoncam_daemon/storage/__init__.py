@@ -6,6 +6,7 @@ and repairs what a killed process left at start. This
 module is that small protocol, so the capture path does not care where frames go.
 
 Lives here: the one frame-name rule (layout.py), the one atomic-write rule (atomic.py), the
+one walk of the data tree that never follows a link out of it (tree.py), the
 dated filesystem tree (filesystem.py), an S3-compatible bucket (s3.py) and the spool in
 front of it during outages (spool.py), the daemon's own folder `.lyoncam` with its lock and
 health record (state.py), and retention with the free-space guard (retention.py). What
