@@ -25,6 +25,8 @@ from lyoncam_daemon.arguments import (
 )
 
 if TYPE_CHECKING:
+    import sqlite3
+
     from lyoncam_daemon.curation.predict import Detector
 
 
@@ -52,6 +54,18 @@ def data_dir_of(args: argparse.Namespace) -> Path | None:
         print(f"error: data directory {path} does not exist", file=sys.stderr)
         return None
     return path
+
+
+def open_index(data_dir: Path) -> sqlite3.Connection | None:
+    """The index of `data_dir`, brought up to date, or None after saying why it cannot be
+    opened (the commands then exit 1)."""
+    from lyoncam_daemon.curation.index import IndexFileError, open_current
+
+    try:
+        return open_current(data_dir, say)
+    except IndexFileError as exc:
+        say(f"error: {exc}")
+        return None
 
 
 def load_detector(model: Path, names: Path | None, what: str) -> Detector | None:
@@ -130,17 +144,14 @@ def cmd_report(args: argparse.Namespace) -> int:
     import json
 
     from lyoncam_daemon.curation.dataset import THIN_BELOW, report
-    from lyoncam_daemon.curation.index import IndexFileError, open_current
     from lyoncam_daemon.curation.report_page import render
     from lyoncam_daemon.storage.atomic import write_atomic
 
     data_dir = data_dir_of(args)
     if data_dir is None:
         return EXIT_USAGE
-    try:
-        db = open_current(data_dir, say)
-    except IndexFileError as exc:
-        say(f"error: {exc}")
+    db = open_index(data_dir)
+    if db is None:
         return EXIT_FAILED
     with contextlib.closing(db):
         rep = report(db, args.thin if args.thin is not None else THIN_BELOW)
@@ -214,7 +225,6 @@ def cmd_sample(args: argparse.Namespace) -> int:
         sidecar_fingerprints,
         wanted_by,
     )
-    from lyoncam_daemon.curation.index import IndexFileError, open_current
     from lyoncam_daemon.storage.atomic import write_atomic
 
     if args.n < 1:
@@ -223,10 +233,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     data_dir = data_dir_of(args)
     if data_dir is None:
         return EXIT_USAGE
-    try:
-        db = open_current(data_dir, say)
-    except IndexFileError as exc:
-        say(f"error: {exc}")
+    db = open_index(data_dir)
+    if db is None:
         return EXIT_FAILED
     band = args.band or UNCERTAIN_BAND
     rare = ([c.strip() for c in args.rare.split(",") if c.strip()] if args.rare
@@ -354,13 +362,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     detector = load_detector(args.model, args.names, "predict")
     if detector is None:
         return EXIT_USAGE
-    from lyoncam_daemon.curation.index import IndexFileError, open_current
     from lyoncam_daemon.curation.predict import ModelError
 
-    try:
-        db = open_current(data_dir, say)
-    except IndexFileError as exc:
-        say(f"error: {exc}")
+    db = open_index(data_dir)
+    if db is None:
         return EXIT_FAILED
     with contextlib.closing(db):
         if keys is None:

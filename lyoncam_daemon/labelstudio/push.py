@@ -38,9 +38,9 @@ import aiohttp
 import yaml
 
 from lyoncam_daemon.arguments import EXIT_FAILED, EXIT_OK, EXIT_USAGE, say
-from lyoncam_daemon.curation.commands import data_dir_of, load_detector
+from lyoncam_daemon.curation.commands import data_dir_of, load_detector, open_index
 from lyoncam_daemon.curation.dataset import sample, sidecar_fingerprints
-from lyoncam_daemon.curation.index import IndexFileError, connect, index_path, open_current
+from lyoncam_daemon.curation.index import connect, index_path
 from lyoncam_daemon.curation.predict import (
     Detector,
     ModelError,
@@ -519,10 +519,8 @@ def main(args: argparse.Namespace) -> int:
         args.detector = load_detector(args.model, args.names, "--model")
         if args.detector is None:
             return EXIT_USAGE
-    try:
-        db = open_current(data_dir, say)
-    except IndexFileError as exc:
-        say(f"error: {exc}")
+    db = open_index(data_dir)
+    if db is None:
         return EXIT_FAILED
     with contextlib.closing(db):
         try:
