@@ -13,6 +13,7 @@ import structlog
 from lyoncam_daemon.capture.daemon import Daemon
 from lyoncam_daemon.config import Config, parse_config
 from lyoncam_daemon.observe.logs import unroute_stdlib
+from tests._seaweed import SeaweedS3
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -24,6 +25,18 @@ def _reset_structlog() -> Iterator[None]:
     structlog.reset_defaults()
     unroute_stdlib()
 
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedS3]:
+    """A real S3 server (SeaweedFS) on free loopback ports, one per test module that asks."""
+    server = SeaweedS3(tmp_path_factory.mktemp("seaweed"))
+    server.start()
+    try:
+        asyncio.run(server.wait_ready())
+        yield server
+    finally:
+        server.stop()
 
 def make_config(
     data_dir: Path,

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import obstore
@@ -21,17 +20,6 @@ from tests._seaweed import ACCESS_KEY, SECRET_KEY, SeaweedS3
 
 USER, PASSWORD, TOKEN = "camuser42", "pa55w0rd-s3cr3t", "t0ken-s3cr3t-9876"
 SECRETS = (USER, PASSWORD, TOKEN)
-
-
-@pytest.fixture(scope="module")
-def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedS3]:
-    server = SeaweedS3(tmp_path_factory.mktemp("seaweed"))
-    server.start()
-    try:
-        asyncio.run(server.wait_ready())
-        yield server
-    finally:
-        server.stop()
 
 
 def secret_url(url: str) -> str:

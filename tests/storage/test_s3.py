@@ -7,7 +7,7 @@ import asyncio
 import hashlib
 import itertools
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -27,17 +27,6 @@ from tests.conftest import make_config, run_until, until
 T0 = datetime(2026, 11, 26, 0, 15, 3, tzinfo=UTC)
 #: How long the S3 server stays dead in the outage test (the issue asks for 30 s).
 OUTAGE_S = 30.0
-
-
-@pytest.fixture(scope="module")
-def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedS3]:
-    server = SeaweedS3(tmp_path_factory.mktemp("seaweed"))
-    server.start()
-    try:
-        asyncio.run(server.wait_ready())
-        yield server
-    finally:
-        server.stop()
 
 
 def settings(server: SeaweedS3, prefix: str, **extra: object) -> StorageSettings:
