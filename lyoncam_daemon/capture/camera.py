@@ -254,6 +254,11 @@ class CameraTask:
             async with self.rt.recovering:
                 removed = await self.rt.storage.recover(self.camera.id)
                 found = await self.rt.storage.latest(self.camera.id)
+                last = LastFrame.from_sidecar(found.sidecar) if found is not None else None
+                if found is not None and last is not None:
+                    # In the same turn: thousands of cameras starting together must not
+                    # each hold a whole frame's bytes while they wait for the decode pool.
+                    last = await self._with_reference(found, last)
         except StoreError as exc:
             # An unreachable bucket must not keep the camera from capturing; the cost is at
             # most one frame stored again.
@@ -265,9 +270,7 @@ class CameraTask:
         if found is None:
             return
         meta = found.sidecar
-        self.last = LastFrame.from_sidecar(meta)
-        if self.last is not None:
-            self.last = await self._with_reference(found, self.last)
+        self.last = last
         if meta.get("etag") or meta.get("last_modified"):
             self.validators = Validators(meta.get("etag"), meta.get("last_modified"))
         captured_at = meta.get("captured_at")
