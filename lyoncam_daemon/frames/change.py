@@ -34,7 +34,7 @@ import numpy.typing as npt
 #: A cell's side in full-resolution pixels: 2x2 pixels of the 1/8 decode. Finer than the
 #: 32 px tile first planned: a 32 px person covers about two cells, and on the tuning set
 #: 16 px cells kept 98 % of people from 32 px where 32 px tiles kept 64 %.
-CELL_PX: Final = 16
+CELL_PX: Final = 8
 #: Tolerance of a cell, in grey levels: BASE + SLOPE * the 3x3 range of the reference
 #: + LIT * how far the reference cell is above mid-grey. Chosen on the tuning half of
 #: bench/roadusers.py only (see bench/dedup.py). The worst copies there are cells at lamps
@@ -50,6 +50,8 @@ LIT: Final = 0.15
 NOISE_CLIP: Final = 1.0
 
 Cells = npt.NDArray[np.uint8]
+#: Cell sums as the index type, which bincount and take use without a conversion.
+Sums = npt.NDArray[np.intp]
 Box = tuple[int, int, int, int]
 
 
@@ -89,23 +91,18 @@ def factor(full: tuple[int, int], small: tuple[int, int]) -> int:
     return max(1, round(CELL_PX * small[0] / full[0]))
 
 
-def _sums(pixels: npt.NDArray[np.float32], f: int) -> npt.NDArray[np.int32]:
+def _sums(pixels: npt.NDArray[np.float32], f: int) -> Sums:
     """Sum of each f x f block of the decode, edges padded by repetition. Summed in float32,
-    exact for these integers, and converted once: a quarter of the values to convert."""
-    h, w = pixels.shape
-    if f == 2 and w % 2 == 0:  # the 1/8 decode of every 16:9 frame: 240 x 135
-        even = pixels[: h - h % 2]
-        out = even[0::2, 0::2] + even[1::2, 0::2] + even[0::2, 1::2] + even[1::2, 1::2]
-        if h % 2:
-            last = pixels[-1]
-            out = np.vstack([out, 2 * (last[0::2] + last[1::2])])
-        return out.astype(np.int32)
+    exact for these integers, and converted once."""
+    if f == 1:  # the 1/8 decode of any frame over 512 px wide: the pixels are the cells
+        return pixels.astype(np.intp)
     g = pixels
+    h, w = g.shape
     ph, pw = -h % f, -w % f
     if ph or pw:
         g = np.pad(g, ((0, ph), (0, pw)), mode="edge")
     return np.asarray(g.reshape(g.shape[0] // f, f, g.shape[1] // f, f).sum(axis=(1, 3)),
-                      dtype=np.int32)
+                      dtype=np.intp)
 
 
 def reference(pixels: npt.NDArray[np.float32], full: tuple[int, int]) -> Reference:
@@ -115,9 +112,10 @@ def reference(pixels: npt.NDArray[np.float32], full: tuple[int, int]) -> Referen
     return _from_sums(_sums(pixels, f), f, full, small)
 
 
-def _from_sums(sums: npt.NDArray[np.int32], f: int, full: tuple[int, int],
-               small: tuple[int, int]) -> Reference:
-    cells = ((sums + (f * f) // 2) // (f * f)).astype(np.uint8)
+def _from_sums(sums: Sums, f: int, full: tuple[int, int], small: tuple[int, int]
+               ) -> Reference:
+    n = f * f
+    cells = (sums if n == 1 else (sums + n // 2) // n).astype(np.uint8)
     cells.setflags(write=False)
     return Reference(cells, full, small)
 
@@ -149,25 +147,39 @@ def compared_cells(keep: npt.NDArray[np.bool_] | None, ref: Reference) -> npt.ND
     return np.asarray(k.reshape(rows, f, cols, f).all(axis=(1, 3)))
 
 
-def _range3(cells: Cells) -> npt.NDArray[np.int16]:
-    """Max minus min of each cell's 3x3 neighbourhood (edges clamp), by shifted slices."""
-    p = np.pad(cells, 1, mode="edge")
+def _range3(cells: Cells) -> Cells:
+    """Max minus min of each cell's 3x3 neighbourhood (edges clamp), by shifted slices.
+    The edge padding is written by hand: np.pad took as long as all the rest."""
+    h, w = cells.shape
+    p = np.empty((h + 2, w + 2), np.uint8)
+    p[1:-1, 1:-1] = cells
+    p[0, 1:-1], p[-1, 1:-1] = cells[0], cells[-1]
+    p[:, 0], p[:, -1] = p[:, 1], p[:, -2]
     hi = np.maximum(np.maximum(p[:, :-2], p[:, 1:-1]), p[:, 2:])
     lo = np.minimum(np.minimum(p[:, :-2], p[:, 1:-1]), p[:, 2:])
     hi = np.maximum(np.maximum(hi[:-2], hi[1:-1]), hi[2:])
     lo = np.minimum(np.minimum(lo[:-2], lo[1:-1]), lo[2:])
-    return hi.astype(np.int16) - lo.astype(np.int16)
+    return np.asarray(hi - lo)  # never negative: no wrap-around in uint8
 
 
-def _tolerance(levels: Cells, ranges: npt.NDArray[np.int16]) -> npt.NDArray[np.float64]:
-    lit = np.maximum(levels.astype(np.float64) - 128, 0)
-    return BASE + SLOPE * ranges.astype(np.float64) + LIT * lit
+def _tolerance(levels: npt.NDArray[np.float32], ranges: Cells) -> npt.NDArray[np.float32]:
+    """BASE + SLOPE * range + LIT * (level above 128), in place on one float32 array: the
+    judge computes it for every cell of every polled frame."""
+    tolerance = np.maximum(levels, np.float32(128))
+    tolerance -= np.float32(128)
+    tolerance *= np.float32(LIT)
+    slope = ranges.astype(np.float32)
+    slope *= np.float32(SLOPE)
+    tolerance += slope
+    tolerance += np.float32(BASE)
+    return tolerance
 
 
-def _tone_map(sums: npt.NDArray[np.int32], n: int, target: Cells) -> npt.NDArray[np.float64]:
+def _tone_map(sums: Sums, n: int, target: Cells) -> npt.NDArray[np.float32]:
     """Each of the new frame's cell sums (0 .. 255 n) mapped onto the reference's grey
     levels by rank: a run of equal values takes the mean of the reference values at the
-    same ranks, so ties (flat areas) land on the middle, not an end, of their range."""
+    same ranks, so ties (flat areas) land on the middle, not an end, of their range.
+    The mapping is worked out per possible sum (256 n values), then looked up per cell."""
     hist = np.bincount(sums, minlength=255 * n + 1)
     hi = np.cumsum(hist)
     lo = hi - hist
@@ -178,7 +190,7 @@ def _tone_map(sums: npt.NDArray[np.int32], n: int, target: Cells) -> npt.NDArray
     acc_hi = np.interp(hi, knots, totals)
     acc_lo = np.interp(lo, knots, totals)
     level = np.divide(acc_hi - acc_lo, hist, out=np.zeros(hist.shape), where=hist > 0)
-    return np.asarray(level[sums], dtype=np.float64)
+    return np.asarray(level.astype(np.float32).take(sums))
 
 
 def compare(ref: Reference, pixels: npt.NDArray[np.float32],
@@ -193,7 +205,7 @@ def compare(ref: Reference, pixels: npt.NDArray[np.float32],
     return _compare_sums(ref, _sums(pixels, f), f, keep, reverse_below)
 
 
-def _compare_sums(ref: Reference, sums: npt.NDArray[np.int32], f: int,
+def _compare_sums(ref: Reference, sums: Sums, f: int,
                   keep: npt.NDArray[np.bool_] | None, reverse_below: float) -> Change | None:
     if sums.shape != ref.cells.shape:
         return None
@@ -209,19 +221,22 @@ def _compare_sums(ref: Reference, sums: npt.NDArray[np.int32], f: int,
         where = np.flatnonzero(use)
         target, new = ref.cells.ravel()[where], sums.ravel()[where]
         rng = _range3(ref.cells).ravel()[where]
-    tolerance = _tolerance(target, rng)
-    scores = np.abs(_tone_map(new, n, target) - target) / tolerance
+    levels = target.astype(np.float32)
+    tolerance = _tolerance(levels, rng)
+    scores = np.abs(_tone_map(new, n, target) - levels)
+    scores /= tolerance
     at = int(np.argmax(scores))
     flat = at if where is None else int(where[at])
     row, col = divmod(flat, ref.cells.shape[1])
     score = float(scores[at])
     reverse = None
     if score < reverse_below:
-        levels = ((new + n // 2) // n).astype(np.uint8)
-        back = np.abs(_tone_map(target.astype(np.int32), 1, levels) - new / n)
+        own = (new if n == 1 else (new + n // 2) // n).astype(np.uint8)
+        mean = new.astype(np.float32) / np.float32(n)
+        back = np.abs(_tone_map(target.astype(np.intp), 1, own) - mean)
         reverse = round(float((back / tolerance).max()), 3)
-    return Change(round(score, 3), cell_box(ref, row, col),
-                  round(float(np.minimum(scores, NOISE_CLIP).mean()), 4), reverse)
+    noise = float(np.minimum(scores, np.float32(NOISE_CLIP), out=scores).mean())
+    return Change(round(score, 3), cell_box(ref, row, col), round(noise, 4), reverse)
 
 
 def cell_box(ref: Reference, row: int, col: int) -> Box:
@@ -245,6 +260,7 @@ def cell_scores(ref: Reference, pixels: npt.NDArray[np.float32],
     grid = np.full(ref.cells.shape, np.nan)
     if use.any():
         target = ref.cells[use]
+        levels = target.astype(np.float32)
         mapped = _tone_map(sums[use], f * f, target)
-        grid[use] = np.abs(mapped - target) / _tolerance(target, _range3(ref.cells)[use])
+        grid[use] = np.abs(mapped - levels) / _tolerance(levels, _range3(ref.cells)[use])
     return grid

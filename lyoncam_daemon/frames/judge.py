@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import math
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -74,7 +73,7 @@ class LastFrame:
 
     sha256: str
     fingerprint: Fingerprint | None
-    #: Its cells for the local test (change.py): 8,160 bytes at 1920x1080. None until
+    #: Its cells for the local test (change.py): 32,400 bytes at 1920x1080. None until
     #: rebuilt from the stored frame's bytes (at start) or when it could not be.
     reference: Reference | None = None
     #: When it was stored (Unix seconds), for the heartbeat.
@@ -163,18 +162,21 @@ class Decision:
 
 
 #: The frame noise (change.Change.noise) of the sensor-noise copies (sigma 2-6) in
-#: bench/roadusers.py's tuning half: median 0.039. A camera noisier than this gets a
+#: bench/roadusers.py's tuning half: median 0.059. A camera noisier than this gets a
 #: proportionally higher threshold.
-NOISE_REFERENCE: Final = 0.04
-#: The local test's threshold at sensitivity 1: a tenth above the worst copy of the tuning
-#: half (1.00, a contrast drift at the cyan traffic light).
-TILE_THRESHOLD: Final = 1.1
+NOISE_REFERENCE: Final = 0.06
+#: The local test's threshold at sensitivity 1: about a tenth above the worst copy of the
+#: tuning half (1.377, a contrast drift at the cyan traffic light). Every new scene of that
+#: half scores above it: the lowest, a 32-40 px person on the zebra crossing, 1.63.
+TILE_THRESHOLD: Final = 1.5
 #: The fingerprint alone is not trusted where the tone-matched cells barely moved, either
-#: way round (change.Change.reverse): in the tuning half a gamma change moved the 4096-bit
-#: phash past 64 bits in 9 of 14 copies, while their best cell scored at most 0.92 (the gate
-#: is 0.99 at sensitivity 1). What the fingerprint still sees alone is a change no tone
-#: curve can hide, such as a black frame followed by a scene.
-FINGERPRINT_GATE: Final = 0.9
+#: way round (change.Change.reverse): in the tuning half a brightness, contrast or gamma
+#: change moved the 4096-bit phash past 64 bits in 14 copies, while their cells scored at
+#: most 1.377 one way and 0.993 the other. So a fingerprint past its threshold stores the
+#: frame only when the cells pass the local threshold the other way round: a change no tone
+#: curve can hide, such as a black frame followed by a scene (the black frame's flat cells
+#: match anything one way).
+FINGERPRINT_GATE: Final = 1.0
 #: The noise level moves this fraction of the way towards each judged-same frame's own
 #: (an exponential average over ~30 frames), and at most doubles per frame: one burst of
 #: rain cannot raise the threshold at once.
@@ -317,10 +319,7 @@ def conclude(p: Pending, looks: Looks | CorruptFrame, last: LastFrame | None,
             ) <= rules.placeholder_threshold:
                 return replace(base, outcome=Outcome.PLACEHOLDER, fingerprint=fp, distance=d)
     base = replace(base, fingerprint=fp, reference=looks.reference)
-    distance = None
-    if last is not None and last.fingerprint is not None and last.fingerprint.compatible(fp):
-        # An incompatible fingerprint (hash settings changed) counts as no memory: store.
-        distance = last.fingerprint.distance(fp)
+    distance = _distance(last, fp)
     change = looks.change
     noise = last.noise if last is not None else None
     if distance is not None and distance <= rules.threshold and change is not None:
@@ -350,6 +349,26 @@ def conclude(p: Pending, looks: Looks | CorruptFrame, last: LastFrame | None,
         return replace(base, outcome=Outcome.NEAR_DUPLICATE, distance=distance,
                        decision=decision)
     return replace(base, distance=distance, decision=replace(decision, reason=reason))
+
+
+def _distance(last: LastFrame | None, fp: Fingerprint) -> int | None:
+    """Bits between the last stored frame's fingerprint and `fp`; None when there is none to
+    compare with. An incompatible fingerprint (hash settings changed) counts as no memory."""
+    if last is None or last.fingerprint is None or not last.fingerprint.compatible(fp):
+        return None
+    return last.fingerprint.distance(fp)
+
+
+def _needs_reverse(last: LastFrame | None, fp: Fingerprint, rules: Rules) -> float:
+    """The `reverse_below` for the local test. The reverse score matters only to the
+    fingerprint's gate in `conclude`: when the fingerprint moved past its threshold (a few
+    polls in a hundred on a quiet camera) and the cells' own score is under the gate. The
+    camera's noise level, hence its threshold, is then the one `conclude` will use: only
+    frames the fingerprint calls the same teach it."""
+    distance = _distance(last, fp)
+    if last is None or distance is None or distance <= rules.threshold:
+        return 0.0
+    return FINGERPRINT_GATE * tile_threshold(rules.tile_threshold, last.noise)
 
 
 def _heartbeat_due(last: LastFrame | None, rules: Rules, now: float | None) -> bool:
@@ -462,10 +481,10 @@ class Judge:
             mask = await loop.run_in_executor(self.executor, _load_mask, camera)
         return self._state(camera, mask)
 
-    def look(self, data: bytes, mask: RoiMask | None, ref: Reference | None = None,
-             reverse_below: float = math.inf) -> Looks:
+    def look(self, data: bytes, mask: RoiMask | None, last: LastFrame | None,
+             rules: Rules) -> Looks:
         """Decode once, hash once (twice when placeholder images are configured), and run
-        the local test against `ref` on the same decode.
+        the local test against `last`'s reference on the same decode.
 
         Runs in a worker thread: Pillow releases the GIL while libjpeg decodes.
         """
@@ -476,7 +495,8 @@ class Judge:
         if self.placeholder_fingerprints:
             card = hash_pixels(pixels, full, *PLACEHOLDER_HASH)
         keep = mask.keep(full, (pixels.shape[1], pixels.shape[0])) if mask else None
-        change, own = assess(ref, pixels, full, keep, reverse_below)
+        ref = last.reference if last is not None else None
+        change, own = assess(ref, pixels, full, keep, _needs_reverse(last, fp, rules))
         return Looks(fp, card, round(float(pixels.mean()), 2), round(float(pixels.std()), 2),
                      change, own)
 
@@ -501,11 +521,8 @@ class Judge:
     def decide_now(self, data: bytes, last: LastFrame | None, state: _CameraState,
                    now: float | None = None) -> Verdict:
         """The decision `judge` takes, synchronously (the `compare` command runs this)."""
-        ref = last.reference if last is not None else None
-        # The reverse score only matters under the fingerprint's gate, whatever the noise.
-        below = FINGERPRINT_GATE * state.rules.tile_threshold * NOISE_SCALE[1]
         return decide(data, last, state.rules,
-                      lambda body: self.look(body, state.mask, ref, below), now)
+                      lambda body: self.look(body, state.mask, last, state.rules), now)
 
     async def remember(self, data: bytes, last: LastFrame) -> LastFrame:
         """`last` with its reference rebuilt from the stored frame's bytes (at start), in

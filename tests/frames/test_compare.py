@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from lyoncam_daemon.cli import main
+from lyoncam_daemon.frames.judge import TILE_THRESHOLD
 from tests._scene import poll
 
 
@@ -28,7 +29,7 @@ def test_the_decision_is_printed_with_its_numbers(pair: tuple[Path, Path, Path],
     assert main(["compare", str(a), str(b)]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0] == "decision: stored (tile)"
-    assert out[1].startswith("tile score: ") and "(threshold 1.1) at x=" in out[1]
+    assert out[1].startswith("tile score: ") and f"(threshold {TILE_THRESHOLD}) at x=" in out[1]
     assert out[2].startswith("fingerprint distance: ") and out[2].endswith("(threshold 64)")
     assert main(["compare", str(a), str(copy)]) == 0
     assert capsys.readouterr().out.startswith("decision: near_duplicate\n")
@@ -46,7 +47,7 @@ def test_the_cameras_mask_and_sensitivity_come_from_the_config(
     assert main(["compare", str(a), str(b), "--config", str(cfg), "--camera", "ONE",
                  "--json"]) == 0
     change = json.loads(capsys.readouterr().out)["change"]
-    assert change["reason"] == "tile" and change["tile_threshold"] == 0.55
+    assert change["reason"] == "tile" and change["tile_threshold"] == TILE_THRESHOLD / 2
     assert main(["compare", str(a), str(b), "--config", str(cfg), "--camera", "MASKED",
                  "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["outcome"] == "near_duplicate"
