@@ -331,7 +331,7 @@ class DedupSettings(_Model):
     """Extra "camera unavailable" images, matched perceptually (paths relative to the config
     file's folder)."""
     sensitivity: float = Field(1.0, gt=0, le=10)
-    """How small a change in one ~16 px patch makes a frame new (the local change test beside
+    """How small a change in one 8 px patch makes a frame new (the local change test beside
     the fingerprint). 1 is the threshold chosen on `bench/dedup.py`'s tuning half; 2 halves
     it (smaller changes kept, more noise stored), 0.5 doubles it. Each camera raises it
     further by the noise it learns from its own frames."""

@@ -10,7 +10,7 @@ The chain (see `precheck` and `conclude`):
 6. ``too_large``       header dimensions over ``max_pixels``: refused before any decode
 7. ``corrupt``         libjpeg cannot decode it
 8. ``placeholder``     looks like a configured placeholder image
-9. ``near_duplicate``  no ~16 px patch changed beyond the camera's noise since the last
+9. ``near_duplicate``  no 8 px patch changed beyond the camera's noise since the last
                        *stored* frame (change.py), and the fingerprint within the camera's
                        threshold of it (or the patches under FINGERPRINT_GATE: a tone change),
                        unless a heartbeat is due (``dedup.keep_every``)

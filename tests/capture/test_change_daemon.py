@@ -15,6 +15,7 @@ from PIL import Image
 from lyoncam_daemon.capture.daemon import Daemon
 from lyoncam_daemon.cli import main as cli
 from lyoncam_daemon.config import Config
+from lyoncam_daemon.frames.change import CELL_PX
 from tests._scene import poll, serving
 from tests.conftest import make_config, run_until, stored_frames
 
@@ -55,7 +56,8 @@ async def test_after_a_restart_the_reference_comes_back_from_the_stored_frame(
     assert change["distance"] <= change["distance_threshold"]  # the fingerprint saw nothing
     assert change["tile_score"] > change["tile_threshold"]
     x, y, w, h = change["tile_box"]
-    assert 880 <= x <= 920 and 760 <= y <= 800 and w == h == 16
+    # The person stands at x 900-912, y 768-800: the box is a cell inside it.
+    assert 896 <= x <= 912 and 760 <= y <= 800 and w == h == CELL_PX
 
 
 async def test_keep_every_stores_one_heartbeat_per_period_on_a_fake_clock(

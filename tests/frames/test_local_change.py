@@ -127,6 +127,23 @@ async def test_a_small_road_user_appearing_is_stored_by_the_local_test(
     assert feet[0] - w <= x <= feet[0] + sw and feet[1] - sh - h <= y <= feet[1]
 
 
+async def test_a_32px_person_is_stored_almost_anywhere_along_the_lit_crossing(
+        frame: Image.Image, pool: concurrent.futures.Executor) -> None:
+    """24 positions 6 px apart across the zebra crossing, one person (dark shirt, light
+    trousers). 16 px cells stored 5 of them: a 12 px wide person straddling two cells lent
+    each half its contrast, and the stripes' sharp edges widen the tolerance."""
+    sprite = person(32, np.random.default_rng(0), stride=0)
+    a, b = two_polls(frame, 11)
+    judge = judge_of(pool)
+    last = await stored_by(judge, encode(a))
+    stored = 0
+    for x in range(640, 784, 6):
+        v = await judge.judge(camera(), encode(pasted(b, sprite, (x, CROSSING[1]))), last,
+                              now=1.0)
+        stored += v.outcome is Outcome.STORED
+    assert stored >= 22
+
+
 async def test_a_32px_person_walking_one_step_is_stored(
         frame: Image.Image, pool: concurrent.futures.Executor) -> None:
     sprite = person(32, np.random.default_rng(3))
