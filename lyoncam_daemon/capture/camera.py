@@ -32,7 +32,7 @@ from lyoncam_daemon.capture.fetch import (
     fetch_frame,
 )
 from lyoncam_daemon.capture.schedule import backoff_delay, next_due
-from lyoncam_daemon.config import CameraConfig, Config, public_url
+from lyoncam_daemon.config import CameraConfig, Config, host_port, public_url
 from lyoncam_daemon.enrich.stage import Enricher, enrich
 from lyoncam_daemon.frames.fingerprint import CorruptFrame
 from lyoncam_daemon.frames.judge import Judge, LastFrame, Outcome, Verdict
@@ -219,7 +219,7 @@ class CameraTask:
         self.write_error: str | None = None
         self._recovered = False
         # Host and port only: the slots' key never holds a camera's `user:password@`.
-        self._host = urlsplit(camera.url).netloc.rpartition("@")[2]
+        self._host = host_port(urlsplit(camera.url).netloc)
         #: How long the last answer took; None before the first.
         self._last_fetch_s: float | None = None
         #: Parts (enrichers, hooks) failing now → the kind of their failure (`_failing`).

@@ -157,6 +157,12 @@ def check_url(url: str) -> str:
     return url
 
 
+def host_port(netloc: str) -> str:
+    """A URL's netloc without its `user:password@`: what may be shown, logged or used as a
+    key (the one place that rule is written)."""
+    return netloc.rpartition("@")[2]
+
+
 def public_url(url: str) -> str:
     """`url` as it may be written down (sidecars, datasets, buckets): no `user:password@`,
     no fragment, and the query's names without their values (`?token=`), so a dataset
@@ -165,7 +171,7 @@ def public_url(url: str) -> str:
         parts = urlsplit(url)
     except ValueError:
         return ""
-    host = parts.netloc.rpartition("@")[2]
+    host = host_port(parts.netloc)
     query = "&".join(pair.partition("=")[0] + "=" for pair in parts.query.split("&") if pair)
     return urlunsplit((parts.scheme, host, parts.path, query, ""))
 

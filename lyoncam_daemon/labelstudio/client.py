@@ -28,6 +28,7 @@ from urllib.parse import urljoin, urlsplit, urlunsplit
 import aiohttp
 import structlog
 
+from lyoncam_daemon.config import host_port
 from lyoncam_daemon.labelstudio.auth import (
     PAT_REFUSED_HELP,
     UNAUTHORIZED_HELP,
@@ -106,14 +107,13 @@ _URL_QUERY = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^\s?#'\"<>]*)[?#][^\s'\"<>
 
 
 def strip_query(url: str) -> str:
-    """The URL without its query string and fragment: what may be shown of it.
+    """The URL without its query string, fragment and user:password@: what may be shown.
 
     A presigned cloud-storage URL carries its signature (``X-Amz-Signature=``, ``sig=``, ...)
     there, so messages, logs and the summary only ever show this; the request uses the full URL.
     """
     parts = urlsplit(url)
-    host = parts.netloc.rpartition("@")[2]  # nor a user:password@
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+    return urlunsplit((parts.scheme, host_port(parts.netloc), parts.path, "", ""))
 
 
 def display_base(url: str) -> str:
