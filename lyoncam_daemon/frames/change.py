@@ -91,7 +91,7 @@ class Change:
 
 
 def factor(full: tuple[int, int], small: tuple[int, int]) -> int:
-    """Decode pixels per cell side: 2 for the 1/8 decode of any frame over 512 px wide."""
+    """Decode pixels per cell side: 1 for the 1/8 decode of any frame over 512 px wide."""
     return max(1, round(CELL_PX * small[0] / full[0]))
 
 
