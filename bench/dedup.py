@@ -95,11 +95,13 @@ def ours_is_new(algo: str, size: int, threshold: int) -> Callable[[bytes, bytes]
     return lambda prev, cur: fp(prev).distance(fp(cur)) > threshold
 
 
-def judge_is_new(algo: str, size: int, threshold: int) -> Callable[[bytes, bytes], bool]:
+def judge_is_new(algo: str, size: int, threshold: int, sensitivity: float = 1.0
+                 ) -> Callable[[bytes, bytes], bool]:
     """The daemon's whole decision (fingerprint and local test), the previous frame stored
     just before: its reference rebuilt as at a restart, noise not yet learnt (a fresh
     camera: the threshold as tuned, neither raised nor lowered)."""
-    judge = Judge(DedupSettings(hash=algo, hash_size=size), (), _NO_POOL)
+    settings = DedupSettings(hash=algo, hash_size=size, sensitivity=sensitivity)
+    judge = Judge(settings, (), _NO_POOL)
     state = judge.camera_state(_CAMERA.model_copy(update={"threshold": threshold}))
 
     def is_new(prev: bytes, cur: bytes) -> bool:
@@ -350,6 +352,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_accuracy:
         rules = {
             "lyoncam (fingerprint + local test)": judge_is_new(algo, size, threshold),
+            # What the one knob does, for users choosing it; nothing is chosen on this.
+            "sensitivity 0.75": judge_is_new(algo, size, threshold, 0.75),
+            "sensitivity 1.5": judge_is_new(algo, size, threshold, 1.5),
             f"today: phash {size} > {threshold}": ours_is_new(algo, size, threshold),
             f"original average_hash > {ORIGINAL_MIN_BITS}": original_is_new(),
         }
