@@ -473,12 +473,14 @@ class Daemon:
     async def _write_health(self, stopping: bool = False) -> dict[str, Any]:
         """Rewrite health.json; return the totals written.
 
-        The snapshot is taken on the loop (consistent, and cheap); turning it into JSON and
-        writing it happens in a thread: for 20,000 cameras that is several megabytes and
+        The snapshot is taken on the loop a few hundred cameras at a time
+        (`Stats.snapshot_in_steps`): in one go it held the loop 0.2-0.5 s at 10,000 cameras
+        every summary, and the cameras due meanwhile started that late. Turning it into JSON
+        and writing it happens in a thread: for 20,000 cameras that is several megabytes and
         would hold every camera's poll back. One write at a time, so the final `stopping`
         record is never overtaken by an earlier one.
         """
-        snap = self.stats.snapshot()
+        snap = await self.stats.snapshot_in_steps()
         if self._health_write is not None:
             await asyncio.wait([self._health_write])
         loop = asyncio.get_running_loop()

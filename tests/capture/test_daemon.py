@@ -21,6 +21,7 @@ import structlog
 
 from lyoncam_daemon.capture.daemon import GC_YOUNG_THRESHOLD, Daemon, settle_gc
 from lyoncam_daemon.devtools.simulator import CriterSimulator, camera_ids, placeholder_sha256
+from lyoncam_daemon.observe.stats import SNAPSHOT_STEP
 from lyoncam_daemon.storage import Frame, StoredFrame, StoreError
 from lyoncam_daemon.storage.filesystem import FilesystemStorage
 from tests.conftest import make_config, run_until, stored_frames, until
@@ -680,3 +681,32 @@ def test_settle_gc_freezes_what_lives_and_collects_young_objects_less_often() ->
     finally:
         gc.unfreeze()
         gc.set_threshold(*thresholds)
+
+
+async def test_the_heartbeat_lets_cameras_run_while_it_copies_their_stats(tmp_path: Path) -> None:
+    """Thousands of cameras are copied a few hundred per turn of the event loop: a camera's
+    poll counted meanwhile shows in the cameras copied after it, and the totals written
+    still add up over the cameras written. In one go, the loop held every poll back."""
+    daemon = Daemon(make_config(tmp_path, {"CAM": "http://127.0.0.1:9/a.jpg"}))
+    stats = daemon.stats
+    ids = [f"C{i:05d}" for i in range(8 * SNAPSHOT_STEP)]
+    for cid in ids:
+        stats.camera(cid)
+    first, last = stats.camera(ids[0]), stats.camera(ids[-1])
+    daemon.state.path.mkdir()
+
+    async def polls() -> None:  # another task's work, a turn of the loop at a time
+        while True:
+            stats.polled(first)
+            stats.polled(last)
+            await asyncio.sleep(0)
+
+    heartbeat = asyncio.create_task(daemon._write_health())
+    ticking = asyncio.create_task(polls())
+    totals = await heartbeat
+    ticking.cancel()
+    record = json.loads(daemon.state.health_path.read_text())
+    assert record["cameras"][ids[0]]["polls"] == 0  # copied before any other task ran
+    assert record["cameras"][ids[-1]]["polls"] >= 7  # after seven turns of the loop
+    assert totals["polls"] == sum(c["polls"] for c in record["cameras"].values())
+    assert totals["cameras"] == len(ids)
