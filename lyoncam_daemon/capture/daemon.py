@@ -35,6 +35,7 @@ from lyoncam_daemon.config import Config, ConfigError
 from lyoncam_daemon.enrich.stage import Enricher
 from lyoncam_daemon.frames.jpeg import KNOWN_PLACEHOLDER_SHA256
 from lyoncam_daemon.frames.judge import Judge
+from lyoncam_daemon.observe.lag import watch_loop
 from lyoncam_daemon.observe.logs import configure_logging
 from lyoncam_daemon.observe.metrics import DiskFigures
 from lyoncam_daemon.observe.recent import RecentFrames
@@ -179,6 +180,8 @@ class Daemon:
                          pipeline=asyncio.Semaphore(pipeline_size(cfg.dedup.workers)),
                          enrichers=self.enrichers, hooks=self.hooks, clock=self.clock)
             registry = self.registry = CameraRegistry(rt)
+            # Before the cameras are added: starting thousands of them holds the loop too.
+            lag = asyncio.create_task(watch_loop(self.stats.loop_lagged), name="loop-lag")
             self._install_signal_handlers()  # before any camera: a SIGTERM then still exits 0
             cameras = cfg.enabled_cameras
             for i, cam in enumerate(cameras):
@@ -199,9 +202,10 @@ class Daemon:
             self.log.info("stopping", grace_s=self.config.shutdown_grace)
             cancelled = await registry.stop_all(self.config.shutdown_grace)
             reporter.cancel()
+            lag.cancel()
             if self._watchdog is not None:
                 self._watchdog.cancel()
-            await asyncio.gather(reporter, return_exceptions=True)
+            await asyncio.gather(reporter, lag, return_exceptions=True)
             self._remove_signal_handlers()
         totals = await self._write_health(stopping=True)
         self.log.info("stopped", cancelled=cancelled, **totals)

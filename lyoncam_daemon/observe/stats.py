@@ -27,6 +27,7 @@ from typing import Any
 
 import structlog
 
+from lyoncam_daemon.observe.lag import RecentMax
 from lyoncam_daemon.storage.spool import SpoolStats
 
 
@@ -204,6 +205,10 @@ class Snapshot:
     every: CameraStats = field(default_factory=CameraStats)
     #: Cameras polled now (`cameras` is left empty by `Stats.snapshot(cameras=False)`).
     camera_count: int = 0
+    #: How late the event loop woke its sleeper (lag.py), since the start; and the
+    #: longest such lag of the last minute.
+    loop_lag_s: Timing = field(default_factory=Timing)
+    loop_lag_max_s: float = 0.0
 
     def totals(self) -> dict[str, Any]:
         outcomes: Counter[str] = Counter()
@@ -303,6 +308,9 @@ class Stats:
     #: Cameras that stored within their `stale_after` horizon (`stored`).
     fresh: Freshness = field(default_factory=Freshness)
     _sorted_ids: list[str] | None = field(default=None, repr=False)
+    #: How late the event loop ran what was due (`loop_lagged`, fed by lag.watch_loop).
+    loop_lag_s: Timing = field(default_factory=Timing)
+    loop_lag_recent: RecentMax = field(default_factory=RecentMax)
 
     def overloaded(self) -> None:
         """A poll was skipped. The first of an episode is logged at once, the rest are
@@ -383,6 +391,11 @@ class Stats:
         self.camera(camera_id).last_stored_at = captured_at
         self.fresh.mark(camera_id, when_unix + horizon_s)
 
+    def loop_lagged(self, seconds: float, now: float | None = None) -> None:
+        """The event loop woke a sleeper `seconds` late (lag.watch_loop)."""
+        self.loop_lag_s.observe(seconds)
+        self.loop_lag_recent.observe(seconds, time.monotonic() if now is None else now)
+
     def _rank(self, camera_id: str, cam: CameraStats) -> None:
         level = severity(cam.state, cam.condition)
         if level == HEALTHY:
@@ -422,4 +435,5 @@ class Stats:
     def _snapshot_with(self, copies: dict[str, CameraStats]) -> Snapshot:
         return Snapshot(time.time(), copies, self.storage_error, copy.copy(self.spool),
                         self.fetch_s.copy(), self.lateness_s.copy(), self.every.copy(),
-                        len(self.cameras))
+                        len(self.cameras), self.loop_lag_s.copy(),
+                        self.loop_lag_recent.value(time.monotonic()))
