@@ -48,6 +48,9 @@ from lyoncam_daemon.storage.spool import SpoolStats
 from lyoncam_daemon.storage.state import StateDir, StateError
 from lyoncam_daemon.storage.variety import describe
 
+#: Cameras set up between two turns of the event loop at start (a few milliseconds' work).
+START_STEP = 250
+
 
 class StartupError(Exception):
     """The daemon cannot start; the message is one line naming the culprit."""
@@ -184,8 +187,14 @@ class Daemon:
             lag = asyncio.create_task(watch_loop(self.stats.loop_lagged), name="loop-lag")
             self._install_signal_handlers()  # before any camera: a SIGTERM then still exits 0
             cameras = cfg.enabled_cameras
-            for i, cam in enumerate(cameras):
-                registry.add(cam, phase(i, len(cameras), cam.interval))
+            # A reload waits until every camera runs: it may restart any of them.
+            async with self._reload_lock:
+                for i, cam in enumerate(cameras):
+                    registry.add(cam, phase(i, len(cameras), cam.interval))
+                    if i % START_STEP == START_STEP - 1:
+                        # The first cameras are due at once (phase 0): they start while the
+                        # rest are set up. Setting up 10,000 in one go held the loop 0.45 s.
+                        await asyncio.sleep(0)
             if self.owns_process:
                 settle_gc()
             self.log.info("started", version=__version__, cameras=len(registry),

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import structlog
 
-from lyoncam_daemon.capture.daemon import GC_YOUNG_THRESHOLD, Daemon, settle_gc
+from lyoncam_daemon.capture.daemon import GC_YOUNG_THRESHOLD, START_STEP, Daemon, settle_gc
 from lyoncam_daemon.devtools.simulator import CriterSimulator, camera_ids, placeholder_sha256
 from lyoncam_daemon.observe.stats import SNAPSHOT_STEP
 from lyoncam_daemon.storage import Frame, StoredFrame, StoreError
@@ -710,3 +710,29 @@ async def test_the_heartbeat_lets_cameras_run_while_it_copies_their_stats(tmp_pa
     assert record["cameras"][ids[-1]]["polls"] >= 7  # after seven turns of the loop
     assert totals["polls"] == sum(c["polls"] for c in record["cameras"].values())
     assert totals["cameras"] == len(ids)
+
+
+async def test_the_first_cameras_start_while_the_rest_are_set_up(tmp_path: Path) -> None:
+    """Thousands of cameras are set up a few hundred per turn of the event loop: the first
+    (due at once) begin before the last is added, rather than after all of them."""
+    ids = [f"C{i:04d}" for i in range(2 * START_STEP)]
+    config = make_config(tmp_path, dict.fromkeys(ids, "http://127.0.0.1:9/a.jpg"),
+                         interval=30.0)
+    running: list[int] = []
+
+    class Counting(FilesystemStorage):
+        """The real store, noting how many cameras run when the first recovers."""
+
+        async def recover(self, camera_id: str) -> int:
+            if daemon.registry is not None:
+                running.append(len(daemon.registry))
+            return await super().recover(camera_id)
+
+    daemon = Daemon(config, storage=Counting(tmp_path))
+    task = asyncio.create_task(daemon.run())
+    try:
+        await until(lambda: len(running) >= len(ids), "every camera's recovery")
+    finally:
+        daemon.request_stop()
+        assert await asyncio.wait_for(task, timeout=15) == 0
+    assert running[0] < len(ids)
