@@ -39,13 +39,13 @@ from lyoncam_daemon.observe.lag import watch_loop
 from lyoncam_daemon.observe.logs import configure_logging
 from lyoncam_daemon.observe.metrics import DiskFigures
 from lyoncam_daemon.observe.recent import RecentFrames
-from lyoncam_daemon.observe.stats import Snapshot, Stats
+from lyoncam_daemon.observe.stats import Snapshot, Stats, Totals
 from lyoncam_daemon.observe.status import Sources, StatusServer
 from lyoncam_daemon.storage import DeleteHook, Storage, StoreDenied, StoreHook, iso_utc
 from lyoncam_daemon.storage.filesystem import FilesystemStorage
 from lyoncam_daemon.storage.retention import FreeSpaceGuard, RetentionPass
 from lyoncam_daemon.storage.spool import SpoolStats
-from lyoncam_daemon.storage.state import StateDir, StateError
+from lyoncam_daemon.storage.state import StateDir, StateError, encode_camera
 from lyoncam_daemon.storage.variety import describe
 
 #: Cameras set up between two turns of the event loop at start (a few milliseconds' work).
@@ -468,7 +468,13 @@ class Daemon:
 
     def health(self, stopping: bool = False, snapshot: Snapshot | None = None
                ) -> dict[str, Any]:
+        """The health record, every camera's entry included (what health.json holds)."""
         snap = snapshot if snapshot is not None else self.stats.snapshot()
+        return {**self._health_head(stopping, snap, snap.totals()),
+                "cameras": {cid: cam.as_dict() for cid, cam in snap.cameras.items()}}
+
+    def _health_head(self, stopping: bool, snap: Snapshot, totals: dict[str, Any]
+                     ) -> dict[str, Any]:
         return {
             "pid": os.getpid(),
             "version": __version__,
@@ -480,34 +486,43 @@ class Daemon:
             "stopping": stopping,
             #: Where the endpoint listens (None: off): `lyoncam health` asks its /healthz.
             "status_url": self.status_url,
-            **snap.as_dict(),
+            "totals": totals,
+            "storage": snap.storage(),
         }
 
     async def _write_health(self, stopping: bool = False) -> dict[str, Any]:
         """Rewrite health.json; return the totals written.
 
-        The snapshot is taken on the loop a few hundred cameras at a time
-        (`Stats.snapshot_in_steps`): in one go it held the loop 0.2-0.5 s at 10,000 cameras
-        every summary, and the cameras due meanwhile started that late. Turning it into JSON
-        and writing it happens in a thread: for 20,000 cameras that is several megabytes and
-        would hold every camera's poll back. One write at a time, so the final `stopping`
-        record is never overtaken by an earlier one.
+        Each camera's entry is encoded to JSON text on the loop, a few hundred cameras per
+        turn (`Stats.in_steps`), and its counts added to the totals as it is: the totals add
+        up over the entries written. Done in one go, copying every camera's stats held the
+        loop 0.2-0.5 s at 10,000 cameras every summary, and the cameras due meanwhile started
+        that late; done in steps, the 70,000 objects of those copies, alive until the thread
+        had written them, set off the garbage collector at 0.1-0.15 s a time (gc callbacks in
+        bench/capacity.py's run). Text is not tracked by the collector. The file is written
+        in a thread, one write at a time, so the final `stopping` record is never overtaken
+        by an earlier one.
         """
-        snap = await self.stats.snapshot_in_steps()
+        totals = Totals()
+        entries = []
+        async for cid, cam in self.stats.in_steps():
+            totals.add(cam)
+            entries.append(encode_camera(cid, cam.as_dict()))
+        snap = self.stats.snapshot(cameras=False)
         if self._health_write is not None:
             await asyncio.wait([self._health_write])
         loop = asyncio.get_running_loop()
-        write = loop.run_in_executor(None, self._write_record, snap, stopping)
+        write = loop.run_in_executor(None, self._write_record, snap, totals.as_dict(), entries,
+                                     stopping)
         self._health_write = write
         return await asyncio.shield(write)
 
-    def _write_record(self, snap: Snapshot, stopping: bool) -> dict[str, Any]:
-        record = self.health(stopping, snap)
+    def _write_record(self, snap: Snapshot, totals: dict[str, Any], entries: list[str],
+                      stopping: bool) -> dict[str, Any]:
         try:
-            self.state.write_health(record)
+            self.state.write_health(self._health_head(stopping, snap, totals), entries)
         except OSError as exc:
             self.log.warning("health record not written", error=exc.strerror or str(exc))
-        totals: dict[str, Any] = record["totals"]
         return totals
 
 

@@ -20,7 +20,7 @@ import dataclasses
 import heapq
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -218,34 +218,60 @@ class Snapshot:
     loop_lag_max_s: float = 0.0
 
     def totals(self) -> dict[str, Any]:
-        outcomes: Counter[str] = Counter()
-        errors: Counter[str] = Counter()
-        states: Counter[str] = Counter()
+        totals = Totals()
         for cam in self.cameras.values():
-            outcomes.update(cam.outcomes)
-            errors.update(cam.errors)
-            states[cam.state.value] += 1
-        cams = self.cameras.values()
-        return {
-            "cameras": len(self.cameras),
-            "states": dict(states),
-            "polls": sum(c.polls for c in cams),
-            "stored": outcomes.get("stored", 0),
-            "stored_bytes": sum(c.stored_bytes for c in cams),
-            "write_errors": sum(c.write_errors for c in cams),
-            "skipped": sum(c.skipped for c in cams),
-            "outcomes": dict(outcomes),
-            "errors": dict(errors),
-        }
+            totals.add(cam)
+        return totals.as_dict()
 
-    def as_dict(self) -> dict[str, Any]:
+    def storage(self) -> dict[str, Any]:
+        """The store's part of health.json: does it take frames, and the spool's figures."""
         storage: dict[str, Any] = {"ok": self.storage_error is None, "error": self.storage_error}
         if self.spool is not None:
             storage["spool"] = self.spool.as_dict(self.taken_unix)
+        return storage
+
+    def as_dict(self) -> dict[str, Any]:
         return {
             "totals": self.totals(),
-            "storage": storage,
+            "storage": self.storage(),
             "cameras": {cid: cam.as_dict() for cid, cam in self.cameras.items()},
+        }
+
+
+class Totals:
+    """Every camera's counters added up, one camera at a time (for health.json and the
+    summary line)."""
+
+    __slots__ = ("cameras", "errors", "outcomes", "polls", "skipped", "states", "stored_bytes",
+                 "write_errors")
+
+    def __init__(self) -> None:
+        self.cameras = self.polls = self.stored_bytes = self.write_errors = self.skipped = 0
+        self.outcomes: Counter[str] = Counter()
+        self.errors: Counter[str] = Counter()
+        self.states: Counter[str] = Counter()
+
+    def add(self, cam: CameraStats) -> None:
+        self.cameras += 1
+        self.polls += cam.polls
+        self.stored_bytes += cam.stored_bytes
+        self.write_errors += cam.write_errors
+        self.skipped += cam.skipped
+        self.outcomes.update(cam.outcomes)
+        self.errors.update(cam.errors)
+        self.states[cam.state.value] += 1
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "cameras": self.cameras,
+            "states": dict(self.states),
+            "polls": self.polls,
+            "stored": self.outcomes.get("stored", 0),
+            "stored_bytes": self.stored_bytes,
+            "write_errors": self.write_errors,
+            "skipped": self.skipped,
+            "outcomes": dict(self.outcomes),
+            "errors": dict(self.errors),
         }
 
 
@@ -422,21 +448,26 @@ class Stats:
         copies = {cid: cam.copy() for cid, cam in self.cameras.items()} if cameras else {}
         return self._snapshot_with(copies)
 
-    async def snapshot_in_steps(self, step: int = SNAPSHOT_STEP) -> Snapshot:
-        """`snapshot()`, copying `step` cameras per turn of the event loop: what the
-        heartbeat and `/metrics` with per-camera series take, so no camera's poll waits
-        for the whole copy. Each camera's copy is consistent in itself and the totals add
-        up over the copies; cameras are copied a few milliseconds apart, and one removed
-        meanwhile is left out."""
+    async def in_steps(self, step: int = SNAPSHOT_STEP) -> AsyncIterator[tuple[str, CameraStats]]:
+        """Every camera now, `step` per turn of the event loop: work over every camera
+        that holds the loop no longer than `step` cameras' worth. Whoever iterates must not
+        await between two cameras (a camera's stats must not move while it is read). A
+        camera removed meanwhile is left out, one added meanwhile is not reached."""
         ids = list(self.cameras)
-        copies: dict[str, CameraStats] = {}
         for start in range(0, len(ids), step):
             if start:
                 await asyncio.sleep(0)
             for cid in ids[start:start + step]:
                 cam = self.cameras.get(cid)
                 if cam is not None:
-                    copies[cid] = cam.copy()
+                    yield cid, cam
+
+    async def snapshot_in_steps(self, step: int = SNAPSHOT_STEP) -> Snapshot:
+        """`snapshot()`, copying `step` cameras per turn of the event loop (`in_steps`):
+        what `/metrics` with per-camera series takes, so no camera's poll waits for the
+        whole copy. Each camera's copy is consistent in itself; cameras are copied a few
+        milliseconds apart."""
+        copies = {cid: cam.copy() async for cid, cam in self.in_steps(step)}
         return self._snapshot_with(copies)
 
     def _snapshot_with(self, copies: dict[str, CameraStats]) -> Snapshot:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from lyoncam_daemon.storage.state import StateDir, StateError, encode_record
+from lyoncam_daemon.storage.state import StateDir, StateError, encode_camera, encode_record
 
 
 def test_the_lock_names_its_holder_and_is_emptied_on_release(tmp_path: Path) -> None:
@@ -59,3 +59,7 @@ def test_the_health_record_is_encoded_as_json_dumps_would_camera_by_camera() -> 
     assert encode_record(record) == json.dumps(record).encode()
     for empty in ({**record, "cameras": {}}, {"pid": 1}, {}):
         assert encode_record(empty) == json.dumps(empty).encode()
+    cameras = record.pop("cameras")
+    assert isinstance(cameras, dict)
+    entries = [encode_camera(cid, cam) for cid, cam in cameras.items()]
+    assert json.loads(encode_record(record, entries)) == {**record, "cameras": cameras}
