@@ -24,6 +24,14 @@ Run: ``.venv/bin/python -m bench.capacity`` (20,000 cameras, both stores, about 
   health check and Prometheus would), and the daemon's own
   ``lyoncam_status_loop_hold_max_seconds`` says the longest any one request held the event
   loop at once, per endpoint (since the start: warm-up included). The target is 20 ms.
+- The event loop's lag, whatever held it (the heartbeat, /metrics, a busy CPU, a thread
+  keeping the GIL): the daemon's ``lyoncam_daemon_loop_lag_seconds`` histogram over the
+  window (p99), and the longest lag: ``lyoncam_daemon_loop_lag_max_seconds`` (the last
+  minute's longest) read at every scrape from a minute into the window on, and the window
+  histogram's highest non-empty bucket as a check over the whole window.
+- Bytes per camera: peak RSS (VmHWM, start-up and warm-up included) and the median RSS over
+  the window, each divided by the cameras. Both include the interpreter, the libraries and
+  the frames in flight (the pipeline and request slots), which do not grow with cameras.
 - Expected frames: each camera publishes one new frame a minute and is polled once a
   minute, so a daemon that keeps up stores N x window / 60 frames in the window.
 - Decode floor: the DCT-scaled decode the dedup check needs (``frames.decode_gray`` at the
@@ -146,6 +154,7 @@ def window_figures(m0: dict[tuple[str, str], float], m1: dict[tuple[str, str], f
         return [(bound, n - before.get(bound, 0.0)) for bound, n in histogram(m1, family)]
 
     late, fetch = window("lyoncam_daemon_lateness_seconds"), window("lyoncam_daemon_fetch_seconds")
+    lag = window("lyoncam_daemon_loop_lag_seconds")
     outcomes = {labels.split('"')[1]: delta(name, labels)
                 for (name, labels) in m1 if name == "lyoncam_daemon_frames_total"}
     p50, p99 = quantile(late, 0.50), quantile(late, 0.99)
@@ -158,7 +167,20 @@ def window_figures(m0: dict[tuple[str, str], float], m1: dict[tuple[str, str], f
         "lateness_p99_s": None if p99 is None else round(p99, 3),
         "fetch_p50_s": _rounded(quantile(fetch, 0.50)),
         "fetch_p99_s": _rounded(quantile(fetch, 0.99)),
+        "loop_lag_p99_s": _rounded(quantile(lag, 0.99)),
+        "loop_lag_at_most_s": highest_bucket(lag),
     }
+
+
+def highest_bucket(buckets: list[tuple[float, float]]) -> float | None:
+    """Upper bound of the highest bucket holding any sample: the longest is at most this."""
+    below = 0.0
+    highest = None
+    for bound, cumulative in buckets:
+        if cumulative > below:
+            highest = bound
+        below = cumulative
+    return highest
 
 
 def _rounded(x: float | None) -> float | None:
@@ -227,6 +249,8 @@ class Scraper:
         self.base, self.every = base, every
         self.answers: dict[str, dict[int, int]] = {p: {} for p in SCRAPED}
         self.slowest_s: dict[str, float] = dict.fromkeys(SCRAPED, 0.0)
+        #: (monotonic time, lyoncam_daemon_loop_lag_max_seconds) of every /metrics answer.
+        self.lag_max: list[tuple[float, float]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="scraper", daemon=True)
 
@@ -246,8 +270,12 @@ class Scraper:
                 began = time.monotonic()
                 try:
                     with urllib.request.urlopen(self.base + path, timeout=30) as resp:
-                        resp.read()
+                        body = resp.read()
                         status = resp.status
+                    if path == "/metrics":
+                        found = _LAG_MAX.search(body.decode())
+                        if found:
+                            self.lag_max.append((time.monotonic(), float(found[1])))
                 except urllib.error.HTTPError as exc:
                     status = exc.code
                 except OSError:
@@ -255,6 +283,9 @@ class Scraper:
                 took = time.monotonic() - began
                 self.slowest_s[path] = max(self.slowest_s[path], took)
                 self.answers[path][status] = self.answers[path].get(status, 0) + 1
+
+
+_LAG_MAX = re.compile(r"^lyoncam_daemon_loop_lag_max_seconds (\S+)$", re.M)
 
 
 def loop_holds(metrics: dict[tuple[str, str], float]) -> dict[str, float]:
@@ -292,6 +323,7 @@ def measure_ours(procs: Processes, tmp: Path, urls: list[str], store: str,
     other = {name: Sampled([pid]) for name, pid in others.items()}
     sample_until(daemon, started + warmup)
     m0 = scrape(url)
+    window_unix = [time.time()]
     daemon.start()
     for group in other.values():
         group.start()
@@ -299,9 +331,14 @@ def measure_ours(procs: Processes, tmp: Path, urls: list[str], store: str,
         sample_until(daemon, daemon.t0 + window)
     m1 = scrape(url)
     daemon.end()
+    window_unix.append(time.time())
     for group in other.values():
         group.end()
     peak_kb = daemon.peak_kb()
+    window_rss = [kb for t, kb in zip(daemon.times, daemon.rss_kb, strict=True) if t >= daemon.t0]
+    # The gauge is the last minute's longest lag: from a minute into the window on, each
+    # reading covers only the window.
+    lag_max = [v for t, v in scraper.lag_max if t >= daemon.t0 + 60]
     procs.stop([proc], grace=30)
     if proc.returncode != 0:
         raise RuntimeError(f"daemon exited {proc.returncode}:\n"
@@ -314,6 +351,8 @@ def measure_ours(procs: Processes, tmp: Path, urls: list[str], store: str,
         "store": store,
         "cameras": n,
         "window_s": round(span, 1),
+        # Unix times of the window's edges, to read the daemon's log or a profile beside it.
+        "window_unix": [round(t, 1) for t in window_unix],
         "expected": round(n * span / INTERVAL_S),
         **figures,
         "cpu_share": round(cpu_s / span, 3),
@@ -321,7 +360,10 @@ def measure_ours(procs: Processes, tmp: Path, urls: list[str], store: str,
         "cpu_ms_per_stored": round(cpu_s * 1000 / max(figures["stored"], 1), 3),
         "peak_rss_mb": round(peak_kb / 1024, 1),
         "rss_kb_per_camera": round(peak_kb / n, 2),
+        "rss_window_median_kb_per_camera": round(statistics.median(window_rss) / n, 2)
+        if window_rss else None,
         "rss_growth_mb_per_min": round(daemon.growth_mb_per_min(), 2),
+        "loop_lag_max_s": round(max(lag_max), 3) if lag_max else None,
         "loop_hold_max_ms": loop_holds(m1),
         "status_answers": scraper.answers,
         "status_slowest_answer_s": {p: round(t, 3) for p, t in scraper.slowest_s.items()},
@@ -355,15 +397,18 @@ def report(runs: list[dict[str, Any]], floor_ms: float, orig: dict[str, Any] | N
     print()
     print(f"decode floor (DCT-scaled decode, one thread): {floor_ms:.2f} ms CPU per frame")
     print()
-    head = ("store", "cameras", "expected", "stored", "skipped", "p50 s", "p99 s", "CPU %",
-            "ms/poll", "x floor", "peak MB", "KB/cam", "sim CPU %", "keeps up")
+    head = ("store", "cameras", "expected", "stored", "skipped", "p50 s", "p99 s",
+            "loop lag p99 / max s", "CPU %", "ms/poll", "x floor", "peak MB", "KB/cam peak",
+            "KB/cam median", "sim CPU %", "keeps up")
     print(" | ".join(head))
     for r in runs:
         print(" | ".join(str(x) for x in (
             r["store"], r["cameras"], r["expected"], r["stored"], r["skipped"],
-            r["lateness_p50_s"], r["lateness_p99_s"], round(100 * r["cpu_share"], 1),
+            r["lateness_p50_s"], r["lateness_p99_s"],
+            f"{r['loop_lag_p99_s']} / {r['loop_lag_max_s']} (<= {r['loop_lag_at_most_s']})",
+            round(100 * r["cpu_share"], 1),
             r["cpu_ms_per_poll"], round(r["cpu_ms_per_poll"] / floor_ms, 2),
-            r["peak_rss_mb"], r["rss_kb_per_camera"],
+            r["peak_rss_mb"], r["rss_kb_per_camera"], r["rss_window_median_kb_per_camera"],
             round(100 * r.get("simulator_cpu_share", 0.0), 1), verdict(r))))
         if r.get("seaweed_cpu_share") is not None:
             print(f"   (SeaweedFS took {100 * r['seaweed_cpu_share']:.1f} % of a core)")

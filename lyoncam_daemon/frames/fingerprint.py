@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
@@ -62,17 +61,48 @@ class MaskError(ValueError):
 # --- fingerprints ----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
 class Fingerprint:
-    """A perceptual hash: `hex` holds the bits, comparable only within one algo and size."""
+    """A perceptual hash: `hex` holds the bits, comparable only within one algo and size.
 
+    Kept as an int, its hex written out when asked: every camera holds its last stored
+    frame's, and a 64x64 phash is a 1,073-byte string but a 576-byte int. Immutable.
+    """
+
+    __slots__ = ("_digits", "_value", "algo", "hash_size")
     algo: str
     hash_size: int
-    hex: str
+    _digits: int  # hex digits, leading zeros included
+    _value: int
+
+    def __init__(self, algo: str, hash_size: int, hex: str) -> None:
+        set_ = object.__setattr__
+        set_(self, "algo", algo)
+        set_(self, "hash_size", hash_size)
+        set_(self, "_digits", len(hex))
+        set_(self, "_value", int(hex, 16))
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"a Fingerprint is immutable ({name})")
+
+    @property
+    def hex(self) -> str:
+        return f"{self._value:0{self._digits}x}"
+
+    def _key(self) -> tuple[str, int, int, int]:
+        return self.algo, self.hash_size, self._digits, self._value
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Fingerprint) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return f"Fingerprint(algo={self.algo!r}, hash_size={self.hash_size!r}, hex={self.hex!r})"
 
     def compatible(self, other: Fingerprint) -> bool:
-        return (self.algo, self.hash_size, len(self.hex)) == (
-            other.algo, other.hash_size, len(other.hex)
+        return (self.algo, self.hash_size, self._digits) == (
+            other.algo, other.hash_size, other._digits
         )
 
     def distance(self, other: Fingerprint) -> int:
@@ -81,7 +111,7 @@ class Fingerprint:
             raise IncompatibleFingerprints(
                 f"cannot compare {self.algo}/{self.hash_size} with {other.algo}/{other.hash_size}"
             )
-        return (int(self.hex, 16) ^ int(other.hex, 16)).bit_count()
+        return (self._value ^ other._value).bit_count()
 
     def to_json(self) -> dict[str, Any]:
         return {"algo": self.algo, "hash_size": self.hash_size, "hex": self.hex,

@@ -166,6 +166,15 @@ def _daemon_metrics(snap: Snapshot) -> Iterable[Metric]:
                                    "How late every camera's polls started against schedule")
     late_s.add_metric([], histogram_buckets(snap.lateness_s), snap.lateness_s.total)
     yield late_s
+    lag_s = HistogramMetricFamily(
+        "lyoncam_daemon_loop_lag_seconds",
+        "How late the event loop woke a sleeper due every 50 ms: any work holding the loop "
+        "(and so every camera due meanwhile) shows here")
+    lag_s.add_metric([], histogram_buckets(snap.loop_lag_s), snap.loop_lag_s.total)
+    yield lag_s
+    yield GaugeMetricFamily("lyoncam_daemon_loop_lag_max_seconds",
+                            "Longest event loop lag of the last minute",
+                            value=snap.loop_lag_max_s)
 
 
 #: (family, counter?, help, key of SpoolStats.as_dict)

@@ -13,19 +13,21 @@ where adding every camera up took 200-500 ms of the event loop per request.
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import copy
 import dataclasses
 import heapq
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
 import structlog
 
+from lyoncam_daemon.observe.lag import RecentMax
 from lyoncam_daemon.storage.spool import SpoolStats
 
 
@@ -89,9 +91,12 @@ class ErrorKind(StrEnum):
     INTERNAL = "internal"
 
 
-@dataclass
+@dataclass(slots=True)
 class Timing:
-    """Observations of one duration: a summary, and bucket counts for a histogram."""
+    """Observations of one duration: a summary, and bucket counts for a histogram.
+
+    Slots, here and in CameraStats: every camera keeps a CameraStats and three Timings,
+    and an instance dict each cost more than the values in it (about 0.5 KB a camera)."""
 
     count: int = 0
     total: float = 0.0
@@ -116,12 +121,12 @@ class Timing:
 
     def copy(self) -> Timing:
         new = object.__new__(Timing)
-        new.__dict__.update(self.__dict__)
+        new.count, new.total, new.max, new.last = self.count, self.total, self.max, self.last
         new.buckets = self.buckets.copy()
         return new
 
 
-@dataclass
+@dataclass(slots=True)
 class CameraStats:
     """What happened to one camera's polls since the daemon started."""
 
@@ -152,16 +157,17 @@ class CameraStats:
         """A deep copy by hand: `copy.deepcopy` took 1 s on the loop for 20,000 cameras,
         `dataclasses.replace` 0.5 s."""
         new = object.__new__(CameraStats)
-        new.__dict__.update(self.__dict__)
-        new.outcomes, new.errors = Counter(self.outcomes), Counter(self.errors)
-        for name in _TIMINGS:
-            setattr(new, name, getattr(self, name).copy())
+        for name in _PLAIN:
+            setattr(new, name, getattr(self, name))
+        new.outcomes, new.errors = _counter_copy(self.outcomes), _counter_copy(self.errors)
+        new.fetch_s, new.slot_wait_s = self.fetch_s.copy(), self.slot_wait_s.copy()
+        new.lateness_s = self.lateness_s.copy()
         return new
 
     def as_dict(self) -> dict[str, Any]:
         """For health.json; by hand, as `dataclasses.asdict` took 3.6 s for 20,000 cameras.
         Histogram buckets are for /metrics, not health.json."""
-        d = dict(self.__dict__)
+        d: dict[str, Any] = {name: getattr(self, name) for name in _FIELDS}
         d["outcomes"], d["errors"] = dict(self.outcomes), dict(self.errors)
         d["state"], d["condition"] = self.state.value, self.condition.value
         for name in _TIMINGS:
@@ -170,7 +176,23 @@ class CameraStats:
         return d
 
 
+_FIELDS = tuple(f.name for f in dataclasses.fields(CameraStats))
 _TIMINGS = tuple(f.name for f in dataclasses.fields(CameraStats) if f.type == "Timing")
+#: Fields copied as they are: numbers, strings, enums.
+_PLAIN = tuple(name for name in _FIELDS if name not in {*_TIMINGS, "outcomes", "errors"})
+
+#: Cameras copied between two turns of the event loop by `Stats.snapshot_in_steps`: about
+#: 2 ms of the loop at a time. One go over 10,000 cameras held it 0.2-0.5 s (py-spy and a
+#: callback probe in bench/capacity.py's run), and every camera due meanwhile started late.
+SNAPSHOT_STEP = 250
+
+
+def _counter_copy(counter: Counter[str]) -> Counter[str]:
+    # `Counter(c)` goes through Counter.update's Python code; dict.update is one C call.
+    # Measured: a third of CameraStats.copy.
+    new: Counter[str] = Counter()
+    dict.update(new, counter)
+    return new
 
 
 @dataclass(frozen=True)
@@ -190,36 +212,66 @@ class Snapshot:
     every: CameraStats = field(default_factory=CameraStats)
     #: Cameras polled now (`cameras` is left empty by `Stats.snapshot(cameras=False)`).
     camera_count: int = 0
+    #: How late the event loop woke its sleeper (lag.py), since the start; and the
+    #: longest such lag of the last minute.
+    loop_lag_s: Timing = field(default_factory=Timing)
+    loop_lag_max_s: float = 0.0
 
     def totals(self) -> dict[str, Any]:
-        outcomes: Counter[str] = Counter()
-        errors: Counter[str] = Counter()
-        states: Counter[str] = Counter()
+        totals = Totals()
         for cam in self.cameras.values():
-            outcomes.update(cam.outcomes)
-            errors.update(cam.errors)
-            states[cam.state.value] += 1
-        cams = self.cameras.values()
-        return {
-            "cameras": len(self.cameras),
-            "states": dict(states),
-            "polls": sum(c.polls for c in cams),
-            "stored": outcomes.get("stored", 0),
-            "stored_bytes": sum(c.stored_bytes for c in cams),
-            "write_errors": sum(c.write_errors for c in cams),
-            "skipped": sum(c.skipped for c in cams),
-            "outcomes": dict(outcomes),
-            "errors": dict(errors),
-        }
+            totals.add(cam)
+        return totals.as_dict()
 
-    def as_dict(self) -> dict[str, Any]:
+    def storage(self) -> dict[str, Any]:
+        """The store's part of health.json: does it take frames, and the spool's figures."""
         storage: dict[str, Any] = {"ok": self.storage_error is None, "error": self.storage_error}
         if self.spool is not None:
             storage["spool"] = self.spool.as_dict(self.taken_unix)
+        return storage
+
+    def as_dict(self) -> dict[str, Any]:
         return {
             "totals": self.totals(),
-            "storage": storage,
+            "storage": self.storage(),
             "cameras": {cid: cam.as_dict() for cid, cam in self.cameras.items()},
+        }
+
+
+class Totals:
+    """Every camera's counters added up, one camera at a time (for health.json and the
+    summary line)."""
+
+    __slots__ = ("cameras", "errors", "outcomes", "polls", "skipped", "states", "stored_bytes",
+                 "write_errors")
+
+    def __init__(self) -> None:
+        self.cameras = self.polls = self.stored_bytes = self.write_errors = self.skipped = 0
+        self.outcomes: Counter[str] = Counter()
+        self.errors: Counter[str] = Counter()
+        self.states: Counter[str] = Counter()
+
+    def add(self, cam: CameraStats) -> None:
+        self.cameras += 1
+        self.polls += cam.polls
+        self.stored_bytes += cam.stored_bytes
+        self.write_errors += cam.write_errors
+        self.skipped += cam.skipped
+        self.outcomes.update(cam.outcomes)
+        self.errors.update(cam.errors)
+        self.states[cam.state.value] += 1
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "cameras": self.cameras,
+            "states": dict(self.states),
+            "polls": self.polls,
+            "stored": self.outcomes.get("stored", 0),
+            "stored_bytes": self.stored_bytes,
+            "write_errors": self.write_errors,
+            "skipped": self.skipped,
+            "outcomes": dict(self.outcomes),
+            "errors": dict(self.errors),
         }
 
 
@@ -289,6 +341,9 @@ class Stats:
     #: Cameras that stored within their `stale_after` horizon (`stored`).
     fresh: Freshness = field(default_factory=Freshness)
     _sorted_ids: list[str] | None = field(default=None, repr=False)
+    #: How late the event loop ran what was due (`loop_lagged`, fed by lag.watch_loop).
+    loop_lag_s: Timing = field(default_factory=Timing)
+    loop_lag_recent: RecentMax = field(default_factory=RecentMax)
 
     def overloaded(self) -> None:
         """A poll was skipped. The first of an episode is logged at once, the rest are
@@ -369,6 +424,11 @@ class Stats:
         self.camera(camera_id).last_stored_at = captured_at
         self.fresh.mark(camera_id, when_unix + horizon_s)
 
+    def loop_lagged(self, seconds: float, now: float | None = None) -> None:
+        """The event loop woke a sleeper `seconds` late (lag.watch_loop)."""
+        self.loop_lag_s.observe(seconds)
+        self.loop_lag_recent.observe(seconds, time.monotonic() if now is None else now)
+
     def _rank(self, camera_id: str, cam: CameraStats) -> None:
         level = severity(cam.state, cam.condition)
         if level == HEALTHY:
@@ -386,6 +446,32 @@ class Stats:
         """A consistent copy, taken on the loop. Without `cameras` only the daemon-wide
         figures, which cost the same whatever the number of cameras."""
         copies = {cid: cam.copy() for cid, cam in self.cameras.items()} if cameras else {}
+        return self._snapshot_with(copies)
+
+    async def in_steps(self, step: int = SNAPSHOT_STEP) -> AsyncIterator[tuple[str, CameraStats]]:
+        """Every camera now, `step` per turn of the event loop: work over every camera
+        that holds the loop no longer than `step` cameras' worth. Whoever iterates must not
+        await between two cameras (a camera's stats must not move while it is read). A
+        camera removed meanwhile is left out, one added meanwhile is not reached."""
+        ids = list(self.cameras)
+        for start in range(0, len(ids), step):
+            if start:
+                await asyncio.sleep(0)
+            for cid in ids[start:start + step]:
+                cam = self.cameras.get(cid)
+                if cam is not None:
+                    yield cid, cam
+
+    async def snapshot_in_steps(self, step: int = SNAPSHOT_STEP) -> Snapshot:
+        """`snapshot()`, copying `step` cameras per turn of the event loop (`in_steps`):
+        what `/metrics` with per-camera series takes, so no camera's poll waits for the
+        whole copy. Each camera's copy is consistent in itself; cameras are copied a few
+        milliseconds apart."""
+        copies = {cid: cam.copy() async for cid, cam in self.in_steps(step)}
+        return self._snapshot_with(copies)
+
+    def _snapshot_with(self, copies: dict[str, CameraStats]) -> Snapshot:
         return Snapshot(time.time(), copies, self.storage_error, copy.copy(self.spool),
                         self.fetch_s.copy(), self.lateness_s.copy(), self.every.copy(),
-                        len(self.cameras))
+                        len(self.cameras), self.loop_lag_s.copy(),
+                        self.loop_lag_recent.value(time.monotonic()))

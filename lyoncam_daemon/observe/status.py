@@ -54,7 +54,7 @@ from lyoncam_daemon.observe.page import (
     render,
 )
 from lyoncam_daemon.observe.recent import RecentFrames
-from lyoncam_daemon.observe.stats import State, Stats, Timing
+from lyoncam_daemon.observe.stats import Snapshot, State, Stats, Timing
 
 MAX_IN_FLIGHT = 16
 MAX_CONNECTIONS = 64
@@ -383,19 +383,27 @@ class StatusServer:
 
     async def metrics(self, request: web.Request) -> web.Response:
         """Snapshot on the loop (daemon-wide figures only: the same cost at any number of
-        cameras, unless `status.camera_metrics`), text rendered in the status thread.
-        Scrapes arriving while one renders share it, so a flood costs one render at a time."""
+        cameras; with `status.camera_metrics` every camera, a few hundred per turn of the
+        loop), text rendered in the status thread. Scrapes arriving while one renders share
+        it, so a flood costs one render at a time."""
         if self._rendering is None:
+            stats = self.sources.stats
             per_camera = self.sources.config().status.camera_metrics
-            disk, snap = self.sources.disk(), self.sources.stats.snapshot(cameras=per_camera)
-            holds = {e: t.copy() for e, t in self.holds.items()}
-            loop = asyncio.get_running_loop()
-            rendering = loop.run_in_executor(self._pool, metrics.render, snap, disk, per_camera,
-                                             holds)
-            self._rendering = rendering
-            rendering.add_done_callback(lambda _: setattr(self, "_rendering", None))
+            snap = await stats.snapshot_in_steps() if per_camera else stats.snapshot(False)
+            if self._rendering is None:  # none started by a scrape while this one copied
+                self._render(snap, per_camera)
+        assert self._rendering is not None
         body = await asyncio.shield(self._rendering)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    def _render(self, snap: Snapshot, per_camera: bool) -> None:
+        disk = self.sources.disk()
+        holds = {e: t.copy() for e, t in self.holds.items()}
+        loop = asyncio.get_running_loop()
+        rendering = loop.run_in_executor(self._pool, metrics.render, snap, disk, per_camera,
+                                         holds)
+        self._rendering = rendering
+        rendering.add_done_callback(lambda _: setattr(self, "_rendering", None))
 
     async def healthz(self, request: web.Request) -> web.Response:
         """O(1) in cameras: running figures only (`Stats`), never a snapshot."""

@@ -19,8 +19,9 @@ from typing import Any
 import pytest
 import structlog
 
-from lyoncam_daemon.capture.daemon import GC_YOUNG_THRESHOLD, Daemon, settle_gc
+from lyoncam_daemon.capture.daemon import GC_YOUNG_THRESHOLD, START_STEP, Daemon, settle_gc
 from lyoncam_daemon.devtools.simulator import CriterSimulator, camera_ids, placeholder_sha256
+from lyoncam_daemon.observe.stats import SNAPSHOT_STEP, CameraStats
 from lyoncam_daemon.storage import Frame, StoredFrame, StoreError
 from lyoncam_daemon.storage.filesystem import FilesystemStorage
 from tests.conftest import make_config, run_until, stored_frames, until
@@ -648,12 +649,12 @@ async def test_the_stopping_health_record_is_written_last_even_past_a_slow_write
     begun: list[bool] = []
     ended: list[bool] = []
 
-    def slow_first(record: dict[str, Any]) -> None:
+    def slow_first(record: dict[str, Any], cameras: list[str] | None = None) -> None:
         begun.append(record["stopping"])
         if len(begun) == 1:
             held.set()
             release.wait(10)
-        write(record)
+        write(record, cameras)
         ended.append(record["stopping"])
 
     monkeypatch.setattr(daemon.state, "write_health", slow_first)
@@ -680,3 +681,83 @@ def test_settle_gc_freezes_what_lives_and_collects_young_objects_less_often() ->
     finally:
         gc.unfreeze()
         gc.set_threshold(*thresholds)
+
+
+async def test_the_heartbeat_lets_cameras_run_while_it_copies_their_stats(tmp_path: Path) -> None:
+    """Thousands of cameras are copied a few hundred per turn of the event loop: a camera's
+    poll counted meanwhile shows in the cameras copied after it, and the totals written
+    still add up over the cameras written. In one go, the loop held every poll back."""
+    daemon = Daemon(make_config(tmp_path, {"CAM": "http://127.0.0.1:9/a.jpg"}))
+    stats = daemon.stats
+    ids = [f"C{i:05d}" for i in range(8 * SNAPSHOT_STEP)]
+    for cid in ids:
+        stats.camera(cid)
+    first, last = stats.camera(ids[0]), stats.camera(ids[-1])
+    daemon.state.path.mkdir()
+
+    async def polls() -> None:  # another task's work, a turn of the loop at a time
+        while True:
+            stats.polled(first)
+            stats.polled(last)
+            await asyncio.sleep(0)
+
+    heartbeat = asyncio.create_task(daemon._write_health())
+    ticking = asyncio.create_task(polls())
+    totals = await heartbeat
+    ticking.cancel()
+    record = json.loads(daemon.state.health_path.read_text())
+    assert record["cameras"][ids[0]]["polls"] == 0  # copied before any other task ran
+    assert record["cameras"][ids[-1]]["polls"] >= 7  # after seven turns of the loop
+    assert totals["polls"] == sum(c["polls"] for c in record["cameras"].values())
+    assert totals["cameras"] == len(ids)
+
+
+async def test_the_first_cameras_start_while_the_rest_are_set_up(tmp_path: Path) -> None:
+    """Thousands of cameras are set up a few hundred per turn of the event loop: the first
+    (due at once) begin before the last is added, rather than after all of them."""
+    ids = [f"C{i:04d}" for i in range(2 * START_STEP)]
+    config = make_config(tmp_path, dict.fromkeys(ids, "http://127.0.0.1:9/a.jpg"),
+                         interval=30.0)
+    running: list[int] = []
+
+    class Counting(FilesystemStorage):
+        """The real store, noting how many cameras run when the first recovers."""
+
+        async def recover(self, camera_id: str) -> int:
+            if daemon.registry is not None:
+                running.append(len(daemon.registry))
+            return await super().recover(camera_id)
+
+    daemon = Daemon(config, storage=Counting(tmp_path))
+    task = asyncio.create_task(daemon.run())
+    try:
+        await until(lambda: len(running) >= len(ids), "every camera's recovery")
+    finally:
+        daemon.request_stop()
+        assert await asyncio.wait_for(task, timeout=15) == 0
+    assert running[0] < len(ids)
+
+
+async def test_the_heartbeat_keeps_no_copy_of_the_cameras_stats_while_it_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Entries become JSON text as they are read: 10,000 cameras' copies (70,000 objects),
+    alive until the thread had written them, set the garbage collector off for 0.1 s at a
+    time on the event loop."""
+    daemon = Daemon(make_config(tmp_path, {"CAM": "http://127.0.0.1:9/a.jpg"}))
+    for i in range(600):
+        daemon.stats.polled(daemon.stats.camera(f"C{i:04d}"))
+    daemon.state.path.mkdir()
+    write = daemon.state.write_health
+    alive: list[int] = []
+
+    def counting(record: dict[str, Any], cameras: list[str] | None = None) -> None:
+        alive.append(sum(isinstance(o, CameraStats) for o in gc.get_objects()))
+        write(record, cameras)
+
+    monkeypatch.setattr(daemon.state, "write_health", counting)
+    gc.collect()  # what earlier tests left
+    before = sum(isinstance(o, CameraStats) for o in gc.get_objects())
+    totals = await daemon._write_health()
+    assert totals["polls"] == 600
+    assert alive[0] - before <= 1  # the daemon-wide figures' copy (`every`), no camera's

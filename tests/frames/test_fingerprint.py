@@ -273,3 +273,14 @@ def test_phash_median_is_numpys_to_the_bit(size: int) -> None:
     for _ in range(20):
         values = (rng.standard_normal(size) * 1000).astype(np.float32)
         assert _median(values) == float(np.median(values))
+
+
+def test_a_fingerprint_keeps_its_hex_leading_zeros_and_cannot_be_changed() -> None:
+    """Kept as an int (every camera holds one: 576 bytes, not 1,073 as text)."""
+    fp = Fingerprint("phash", 4, "00f0")
+    assert fp.hex == "00f0" and fp.to_json()["hex"] == "00f0"
+    assert fp == Fingerprint("phash", 4, "00f0") and len({fp, Fingerprint("phash", 4, "00f0")}) == 1
+    assert fp != Fingerprint("phash", 4, "00f1") and fp != Fingerprint("dhash", 4, "00f0")
+    assert fp.distance(Fingerprint("phash", 4, "000f")) == 8
+    with pytest.raises(AttributeError):
+        fp.algo = "dhash"

@@ -782,9 +782,27 @@ def test_frames_of_the_last_24_h_are_counted_in_fixed_memory() -> None:
         clock[0] = start + 60 * minute
         recent.add("CAM_A", clock[0], f"k{minute}")
     buckets = recent._counts["CAM_A"]
-    assert len(buckets.index) == len(buckets.counts) == 24 * 3600 / BUCKET_S + 1
+    assert len(buckets.counts) == 24 * 3600 / BUCKET_S + 1
     assert 24 * 60 <= recent.count("CAM_A") <= 24 * 60 + BUCKET_S / 60
     recent.add("CAM_A", start, "a frame from five days ago")  # out of the window: not counted
     assert recent.count("CAM_A") <= 24 * 60 + BUCKET_S / 60
     clock[0] += 2 * 24 * 3600  # two quiet days
     assert recent.count("CAM_A") == 0
+
+
+def test_the_24_h_ring_counts_late_arrivals_and_forgets_a_slot_a_window_later() -> None:
+    from lyoncam_daemon.observe.recent import BUCKET_S
+
+    start = datetime(2026, 11, 21, tzinfo=UTC).timestamp()
+    clock = [start + BUCKET_S]
+    recent = RecentFrames(clock=lambda: clock[0])
+    recent.add("CAM_A", start + BUCKET_S, "newer")
+    recent.add("CAM_A", start, "older, added after")  # seeding adds in any order
+    recent.add("CAM_A", start, "older again")
+    assert recent.count("CAM_A") == 3
+    slots = len(recent._counts["CAM_A"].counts)
+    clock[0] = start + slots * BUCKET_S  # the bucket sharing `start`'s slot, a window later
+    recent.add("CAM_A", clock[0], "a window later")
+    assert recent.count("CAM_A") == 2  # `start`'s two are gone from the slot, not added on
+    recent.add("CAM_A", start, "older than the window")
+    assert recent.count("CAM_A") == 2
