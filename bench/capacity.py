@@ -32,6 +32,8 @@ Run: ``.venv/bin/python -m bench.capacity`` (20,000 cameras, both stores, about 
 - Bytes per camera: peak RSS (VmHWM, start-up and warm-up included) and the median RSS over
   the window, each divided by the cameras. Both include the interpreter, the libraries and
   the frames in flight (the pipeline and request slots), which do not grow with cameras.
+  The RSS at each minute of the window is printed too: a longer ``--window`` shows whether
+  it levels off.
 - Expected frames: each camera publishes one new frame a minute and is polled once a
   minute, so a daemon that keeps up stores N x window / 60 frames in the window.
 - Decode floor: the DCT-scaled decode the dedup check needs (``frames.decode_gray`` at the
@@ -363,6 +365,7 @@ def measure_ours(procs: Processes, tmp: Path, urls: list[str], store: str,
         "rss_window_median_kb_per_camera": round(statistics.median(window_rss) / n, 2)
         if window_rss else None,
         "rss_growth_mb_per_min": round(daemon.growth_mb_per_min(), 2),
+        "rss_mb_by_minute": rss_by_minute(daemon),
         "loop_lag_max_s": round(max(lag_max), 3) if lag_max else None,
         "loop_hold_max_ms": loop_holds(m1),
         "status_answers": scraper.answers,
@@ -372,6 +375,17 @@ def measure_ours(procs: Processes, tmp: Path, urls: list[str], store: str,
         "warnings": [line for line in log.read_text(errors="replace").splitlines()
                      if '"level": "warning"' in line or '"level": "error"' in line][:5],
     }
+
+
+def rss_by_minute(daemon: Sampled) -> list[float]:
+    """The daemon's RSS at the window's start and at each full minute into it (the sample
+    nearest each mark): whether memory levels off or keeps rising, which one peak hides."""
+    marks = [daemon.t0 + 60 * k for k in range(int((daemon.t1 - daemon.t0) // 60) + 1)]
+    out = []
+    for mark in marks:
+        i = min(range(len(daemon.times)), key=lambda j: abs(daemon.times[j] - mark))
+        out.append(round(daemon.rss_kb[i] / 1024, 1))
+    return out
 
 
 def start_seaweed(tmp: Path) -> Any:
