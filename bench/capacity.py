@@ -157,6 +157,8 @@ def window_figures(m0: dict[tuple[str, str], float], m1: dict[tuple[str, str], f
 
     late, fetch = window("lyoncam_daemon_lateness_seconds"), window("lyoncam_daemon_fetch_seconds")
     lag = window("lyoncam_daemon_loop_lag_seconds")
+    slot, pipe = (window("lyoncam_daemon_slot_wait_seconds"),
+                  window("lyoncam_daemon_pipeline_wait_seconds"))
     outcomes = {labels.split('"')[1]: delta(name, labels)
                 for (name, labels) in m1 if name == "lyoncam_daemon_frames_total"}
     p50, p99 = quantile(late, 0.50), quantile(late, 0.99)
@@ -171,6 +173,10 @@ def window_figures(m0: dict[tuple[str, str], float], m1: dict[tuple[str, str], f
         "fetch_p99_s": _rounded(quantile(fetch, 0.99)),
         "loop_lag_p99_s": _rounded(quantile(lag, 0.99)),
         "loop_lag_at_most_s": highest_bucket(lag),
+        # Lateness is the loop's lag plus the wait for a request turn; a turn is held while
+        # the fetched frame waits for room in the pipeline (the judge's CPU).
+        "slot_wait_p99_s": _rounded(quantile(slot, 0.99)),
+        "pipeline_wait_p99_s": _rounded(quantile(pipe, 0.99)),
     }
 
 
@@ -424,6 +430,9 @@ def report(runs: list[dict[str, Any]], floor_ms: float, orig: dict[str, Any] | N
             r["cpu_ms_per_poll"], round(r["cpu_ms_per_poll"] / floor_ms, 2),
             r["peak_rss_mb"], r["rss_kb_per_camera"], r["rss_window_median_kb_per_camera"],
             round(100 * r.get("simulator_cpu_share", 0.0), 1), verdict(r))))
+        print(f"   lateness p99 {r['lateness_p99_s']} s = loop lag + waits for a turn (p99"
+              f" {r['slot_wait_p99_s']} s); turns held by frames waiting for the judge (p99"
+              f" {r['pipeline_wait_p99_s']} s); RSS MB by minute {r['rss_mb_by_minute']}")
         if r.get("seaweed_cpu_share") is not None:
             print(f"   (SeaweedFS took {100 * r['seaweed_cpu_share']:.1f} % of a core)")
         holds = r.get("loop_hold_max_ms", {})

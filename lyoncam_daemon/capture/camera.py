@@ -370,6 +370,7 @@ class CameraTask:
                 self.rt.stats.polled(self.stats)
                 self.stats.last_poll_unix = time.time()
                 self.stats.slot_wait_s.observe(started - asked)
+                self.rt.stats.slot_wait_s.observe(started - asked)
                 late = max(0.0, started - due)
                 self.stats.lateness_s.observe(late)
                 self.rt.stats.lateness_s.observe(late)
@@ -383,7 +384,9 @@ class CameraTask:
                     follow_redirects=self.rt.config.http.follow_redirects,
                 )
                 if not fetched.not_modified:
+                    waiting = time.monotonic()
                     await self.rt.pipeline.acquire()  # released by _judge_and_store
+                    self.rt.stats.pipeline_wait_s.observe(time.monotonic() - waiting)
         except NoTurn:
             self.rt.stats.skipped_poll(self.stats)
             return True

@@ -166,6 +166,17 @@ def _daemon_metrics(snap: Snapshot) -> Iterable[Metric]:
                                    "How late every camera's polls started against schedule")
     late_s.add_metric([], histogram_buckets(snap.lateness_s), snap.lateness_s.total)
     yield late_s
+    slot_s = HistogramMetricFamily(
+        "lyoncam_daemon_slot_wait_seconds",
+        "How long every camera's polls waited for a request turn (part of their lateness)")
+    slot_s.add_metric([], histogram_buckets(snap.slot_wait_s), snap.slot_wait_s.total)
+    yield slot_s
+    pipe_s = HistogramMetricFamily(
+        "lyoncam_daemon_pipeline_wait_seconds",
+        "How long fetched frames waited, holding their request turn, for room among the "
+        "frames being judged and stored: long waits mean the judge needs more CPU")
+    pipe_s.add_metric([], histogram_buckets(snap.pipeline_wait_s), snap.pipeline_wait_s.total)
+    yield pipe_s
     lag_s = HistogramMetricFamily(
         "lyoncam_daemon_loop_lag_seconds",
         "How late the event loop woke a sleeper due every 50 ms: any work holding the loop "

@@ -216,6 +216,10 @@ class Snapshot:
     #: longest such lag of the last minute.
     loop_lag_s: Timing = field(default_factory=Timing)
     loop_lag_max_s: float = 0.0
+    #: Where lateness comes from: a poll's wait for a request turn, and a fetched frame's
+    #: wait (holding its turn) for room in the pipeline of frames being judged and stored.
+    slot_wait_s: Timing = field(default_factory=Timing)
+    pipeline_wait_s: Timing = field(default_factory=Timing)
 
     def totals(self) -> dict[str, Any]:
         totals = Totals()
@@ -328,9 +332,12 @@ class Stats:
     spool: SpoolStats | None = None
     #: Skipped polls not yet reported (see `overloaded`).
     unreported_skips: int = 0
-    #: Every camera's fetch and lateness timings together (CameraStats has each one's).
+    #: Every camera's fetch and lateness timings together (CameraStats has each one's),
+    #: and the two waits lateness is made of besides the event loop's lag (Snapshot).
     fetch_s: Timing = field(default_factory=Timing)
     lateness_s: Timing = field(default_factory=Timing)
+    slot_wait_s: Timing = field(default_factory=Timing)
+    pipeline_wait_s: Timing = field(default_factory=Timing)
     #: Polls, skips, outcomes and errors of every camera since the start, removed ones
     #: included: the daemon-wide counters, which must never go down.
     every: CameraStats = field(default_factory=CameraStats)
@@ -474,4 +481,5 @@ class Stats:
         return Snapshot(time.time(), copies, self.storage_error, copy.copy(self.spool),
                         self.fetch_s.copy(), self.lateness_s.copy(), self.every.copy(),
                         len(self.cameras), self.loop_lag_s.copy(),
-                        self.loop_lag_recent.value(time.monotonic()))
+                        self.loop_lag_recent.value(time.monotonic()),
+                        self.slot_wait_s.copy(), self.pipeline_wait_s.copy())

@@ -635,6 +635,10 @@ async def test_overload_skips_polls_instead_of_piling_frames_up(
     totals = daemon.stats.snapshot().totals()
     assert totals["skipped"] > 0 and totals["stored"] > 0
     assert [e["event"] for e in logs].count("overloaded: skipping polls") == 1
+    # what made the polls late is told apart: frames waited for the judge holding turns
+    snap = daemon.stats.snapshot(cameras=False)
+    assert snap.pipeline_wait_s.max >= 0.5, snap.pipeline_wait_s
+    assert snap.slot_wait_s.count == daemon.stats.every.polls
     for times in starts.values():  # a late camera skips ticks, it never catches up in a burst
         gaps = [b - a for a, b in itertools.pairwise(times)]
         assert min(gaps, default=interval) >= interval * 0.9, gaps

@@ -156,6 +156,9 @@ def test_daemon_wide_families_add_every_camera_up_with_or_without_camera_series(
         stats.fetch_s.observe(seconds)
     for seconds in (0.0, 2.2):
         stats.lateness_s.observe(seconds)
+    stats.slot_wait_s.observe(0.3)
+    for seconds in (0.02, 0.7, 4.0):
+        stats.pipeline_wait_s.observe(seconds)
     snap = stats.snapshot()
     per_camera = metrics.render(snap, NO_DISK, per_camera=True).decode()
     daemon_only = metrics.render(snap, NO_DISK, per_camera=False).decode()
@@ -178,6 +181,9 @@ def test_daemon_wide_families_add_every_camera_up_with_or_without_camera_series(
         late = "lyoncam_daemon_lateness_seconds_bucket"
         assert [value(text, late, le=le) for le in ("0.01", "2.0", "2.5")] == [1, 1, 2]
         assert value(text, "lyoncam_daemon_lateness_seconds_count") == 2
+        assert value(text, "lyoncam_daemon_slot_wait_seconds_count") == 1
+        pipe = "lyoncam_daemon_pipeline_wait_seconds_bucket"
+        assert [value(text, pipe, le=le) for le in ("0.025", "1.0", "+Inf")] == [1, 2, 3]
         assert value(text, "lyoncam_disk_free_bytes") == 10**9
 
 
