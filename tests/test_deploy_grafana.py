@@ -123,14 +123,17 @@ def test_a_misspelt_metric_is_caught(served: set[str]) -> None:
 
 
 def test_the_dashboard_shows_what_an_operator_watches() -> None:
-    """Frames per camera and in all, errors by kind, lateness and fetch histograms, skipped
-    polls, spool and disk: each read by some panel."""
+    """Frames per camera and in all, errors by kind, lateness and fetch histograms, what
+    makes polls late, skipped polls, spool and disk: each read by some panel."""
     used = set().union(*(metric_names(e) for exprs in dashboard_queries().values()
                          for e in exprs))
     assert {"lyoncam_frames_total", "lyoncam_daemon_frames_total", "lyoncam_poll_errors_total",
             "lyoncam_daemon_lateness_seconds_bucket", "lyoncam_daemon_fetch_seconds_bucket",
             "lyoncam_daemon_polls_skipped_total", "lyoncam_spool_lag_seconds",
-            "lyoncam_spool_frames", "lyoncam_disk_free_bytes"} <= used
+            "lyoncam_spool_frames", "lyoncam_disk_free_bytes",
+            "lyoncam_daemon_slot_wait_seconds_bucket",
+            "lyoncam_daemon_pipeline_wait_seconds_bucket",
+            "lyoncam_daemon_loop_lag_max_seconds"} <= used
     ids = [p["id"] for p in panels(dashboard())]
     assert len(ids) == len(set(ids))
 
