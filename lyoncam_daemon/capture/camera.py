@@ -208,10 +208,17 @@ def build_sidecar(camera: CameraConfig, fetched: Fetched, verdict: Verdict,
 class CameraTask:
     """Polls one camera until its own `stop` is set (by the registry or the daemon)."""
 
-    def __init__(self, camera: CameraConfig, rt: Runtime, phase: float = 0.0) -> None:
+    def __init__(self, camera: CameraConfig, rt: Runtime, phase: float = 0.0,
+                 anchor: float | None = None) -> None:
         self.camera = camera
         self.rt = rt
         self.phase = phase
+        #: The first poll's due time (monotonic): `phase` after an `anchor` shared by every
+        #: camera started together, not after this camera's own recovery, which at start
+        #: waits its turn behind thousands of others. Anchored on the recovery's end, the
+        #: phases of 10,000 cameras stretched over 60 s plus the whole start-up, and for as
+        #: long as the daemon ran a third of every minute was due twice over.
+        self.first_due = (time.monotonic() if anchor is None else anchor) + phase
         self.stop = StopSignal()
         self.reach = Reachability()
         self.validators: Validators | None = None
@@ -299,7 +306,7 @@ class CameraTask:
 
     async def run(self) -> None:
         await self.recover()
-        due = time.monotonic() + self.phase
+        due = self.first_due  # past already if recovery took longer: polled now, then on grid
         while await self._wait_until(due):
             ok = await self._poll_guarded(due)
             now = time.monotonic()

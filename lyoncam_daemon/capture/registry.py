@@ -37,11 +37,13 @@ class CameraRegistry:
         return entry[0] if entry else None
 
     def add(self, camera: CameraConfig, phase: float = 0.0,
-            previous: CameraTask | None = None) -> CameraTask:
-        """Start polling `camera`; with `previous` (same URL), carry on from its memory."""
+            previous: CameraTask | None = None, anchor: float | None = None) -> CameraTask:
+        """Start polling `camera`, first `phase` seconds after `anchor` (monotonic; now by
+        default: cameras started together share one); with `previous` (same URL), carry on
+        from its memory."""
         if camera.id in self._cameras:
             raise ValueError(f"camera {camera.id!r} is already running")
-        cam = CameraTask(camera, self.rt, phase)
+        cam = CameraTask(camera, self.rt, phase, anchor)
         if previous is not None:
             cam.inherit(previous)
         task = asyncio.create_task(self._supervise(cam), name=f"camera:{camera.id}")
@@ -60,11 +62,13 @@ class CameraRegistry:
             self.rt.stats.remove(camera_id)
         return cam
 
-    async def replace(self, camera: CameraConfig, grace: float, phase: float = 0.0) -> None:
+    async def replace(self, camera: CameraConfig, grace: float, phase: float = 0.0,
+                      anchor: float | None = None) -> None:
         """Restart a camera with new settings, keeping its dedup memory if the URL is the
         same (a new URL is another picture: start afresh)."""
         old = await self.remove(camera.id, grace, forget=False)
-        self.add(camera, phase, previous=old if old.camera.url == camera.url else None)
+        self.add(camera, phase, previous=old if old.camera.url == camera.url else None,
+                 anchor=anchor)
 
     async def stop_all(self, grace: float) -> int:
         """Stop every camera; return how many were cancelled mid-poll."""

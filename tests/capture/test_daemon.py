@@ -765,3 +765,47 @@ async def test_the_heartbeat_keeps_no_copy_of_the_cameras_stats_while_it_writes(
     totals = await daemon._write_health()
     assert totals["polls"] == 600
     assert alive[0] - before <= 1  # the daemon-wide figures' copy (`every`), no camera's
+
+
+async def test_phases_stay_spread_however_long_start_up_recovery_takes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each camera's schedule starts `phase` after one moment shared by all, not after its
+    own recovery: recoveries wait their turn at start (10,000 cameras took tens of seconds),
+    and anchored on them the phases stretched past one interval, so part of every minute
+    was due twice over for as long as the daemon ran (lateness p99 9 s at 10,000 cameras)."""
+    import lyoncam_daemon.capture.camera as camera_module
+    from lyoncam_daemon.capture.camera import CameraTask
+
+    monkeypatch.setattr(camera_module, "RECOVERIES_AT_ONCE", 1)  # one recovery at a time
+
+    class SlowRecovery(FilesystemStorage):
+        async def recover(self, camera_id: str) -> int:
+            await asyncio.sleep(0.15)
+            return await super().recover(camera_id)
+
+    dues: dict[str, list[float]] = {}
+    real_poll = CameraTask.poll_once
+
+    async def noted(self: CameraTask, due: float | None = None) -> bool:
+        assert due is not None
+        dues.setdefault(self.camera.id, []).append(due)
+        return await real_poll(self, due)
+
+    monkeypatch.setattr(CameraTask, "poll_once", noted)
+    ids = camera_ids(8)
+    interval = 2.0
+    async with CriterSimulator(ids, period=0.5) as sim:
+        config = make_config(tmp_path, {i: sim.url(i) for i in ids}, interval=interval)
+        daemon = Daemon(config, storage=SlowRecovery(tmp_path))
+        task = asyncio.create_task(daemon.run())
+        try:
+            await until(lambda: len(dues) == len(ids) and all(len(d) >= 2 for d in dues.values()),
+                        "two polls of every camera")
+        finally:
+            daemon.request_stop()
+            assert await asyncio.wait_for(task, timeout=15) == 0
+    # The second polls are on each camera's grid: one interval / cameras apart, in order.
+    second = [dues[i][1] for i in ids]
+    gaps = [b - a for a, b in itertools.pairwise(second)]
+    assert gaps == pytest.approx([interval / len(ids)] * (len(ids) - 1), abs=1e-6), gaps
