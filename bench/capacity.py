@@ -14,11 +14,12 @@ Run: ``.venv/bin/python -m bench.capacity`` (20,000 cameras, both stores, about 
   off in ``/metrics``, logging at ``warning``. Everything else is the default, enrichers
   (daylight, image statistics), the SQLite index and fsynced writes included. With
   ``--stores s3`` the frames go to a real SeaweedFS (``weed mini``, loopback) instead.
-- After a warm-up (the first round, start-up recovery), a window of ``--window`` seconds is
-  measured: from ``/metrics`` at its edges, the polls, stored frames, skipped polls and the
-  lateness histogram (how late each poll started against its schedule; p50 and p99
-  interpolated within buckets); from /proc, the CPU time of the daemon, the simulator and
-  SeaweedFS; peak RSS (VmHWM) of the daemon over its whole life.
+- After a warm-up (the first round, start-up recovery: at 10,000 cameras on 2 cores the first
+  round's backlog takes about 4 minutes, so use ``--warmup 300`` there), a window of
+  ``--window`` seconds is measured: from ``/metrics`` at its edges, the polls, stored
+  frames, skipped polls and the lateness histogram (how late each poll started against its
+  schedule; p50 and p99 interpolated within buckets); from /proc, the CPU time of the
+  daemon, the simulator and SeaweedFS; peak RSS (VmHWM) of the daemon over its whole life.
 - The status endpoint under load: during the window, ``/``, ``/?show=problems``, ``/healthz``
   and ``/metrics`` are requested every ``--scrape-every`` seconds (as a browser, Docker's
   health check and Prometheus would), and the daemon's own
