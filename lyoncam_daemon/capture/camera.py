@@ -307,6 +307,11 @@ class CameraTask:
     async def run(self) -> None:
         await self.recover()
         due = self.first_due  # past already if recovery took longer: polled now, then on grid
+        now = time.monotonic()
+        if now - due >= self.camera.interval:
+            # Late by more than an interval: due at the grid's latest tick, so the poll still
+            # has until the next one to get a turn (not a poll skipped as if overloaded).
+            due = next_due(due, self.camera.interval, now) - self.camera.interval
         while await self._wait_until(due):
             ok = await self._poll_guarded(due)
             now = time.monotonic()

@@ -809,3 +809,40 @@ async def test_phases_stay_spread_however_long_start_up_recovery_takes(
     second = [dues[i][1] for i in ids]
     gaps = [b - a for a, b in itertools.pairwise(second)]
     assert gaps == pytest.approx([interval / len(ids)] * (len(ids) - 1), abs=1e-6), gaps
+
+
+async def test_a_first_poll_late_by_more_than_an_interval_is_due_on_the_latest_tick(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A recovery longer than the interval: the first poll is due at the grid's latest tick,
+    so it has a whole interval to get a request turn instead of being skipped at once as if
+    the daemon were overloaded."""
+    from lyoncam_daemon.capture.camera import CameraTask
+
+    class SlowRecovery(FilesystemStorage):
+        async def recover(self, camera_id: str) -> int:
+            await asyncio.sleep(1.3)
+            return await super().recover(camera_id)
+
+    asked: list[tuple[float, float]] = []
+    real_poll = CameraTask.poll_once
+
+    async def noted(self: CameraTask, due: float | None = None) -> bool:
+        assert due is not None
+        asked.append((due, asyncio.get_running_loop().time()))
+        return await real_poll(self, due)
+
+    monkeypatch.setattr(CameraTask, "poll_once", noted)
+    interval = 0.5
+    async with CriterSimulator(["L"], period=0.2) as sim:
+        config = make_config(tmp_path, {"L": sim.url("L")}, interval=interval)
+        daemon = Daemon(config, storage=SlowRecovery(tmp_path))
+        task = asyncio.create_task(daemon.run())
+        try:
+            await until(lambda: len(asked) >= 2, "two polls")
+        finally:
+            daemon.request_stop()
+            assert await asyncio.wait_for(task, timeout=15) == 0
+    (first_due, first_at), (second_due, _) = asked[:2]
+    assert 0 <= first_at - first_due < interval
+    assert second_due - first_due == pytest.approx(interval)  # then on the grid
