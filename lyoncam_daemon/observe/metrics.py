@@ -158,31 +158,25 @@ def _daemon_metrics(snap: Snapshot) -> Iterable[Metric]:
     for outcome in Outcome:
         frames.add_metric([outcome.value], every.outcomes.get(outcome.value, 0))
     yield frames
-    fetch_s = HistogramMetricFamily("lyoncam_daemon_fetch_seconds",
-                                    "Request time of every camera, slot granted to last byte")
-    fetch_s.add_metric([], histogram_buckets(snap.fetch_s), snap.fetch_s.total)
-    yield fetch_s
-    late_s = HistogramMetricFamily("lyoncam_daemon_lateness_seconds",
-                                   "How late every camera's polls started against schedule")
-    late_s.add_metric([], histogram_buckets(snap.lateness_s), snap.lateness_s.total)
-    yield late_s
-    slot_s = HistogramMetricFamily(
-        "lyoncam_daemon_slot_wait_seconds",
-        "How long every camera's polls waited for a request turn (part of their lateness)")
-    slot_s.add_metric([], histogram_buckets(snap.slot_wait_s), snap.slot_wait_s.total)
-    yield slot_s
-    pipe_s = HistogramMetricFamily(
-        "lyoncam_daemon_pipeline_wait_seconds",
-        "How long fetched frames waited, holding their request turn, for room among the "
-        "frames being judged and stored: long waits mean the judge needs more CPU")
-    pipe_s.add_metric([], histogram_buckets(snap.pipeline_wait_s), snap.pipeline_wait_s.total)
-    yield pipe_s
-    lag_s = HistogramMetricFamily(
-        "lyoncam_daemon_loop_lag_seconds",
-        "How late the event loop woke a sleeper due every 50 ms: any work holding the loop "
-        "(and so every camera due meanwhile) shows here")
-    lag_s.add_metric([], histogram_buckets(snap.loop_lag_s), snap.loop_lag_s.total)
-    yield lag_s
+    for name, help_text, timing in (
+        ("lyoncam_daemon_fetch_seconds",
+         "Request time of every camera, slot granted to last byte", snap.fetch_s),
+        ("lyoncam_daemon_lateness_seconds",
+         "How late every camera's polls started against schedule", snap.lateness_s),
+        ("lyoncam_daemon_slot_wait_seconds",
+         "How long every camera's polls waited for a request turn (part of their lateness)",
+         snap.slot_wait_s),
+        ("lyoncam_daemon_pipeline_wait_seconds",
+         "How long fetched frames waited, holding their request turn, for room among the "
+         "frames being judged and stored: long waits mean the process is at its limit",
+         snap.pipeline_wait_s),
+        ("lyoncam_daemon_loop_lag_seconds",
+         "How late the event loop woke a sleeper due every 50 ms: any work holding the loop "
+         "(and so every camera due meanwhile) shows here", snap.loop_lag_s),
+    ):
+        family = HistogramMetricFamily(name, help_text)
+        family.add_metric([], histogram_buckets(timing), timing.total)
+        yield family
     yield GaugeMetricFamily("lyoncam_daemon_loop_lag_max_seconds",
                             "Longest event loop lag of the last minute",
                             value=snap.loop_lag_max_s)
