@@ -26,7 +26,6 @@ def _reset_structlog() -> Iterator[None]:
     unroute_stdlib()
 
 
-
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedS3]:
     """A real S3 server (SeaweedFS) on free loopback ports, one per test module that asks."""
@@ -37,6 +36,7 @@ def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedS3]:
         yield server
     finally:
         server.stop()
+
 
 def make_config(
     data_dir: Path,

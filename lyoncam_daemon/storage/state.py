@@ -80,7 +80,7 @@ class StateDir:
     def write_health(self, record: Mapping[str, Any], cameras: Sequence[str] | None = None
                      ) -> None:
         """Replace health.json atomically; not fsynced (it is rewritten every summary).
-        `cameras`: its cameras' entries, already encoded (`encode_record`).
+        `cameras`: its cameras' entries, already encoded (`encode_camera`).
 
         Raises OSError: the caller decides how loudly to say so.
         """
@@ -95,23 +95,16 @@ def _read_pid(path: Path) -> str:
 
 
 def encode_record(record: Mapping[str, Any], cameras: Sequence[str] | None = None) -> bytes:
-    """`json.dumps(record)`, byte for byte, with each entry of its `cameras` encoded on its
-    own; or, given `cameras` (entries made by `encode_camera`), `record` with those as its
-    last key, "cameras".
+    """`json.dumps(record)`, byte for byte; given `cameras` (entries made by
+    `encode_camera`), `record` with those as its last key, "cameras".
 
     The json module's C encoder keeps the GIL for the whole of one call, and this runs in a
     thread beside the event loop: in one call, the 5 MB record of 10,000 cameras held the
-    loop 0.1-0.2 s (measured by a callback probe in bench/capacity.py's run). Between two
-    cameras the interpreter can hand the GIL back. No indent: that would leave the C
-    encoder for the Python one.
+    loop 0.1-0.2 s (measured by a callback probe in bench/capacity.py's run). The entries
+    come already encoded, one camera at a time, and the rest is small. No indent: that
+    would leave the C encoder for the Python one.
     """
-    parts = []
-    for key, value in record.items():
-        if key == "cameras" and isinstance(value, Mapping):
-            entries = ", ".join(encode_camera(cid, cam) for cid, cam in value.items())
-            parts.append(f"{_encode(key)}: {{{entries}}}")
-        else:
-            parts.append(f"{_encode(key)}: {_encode(value)}")
+    parts = [f"{_encode(key)}: {_encode(value)}" for key, value in record.items()]
     if cameras is not None:
         parts.append(f'"cameras": {{{", ".join(cameras)}}}')
     return ("{" + ", ".join(parts) + "}").encode()

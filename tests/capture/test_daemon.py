@@ -767,41 +767,61 @@ async def test_the_heartbeat_keeps_no_copy_of_the_cameras_stats_while_it_writes(
     assert alive[0] - before <= 1  # the daemon-wide figures' copy (`every`), no camera's
 
 
+def slow_recovery(data_dir: Path, seconds: float) -> FilesystemStorage:
+    """The real store, each camera's start-up recovery taking `seconds` longer."""
+
+    class SlowRecovery(FilesystemStorage):
+        async def recover(self, camera_id: str) -> int:
+            await asyncio.sleep(seconds)
+            return await super().recover(camera_id)
+
+    return SlowRecovery(data_dir)
+
+
+def record_polls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, float, float]]:
+    """(camera, due, when asked) of every poll from now on."""
+    from lyoncam_daemon.capture.camera import CameraTask
+
+    polls: list[tuple[str, float, float]] = []
+    real_poll = CameraTask.poll_once
+
+    async def noted(self: CameraTask, due: float | None = None) -> bool:
+        assert due is not None
+        polls.append((self.camera.id, due, asyncio.get_running_loop().time()))
+        return await real_poll(self, due)
+
+    monkeypatch.setattr(CameraTask, "poll_once", noted)
+    return polls
+
+
 async def test_phases_stay_spread_however_long_start_up_recovery_takes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Each camera's schedule starts `phase` after one moment shared by all, not after its
     own recovery: recoveries wait their turn at start (10,000 cameras took tens of seconds),
     and anchored on them the phases stretched past one interval, so part of every minute
-    was due twice over for as long as the daemon ran (lateness p99 9 s at 10,000 cameras)."""
+    was due at 1.4 times the rate of the rest for as long as the daemon ran (lateness p99
+    9 s at 10,000 cameras)."""
     import lyoncam_daemon.capture.camera as camera_module
-    from lyoncam_daemon.capture.camera import CameraTask
 
     monkeypatch.setattr(camera_module, "RECOVERIES_AT_ONCE", 1)  # one recovery at a time
-
-    class SlowRecovery(FilesystemStorage):
-        async def recover(self, camera_id: str) -> int:
-            await asyncio.sleep(0.15)
-            return await super().recover(camera_id)
-
+    polls = record_polls(monkeypatch)
     dues: dict[str, list[float]] = {}
-    real_poll = CameraTask.poll_once
-
-    async def noted(self: CameraTask, due: float | None = None) -> bool:
-        assert due is not None
-        dues.setdefault(self.camera.id, []).append(due)
-        return await real_poll(self, due)
-
-    monkeypatch.setattr(CameraTask, "poll_once", noted)
     ids = camera_ids(8)
     interval = 2.0
     async with CriterSimulator(ids, period=0.5) as sim:
         config = make_config(tmp_path, {i: sim.url(i) for i in ids}, interval=interval)
-        daemon = Daemon(config, storage=SlowRecovery(tmp_path))
+        daemon = Daemon(config, storage=slow_recovery(tmp_path, 0.15))
         task = asyncio.create_task(daemon.run())
+
+        def twice_each() -> bool:
+            dues.clear()
+            for cid, due, _ in polls:
+                dues.setdefault(cid, []).append(due)
+            return len(dues) == len(ids) and all(len(d) >= 2 for d in dues.values())
+
         try:
-            await until(lambda: len(dues) == len(ids) and all(len(d) >= 2 for d in dues.values()),
-                        "two polls of every camera")
+            await until(twice_each, "two polls of every camera")
         finally:
             daemon.request_stop()
             assert await asyncio.wait_for(task, timeout=15) == 0
@@ -817,32 +837,18 @@ async def test_a_first_poll_late_by_more_than_an_interval_is_due_on_the_latest_t
     """A recovery longer than the interval: the first poll is due at the grid's latest tick,
     so it has a whole interval to get a request turn instead of being skipped at once as if
     the daemon were overloaded."""
-    from lyoncam_daemon.capture.camera import CameraTask
-
-    class SlowRecovery(FilesystemStorage):
-        async def recover(self, camera_id: str) -> int:
-            await asyncio.sleep(1.3)
-            return await super().recover(camera_id)
-
-    asked: list[tuple[float, float]] = []
-    real_poll = CameraTask.poll_once
-
-    async def noted(self: CameraTask, due: float | None = None) -> bool:
-        assert due is not None
-        asked.append((due, asyncio.get_running_loop().time()))
-        return await real_poll(self, due)
-
-    monkeypatch.setattr(CameraTask, "poll_once", noted)
+    polls = record_polls(monkeypatch)
     interval = 0.5
     async with CriterSimulator(["L"], period=0.2) as sim:
         config = make_config(tmp_path, {"L": sim.url("L")}, interval=interval)
-        daemon = Daemon(config, storage=SlowRecovery(tmp_path))
+        daemon = Daemon(config, storage=slow_recovery(tmp_path, 1.3))
         task = asyncio.create_task(daemon.run())
         try:
-            await until(lambda: len(asked) >= 2, "two polls")
+            await until(lambda: len(polls) >= 2, "two polls")
         finally:
             daemon.request_stop()
             assert await asyncio.wait_for(task, timeout=15) == 0
+    asked = [(due, at) for _, due, at in polls]
     (first_due, first_at), (second_due, _) = asked[:2]
     assert 0 <= first_at - first_due < interval
     assert second_due - first_due == pytest.approx(interval)  # then on the grid

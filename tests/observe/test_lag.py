@@ -9,12 +9,8 @@ import pytest
 
 from lyoncam_daemon.observe import metrics
 from lyoncam_daemon.observe.lag import RecentMax, watch_loop
-from lyoncam_daemon.observe.metrics import DiskFigures
 from lyoncam_daemon.observe.stats import Stats
-from tests.observe.test_status import value
-
-NO_DISK = DiskFigures(free_bytes=None, paused=False, paused_frames=0, retention_freed_bytes=0,
-                      retention_deleted_frames=0)
+from tests.observe.test_status import NO_DISK, value
 
 
 def test_the_recent_max_keeps_the_worst_of_the_last_minute_then_forgets_it() -> None:
